@@ -1,0 +1,33 @@
+"""Evaluation: metrics in plain numpy, and a compiled forward pass over a dataset.
+
+``from core.evaluation import classification_metrics`` does not import TensorFlow;
+``evaluate_model``, ``predict_arrays`` and ``make_forward`` load it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from core.evaluation.metrics import average_precision, classification_metrics, multilabel_metrics
+
+if TYPE_CHECKING:
+    from core.evaluation.evaluate import evaluate_model, make_forward, predict_arrays
+
+_LAZY = ("evaluate_model", "make_forward", "predict_arrays")
+
+__all__ = [
+    "average_precision",
+    "classification_metrics",
+    "evaluate_model",
+    "make_forward",
+    "multilabel_metrics",
+    "predict_arrays",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from core.evaluation import evaluate
+
+        return getattr(evaluate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,218 @@
+"""Architectures as data: a name parses into a spec of stages; one builder turns a spec into a model.
+
+Names (case-insensitive):
+- ``resnet{6n+2}``, ``plain{6n+2}``: He et al. 2016's CIFAR nets (``resnet20`` … ``resnet1202``);
+  ``cifar_resnet{d}`` / ``cifar_plain{d}`` force the CIFAR family for any depth.
+- ``resnet18/34/50/101/152``, ``plain18/34``: the ImageNet nets (v1.5: stride on the 3×3 conv).
+- ``preact_resnet{d}``: pre-activation (He et al. 2016b); CIFAR for 6n+2 (basic) or 164/1001-style
+  9n+2 bottlenecks, ImageNet for 18/34/50/101/152.
+- ``wrn{d}_{k}``: Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), d = 6n+4.
+- ``resnext29_{c}x{w}d`` (CIFAR) and ``resnext{50,101,152}_{c}x{w}d`` (ImageNet), Xie et al. 2017.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Family = Literal["cifar", "imagenet"]
+Shortcut = Literal["A", "B", "none"]
+Block = Literal["basic", "bottleneck"]
+
+IMAGENET_DEPTHS: dict[int, tuple[Block, tuple[int, ...]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+# He et al. 2016, Table 6: CIFAR-10 test error (%), option A shortcuts. ResNet-110 is the best of 5
+# runs (mean 6.61 ± 0.16). Table 4 (10-crop, single model): ImageNet top-1/top-5 validation error.
+PAPER_CIFAR10_ERROR: dict[str, float] = {
+    "resnet20": 8.75,
+    "resnet32": 7.51,
+    "resnet44": 7.17,
+    "resnet56": 6.97,
+    "resnet110": 6.43,
+    "resnet1202": 7.93,
+}
+PAPER_IMAGENET_ERROR: dict[str, tuple[float, float]] = {
+    "resnet34": (24.52, 7.46),
+    "resnet50": (22.85, 6.71),
+    "resnet101": (21.75, 6.05),
+    "resnet152": (21.43, 5.71),
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    blocks: int
+    out_channels: int
+    inner_channels: int  # the 3×3 conv's width (== out_channels for basic blocks)
+    stride: int
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything needed to build one architecture."""
+
+    name: str
+    family: Family
+    kind: Literal["resnet", "plain", "preact", "wide", "resnext"]
+    block: Block
+    depth: int
+    stem_channels: int
+    stages: tuple[Stage, ...]
+    shortcut: Shortcut
+    preact: bool = False
+    dropout: float = 0.0
+
+    @property
+    def default_input_shape(self) -> tuple[int, int, int]:
+        return (32, 32, 3) if self.family == "cifar" else (224, 224, 3)
+
+    @property
+    def paper_error(self) -> float | None:
+        """The paper's error (%): CIFAR-10 test error, or ImageNet 10-crop top-1 error."""
+        if self.name in PAPER_CIFAR10_ERROR:
+            return PAPER_CIFAR10_ERROR[self.name]
+        if self.name in PAPER_IMAGENET_ERROR:
+            return PAPER_IMAGENET_ERROR[self.name][0]
+        return None
+
+    def with_shortcut(self, shortcut: Shortcut) -> ArchSpec:
+        if self.kind == "plain":
+            raise ValueError(f"{self.name!r} is a plain net: it has no shortcuts to choose.")
+        if shortcut == "none":
+            raise ValueError("Use the plain twin (e.g. 'plain20') for a net without shortcuts.")
+        return replace(self, shortcut=shortcut)
+
+
+def _cifar_stages(n: int, widths: tuple[int, ...], inner: tuple[int, ...] | None = None,
+                  groups: int = 1) -> tuple[Stage, ...]:
+    inner = inner or widths
+    return tuple(
+        Stage(n, w, i, 1 if s == 0 else 2, groups) for s, (w, i) in enumerate(zip(widths, inner, strict=True))
+    )
+
+
+def _imagenet_stages(depth: int, *, groups: int = 1, group_width: int = 0) -> tuple[Block, tuple[Stage, ...]]:
+    block, counts = IMAGENET_DEPTHS[depth]
+    stages = []
+    for s, blocks in enumerate(counts):
+        base = 64 * 2**s
+        if block == "basic":
+            stages.append(Stage(blocks, base, base, 1 if s == 0 else 2))
+        else:
+            inner = groups * group_width * 2**s if groups > 1 else base
+            stages.append(Stage(blocks, 4 * base, inner, 1 if s == 0 else 2, groups))
+    return block, tuple(stages)
+
+
+def _cifar_depth(depth: int, per_block: int) -> int:
+    if depth < per_block + 2 or (depth - 2) % per_block:
+        raise ValueError(f"CIFAR depth must be {per_block}n+2 with n >= 1; got {depth}.")
+    return (depth - 2) // per_block
+
+
+_PATTERNS = [
+    ("wrn", re.compile(r"wrn(\d+)_(\d+)")),
+    ("resnext", re.compile(r"resnext(\d+)_(\d+)x(\d+)d")),
+    ("preact", re.compile(r"preact_resnet(\d+)")),
+    ("cifar_plain", re.compile(r"cifar_plain(\d+)")),
+    ("cifar_resnet", re.compile(r"cifar_resnet(\d+)")),
+    ("plain", re.compile(r"plain(\d+)")),
+    ("resnet", re.compile(r"resnet(\d+)")),
+]
+
+
+def parse_architecture(name: str) -> ArchSpec:
+    """Turn an architecture name into its spec.
+
+    Raises:
+        ValueError: naming the architecture and the accepted forms.
+    """
+    key = name.strip().lower().replace("-", "")
+    for kind, pattern in _PATTERNS:
+        m = pattern.fullmatch(key)
+        if m:
+            try:
+                return _build_spec(key, kind, [int(g) for g in m.groups()])
+            except ValueError as exc:
+                raise ValueError(f"Invalid architecture {name!r}: {exc}") from None
+    raise ValueError(
+        f"Unknown architecture: {name!r}. Expected one of {', '.join(CATALOGUE_NAMES)}, "
+        "or a pattern: resnet{6n+2}, plain{6n+2}, preact_resnet{d}, wrn{6n+4}_{k}, "
+        "resnext29_{c}x{w}d, resnext50_{c}x{w}d."
+    )
+
+
+def _build_spec(key: str, kind: str, nums: list[int]) -> ArchSpec:  # noqa: PLR0911
+    if kind == "wrn":
+        depth, k = nums
+        if (depth - 4) % 6 or depth < 10:
+            raise ValueError(f"WRN depth must be 6n+4 with n >= 1; got {depth}.")
+        if k < 1:
+            raise ValueError(f"WRN widening factor must be >= 1; got {k}.")
+        n = (depth - 4) // 6
+        widths = (16 * k, 32 * k, 64 * k)
+        return ArchSpec(key, "cifar", "wide", "basic", depth, 16, _cifar_stages(n, widths), "B",
+                        preact=True)
+    if kind == "resnext":
+        depth, card, width = nums
+        if card < 1 or width < 1:
+            raise ValueError("ResNeXt cardinality and width must be >= 1.")
+        if depth == 29:
+            outs = (256, 512, 1024)
+            inner = tuple(card * width * 2**s for s in range(3))
+            return ArchSpec(key, "cifar", "resnext", "bottleneck", 29, 64,
+                            _cifar_stages(3, outs, inner, card), "B")
+        if depth in (50, 101, 152):
+            block, stages = _imagenet_stages(depth, groups=card, group_width=width)
+            return ArchSpec(key, "imagenet", "resnext", block, depth, 64, stages, "B")
+        raise ValueError(f"ResNeXt depth must be 29 (CIFAR) or 50/101/152 (ImageNet); got {depth}.")
+    (depth,) = nums
+    if kind == "preact":
+        if depth in IMAGENET_DEPTHS:
+            block, stages = _imagenet_stages(depth)
+            return ArchSpec(key, "imagenet", "preact", block, depth, 64, stages, "B", preact=True)
+        if depth >= 164 and (depth - 2) % 9 == 0:
+            n = _cifar_depth(depth, 9)
+            stages = _cifar_stages(n, (64, 128, 256), (16, 32, 64))
+            return ArchSpec(key, "cifar", "preact", "bottleneck", depth, 16, stages, "B", preact=True)
+        n = _cifar_depth(depth, 6)
+        return ArchSpec(key, "cifar", "preact", "basic", depth, 16,
+                        _cifar_stages(n, (16, 32, 64)), "B", preact=True)
+    plain = kind in ("plain", "cifar_plain")
+    if kind in ("resnet", "plain") and depth in IMAGENET_DEPTHS:
+        if plain and depth not in (18, 34):
+            raise ValueError("the paper's ImageNet plain nets are plain18 and plain34.")
+        block, stages = _imagenet_stages(depth)
+        return ArchSpec(key, "imagenet", "plain" if plain else "resnet", block, depth, 64, stages,
+                        "none" if plain else "B")
+    n = _cifar_depth(depth, 6)
+    return ArchSpec(key, "cifar", "plain" if plain else "resnet", "basic", depth, 16,
+                    _cifar_stages(n, (16, 32, 64)), "none" if plain else "A")
+
+
+CATALOGUE_NAMES: tuple[str, ...] = (
+    *(f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)),
+    *(f"plain{d}" for d in (20, 32, 44, 56, 110, 1202)),
+    *(f"resnet{d}" for d in IMAGENET_DEPTHS),
+    "plain18",
+    "plain34",
+    "preact_resnet110",
+    "preact_resnet164",
+    "preact_resnet1001",
+    *(f"preact_resnet{d}" for d in IMAGENET_DEPTHS),
+    "wrn16_8",
+    "wrn28_10",
+    "wrn40_4",
+    "resnext29_8x64d",
+    "resnext29_16x64d",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+)
