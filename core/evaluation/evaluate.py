@@ -7,7 +7,7 @@ training=False)``), rather than ``model.predict``, whose per-call set-up dominat
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -17,7 +17,9 @@ import tensorflow as tf
 from core.evaluation.metrics import classification_metrics, multilabel_metrics
 
 
-def make_forward(model: keras.Model, *, ten_crop: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+def make_forward(
+    model: keras.Model, *, ten_crop: bool = False
+) -> tf.types.experimental.PolymorphicFunction:
     """A compiled inference function: float32 pixel batch in, probabilities out.
 
     With ``ten_crop``, each image (at least the model's input size) gives its four corner crops,
@@ -34,11 +36,15 @@ def make_forward(model: keras.Model, *, ten_crop: bool = False) -> Callable[[tf.
     def forward(x: tf.Tensor) -> tf.Tensor:
         big_h, big_w = tf.shape(x)[1], tf.shape(x)[2]
         tf.debugging.assert_greater_equal(
-            tf.stack([big_h, big_w]), tf.constant([h, w]),
+            tf.stack([big_h, big_w]),
+            tf.constant([h, w]),
             message=f"ten_crop needs images of at least {h}x{w}",
         )
         offsets = [
-            (0, 0), (0, big_w - w), (big_h - h, 0), (big_h - h, big_w - w),
+            (0, 0),
+            (0, big_w - w),
+            (big_h - h, 0),
+            (big_h - h, big_w - w),
             ((big_h - h) // 2, (big_w - w) // 2),
         ]
         crops = [x[:, top : top + h, left : left + w, :] for top, left in offsets]
@@ -81,8 +87,8 @@ def evaluate_model(
 
     Args:
         model: a model from :func:`core.models.build_model` (pixels in [0, 255] in).
-        dataset: batches of images (B, H, W, C) and labels: class indices (B,) or one-hot
-            (B, K) for single-label data, an indicator matrix (B, K) for multi-label data.
+        dataset: batches of images (B, H, W, C) and labels: class indices (B,) or (B, 1), or
+            one-hot (B, K) for single-label data, an indicator matrix (B, K) for multi-label data.
         class_names: the K class names.
         multi_label: score with :func:`multilabel_metrics` instead of
             :func:`classification_metrics`.
@@ -99,7 +105,7 @@ def evaluate_model(
     h, w, c = _input_shape(model)
     # Trace before the clock starts: the first batch should not pay for graph building.
     if ten_crop:
-        forward.get_concrete_function()  # type: ignore[attr-defined]
+        forward.get_concrete_function()
     else:
         forward(tf.zeros((1, h, w, c)))
     if steps is not None:
@@ -127,7 +133,9 @@ def evaluate_model(
     if multi_label:
         metrics = multilabel_metrics(y, probs, class_names, threshold=threshold)
     else:
-        if y.ndim == 2:  # one-hot (or smoothed) targets
+        if y.ndim == 2 and y.shape[1] == 1:  # (B, 1) class indices
+            y = y[:, 0]
+        elif y.ndim == 2:  # one-hot (or smoothed) targets
             y = y.argmax(axis=1)
         metrics = classification_metrics(y.astype(np.int64), probs, class_names)
     return {
@@ -139,7 +147,7 @@ def evaluate_model(
 
 
 def _input_shape(model: keras.Model) -> tuple[int, int, int]:
-    shape = tuple(model.input_shape[1:])
-    if len(shape) != 3 or any(d is None for d in shape):
-        raise ValueError(f"expected a model with a fixed (H, W, C) input; got {model.input_shape}.")
-    return shape  # type: ignore[return-value]
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4 or None in shape[1:]:
+        raise ValueError(f"expected a model with one fixed (H, W, C) input; got {shape}.")
+    return int(shape[1]), int(shape[2]), int(shape[3])

@@ -59,18 +59,17 @@ class Predictor:
         threshold: float = 0.5,
         batch_size: int = 64,
     ) -> None:
-        shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else ()
-        if len(shape) != 3 or any(d is None for d in shape):
-            raise ValueError(
-                f"expected a model with one (None, H, W, C) input; got {model.input_shape}."
-            )
+        in_shape = model.input_shape
+        if not isinstance(in_shape, tuple) or len(in_shape) != 4 or None in in_shape[1:]:
+            raise ValueError(f"expected a model with one (None, H, W, C) input; got {in_shape}.")
+        shape = (int(in_shape[1]), int(in_shape[2]), int(in_shape[3]))
         out_shape = model.output_shape
         if not isinstance(out_shape, tuple) or len(out_shape) != 2:
             raise ValueError(f"expected a model with one (None, K) output; got {out_shape}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
         self.model = model
-        self.input_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        self.input_shape = shape
         self.num_classes = int(out_shape[1])
         self.class_names = _check_names(class_names, self.num_classes)
         self.multi_label = _resolve_multi_label(model, multi_label)
@@ -208,7 +207,9 @@ class Predictor:
                 return images
             items: Sequence[np.ndarray] = list(images)
         elif isinstance(images, np.ndarray):
-            raise ValueError(f"expected a (B, H, W, C) array or a list of images; got {images.shape}.")
+            raise ValueError(
+                f"expected a (B, H, W, C) array or a list of images; got {images.shape}."
+            )
         else:
             items = images
         if len(items) == 0:
@@ -276,9 +277,7 @@ def _resolve_multi_label(model: keras.Model, given: bool | None) -> bool:
     if given is None:
         return bool(inferred)
     if inferred is not None and bool(given) != inferred:
-        raise ValueError(
-            f"multi_label={given} contradicts the model's {name} output layer."
-        )
+        raise ValueError(f"multi_label={given} contradicts the model's {name} output layer.")
     return bool(given)
 
 
