@@ -66,8 +66,10 @@ class RunCallback(keras.callbacks.Callback):
         seen = min(done * self.batch_size, self.n_train)
         rate = seen / elapsed if elapsed > 0 else 0.0
         epoch = self._current_epoch()
-        epoch_seconds = self._recent_epoch_seconds or (self.n_train / rate if rate else 0.0)
-        eta = max(0.0, epoch_seconds - elapsed) + epoch_seconds * (self.epochs - epoch)
+        # The rest of this epoch at this epoch's pace; later epochs at the last full epoch's.
+        per_batch = elapsed / done
+        epoch_seconds = self._recent_epoch_seconds or per_batch * self.batches_per_epoch
+        eta = per_batch * (self.batches_per_epoch - done) + epoch_seconds * (self.epochs - epoch)
         self.hooks.on_progress(
             ProgressEvent(
                 epoch=epoch,

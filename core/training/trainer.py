@@ -234,7 +234,7 @@ def train(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(rundir.tensorboard), write_graph=False))
     if len(history) < config.epochs:
         model.fit(train_ds, epochs=config.epochs, initial_epoch=len(history), callbacks=callbacks,
-                  verbose=0)
+                  verbose=0, shuffle=False)
 
     result = TrainResult(
         status="cancelled" if callback.cancelled else "completed",
