@@ -17,9 +17,7 @@ import tensorflow as tf
 from core.evaluation.metrics import classification_metrics, multilabel_metrics
 
 
-def make_forward(
-    model: keras.Model, *, ten_crop: bool = False
-) -> tf.types.experimental.PolymorphicFunction:
+def make_forward(model: keras.Model, *, ten_crop: bool = False) -> Any:
     """A compiled inference function: float32 pixel batch in, probabilities out.
 
     With ``ten_crop``, each image (at least the model's input size) gives its four corner crops,
@@ -28,6 +26,11 @@ def make_forward(
     been resized to 256 for 224×224 crops.
     """
     h, w, c = _input_shape(model)
+    if keras.backend.backend() != "tensorflow":
+        if ten_crop:
+            raise ValueError("ten_crop evaluation needs the TensorFlow backend.")
+        # Other backends (JAX) compile the model call themselves; tf.function cannot trace it.
+        return lambda x: model(np.asarray(x, np.float32), training=False)
     if not ten_crop:
         signature = [tf.TensorSpec((None, h, w, c), tf.float32)]
         return tf.function(lambda x: model(x, training=False), input_signature=signature)
@@ -67,7 +70,7 @@ def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 
     forward = make_forward(model)
     k = model.output_shape[-1]
     out = [
-        forward(tf.constant(images[i : i + batch_size], tf.float32)).numpy()
+        keras.ops.convert_to_numpy(forward(images[i : i + batch_size].astype(np.float32)))
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, k), np.float32)
@@ -107,7 +110,7 @@ def evaluate_model(
     if ten_crop:
         forward.get_concrete_function()
     else:
-        forward(tf.zeros((1, h, w, c)))
+        forward(np.zeros((1, h, w, c), np.float32))
     if steps is not None:
         dataset = dataset.take(steps)
 
@@ -122,7 +125,7 @@ def evaluate_model(
                 f"images of shape {tuple(images.shape[1:])} do not fit the model's input "
                 f"{(h, w, c)}; resize them in the dataset or use ten_crop."
             )
-        all_probs.append(forward(tf.cast(images, tf.float32)).numpy())
+        all_probs.append(keras.ops.convert_to_numpy(forward(np.asarray(images, np.float32))))
         all_labels.append(np.asarray(labels))
     seconds = time.perf_counter() - start
     if not all_probs:
