@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from core.models import build_model  # noqa: E402
+from core.models import build_model
 
 CASES = [
     # (architecture, batch, input size, dtype policy, measured steps)
@@ -46,10 +46,19 @@ def device_arrays(n: int, size: int, classes: int) -> tuple[object, object]:
 
 def measure(arch: str, batch: int, size: int, policy: str | None, steps: int) -> dict[str, object]:
     classes = 1000 if size == 224 else 10
-    model = build_model(arch, input_shape=(size, size, 3), num_classes=classes,
-                        dtype_policy=policy, weight_decay=1e-4, normalization="scale")
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", jit_compile=True)
+    model = build_model(
+        arch,
+        input_shape=(size, size, 3),
+        num_classes=classes,
+        dtype_policy=policy,
+        weight_decay=1e-4,
+        normalization="scale",
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=True,
+    )
     x, y = device_arrays(batch * steps, size, classes)
     t0 = time.perf_counter()
     model.fit(x[: batch * 3], y[: batch * 3], batch_size=batch, epochs=1, verbose=0)  # compile
@@ -58,18 +67,27 @@ def measure(arch: str, batch: int, size: int, policy: str | None, steps: int) ->
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - t0
     return {
-        "architecture": arch, "batch_size": batch, "image_size": size,
-        "precision": policy or "float32", "steps": steps, "seconds": round(seconds, 3),
-        "images_per_second": round(batch * steps / seconds, 1), "warmup_seconds": round(compile_s, 1),
+        "architecture": arch,
+        "batch_size": batch,
+        "image_size": size,
+        "precision": policy or "float32",
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(batch * steps / seconds, 1),
+        "warmup_seconds": round(compile_s, 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: check the script on a CPU")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: check the script on a CPU"
+    )
     args = parser.parse_args()
-    cases = [(a, 4, 64 if s == 224 else s, p, 2) for a, _, s, p, _ in CASES] if args.quick else CASES
+    cases = (
+        [(a, 4, 64 if s == 224 else s, p, 2) for a, _, s, p, _ in CASES] if args.quick else CASES
+    )
     results = []
     for case in cases:
         r = measure(*case)
@@ -80,9 +98,15 @@ def main() -> None:
         import jax
 
         devices = [d.device_kind for d in jax.devices()]
-    report = {"backend": keras.backend.backend(), "keras": keras.__version__, "devices": devices,
-              "python": platform.python_version(), "xla": True, "results": results,
-              "env": {k: v for k, v in os.environ.items() if k.startswith("XLA_")}}
+    report = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "devices": devices,
+        "python": platform.python_version(),
+        "xla": True,
+        "results": results,
+        "env": {k: v for k, v in os.environ.items() if k.startswith("XLA_")},
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

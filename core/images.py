@@ -45,8 +45,9 @@ def decode_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.format not in formats:
+                allowed = ", ".join(formats)
                 raise ImageDecodeError(
-                    f"image format {img.format!r} is not allowed; expected one of {', '.join(formats)}"
+                    f"image format {img.format!r} is not allowed; expected one of {allowed}"
                 )
             w, h = img.size
             if w * h > max_pixels:
@@ -85,7 +86,9 @@ def to_array(img: Image.Image, channels: int) -> np.ndarray:
     return arr[..., None] if channels == 1 else arr
 
 
-def resize_for_model(arr: np.ndarray, shape: tuple[int, int, int], policy: str = "direct") -> np.ndarray:
+def resize_for_model(
+    arr: np.ndarray, shape: tuple[int, int, int], policy: str = "direct"
+) -> np.ndarray:
     """Bring a decoded image to the model's (H, W) input size.
 
     ``direct`` resizes to the input size; ``crop`` resizes the shorter side to size/0.875
@@ -98,8 +101,10 @@ def resize_for_model(arr: np.ndarray, shape: tuple[int, int, int], policy: str =
     if policy == "crop":
         short = round(min(h, w) / 0.875)
         scale = short / min(img.size)
-        img = img.resize((max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale))),
-                         Image.Resampling.BILINEAR)
+        img = img.resize(
+            (max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale))),
+            Image.Resampling.BILINEAR,
+        )
         left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
         img = img.crop((left, top, left + w, top + h))
     else:

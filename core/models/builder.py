@@ -28,15 +28,26 @@ class _Layers:
         # Keras' L2 adds l2·Σw², whose gradient is 2·l2·w; SGD weight decay λ adds λ·w.
         return keras.regularizers.L2(self.weight_decay / 2) if self.weight_decay else None
 
-    def conv(self, x: Any, filters: int, kernel: int, stride: int, name: str, groups: int = 1) -> Any:
+    def conv(
+        self, x: Any, filters: int, kernel: int, stride: int, name: str, groups: int = 1
+    ) -> Any:
         return keras.layers.Conv2D(
-            filters, kernel, strides=stride, padding="same", use_bias=False, groups=groups,
-            kernel_initializer="he_normal", kernel_regularizer=self._regularizer(),
-            dtype=self.dtype, name=name,
+            filters,
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            groups=groups,
+            kernel_initializer="he_normal",
+            kernel_regularizer=self._regularizer(),
+            dtype=self.dtype,
+            name=name,
         )(x)
 
     def bn(self, x: Any, name: str) -> Any:
-        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)(x)
+        return keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name
+        )(x)
 
     def relu(self, x: Any, name: str) -> Any:
         return keras.layers.ReLU(dtype=self.dtype, name=name)(x)
@@ -46,13 +57,17 @@ class _Layers:
 
     def dense(self, x: Any, units: int, name: str) -> Any:
         return keras.layers.Dense(
-            units, kernel_initializer="he_normal", kernel_regularizer=self._regularizer(),
-            dtype=self.dtype, name=name,
+            units,
+            kernel_initializer="he_normal",
+            kernel_regularizer=self._regularizer(),
+            dtype=self.dtype,
+            name=name,
         )(x)
 
 
-def _shortcut(L: _Layers, x: Any, pre: Any, out: int, stride: int, kind: Shortcut, name: str,
-              *, with_bn: bool) -> Any:
+def _shortcut(
+    L: _Layers, x: Any, pre: Any, out: int, stride: int, kind: Shortcut, name: str, *, with_bn: bool
+) -> Any:
     """The shortcut branch: identity when shapes agree, else option A or B."""
     if stride == 1 and x.shape[-1] == out:
         return x
@@ -90,8 +105,9 @@ def _block(L: _Layers, x: Any, spec: ArchSpec, stage: Stage, stride: int, name: 
             if not last:
                 y = L.relu(y, f"{name}_relu{i}")
     if spec.shortcut != "none":
-        sc = _shortcut(L, x, pre, stage.out_channels, stride, spec.shortcut, name,
-                       with_bn=not spec.preact)
+        sc = _shortcut(
+            L, x, pre, stage.out_channels, stride, spec.shortcut, name, with_bn=not spec.preact
+        )
         y = keras.layers.Add(dtype=L.dtype, name=f"{name}_add")([sc, y])
     return y if spec.preact else L.relu(y, f"{name}_out")
 

@@ -1,4 +1,4 @@
-"""Architectures as data: a name parses into a spec of stages; one builder turns a spec into a model.
+"""Architectures as data: a name parses into a spec of stages; one builder makes the model.
 
 Names (case-insensitive):
 - ``resnet{6n+2}``, ``plain{6n+2}``: He et al. 2016's CIFAR nets (``resnet20`` … ``resnet1202``);
@@ -91,15 +91,19 @@ class ArchSpec:
         return replace(self, shortcut=shortcut)
 
 
-def _cifar_stages(n: int, widths: tuple[int, ...], inner: tuple[int, ...] | None = None,
-                  groups: int = 1) -> tuple[Stage, ...]:
+def _cifar_stages(
+    n: int, widths: tuple[int, ...], inner: tuple[int, ...] | None = None, groups: int = 1
+) -> tuple[Stage, ...]:
     inner = inner or widths
     return tuple(
-        Stage(n, w, i, 1 if s == 0 else 2, groups) for s, (w, i) in enumerate(zip(widths, inner, strict=True))
+        Stage(n, w, i, 1 if s == 0 else 2, groups)
+        for s, (w, i) in enumerate(zip(widths, inner, strict=True))
     )
 
 
-def _imagenet_stages(depth: int, *, groups: int = 1, group_width: int = 0) -> tuple[Block, tuple[Stage, ...]]:
+def _imagenet_stages(
+    depth: int, *, groups: int = 1, group_width: int = 0
+) -> tuple[Block, tuple[Stage, ...]]:
     block, counts = IMAGENET_DEPTHS[depth]
     stages = []
     for s, blocks in enumerate(counts):
@@ -150,7 +154,7 @@ def parse_architecture(name: str) -> ArchSpec:
     )
 
 
-def _build_spec(key: str, kind: str, nums: list[int]) -> ArchSpec:  # noqa: PLR0911
+def _build_spec(key: str, kind: str, nums: list[int]) -> ArchSpec:
     if kind == "wrn":
         depth, k = nums
         if (depth - 4) % 6 or depth < 10:
@@ -159,8 +163,9 @@ def _build_spec(key: str, kind: str, nums: list[int]) -> ArchSpec:  # noqa: PLR0
             raise ValueError(f"WRN widening factor must be >= 1; got {k}.")
         n = (depth - 4) // 6
         widths = (16 * k, 32 * k, 64 * k)
-        return ArchSpec(key, "cifar", "wide", "basic", depth, 16, _cifar_stages(n, widths), "B",
-                        preact=True)
+        return ArchSpec(
+            key, "cifar", "wide", "basic", depth, 16, _cifar_stages(n, widths), "B", preact=True
+        )
     if kind == "resnext":
         depth, card, width = nums
         if card < 1 or width < 1:
@@ -168,8 +173,16 @@ def _build_spec(key: str, kind: str, nums: list[int]) -> ArchSpec:  # noqa: PLR0
         if depth == 29:
             outs = (256, 512, 1024)
             inner = tuple(card * width * 2**s for s in range(3))
-            return ArchSpec(key, "cifar", "resnext", "bottleneck", 29, 64,
-                            _cifar_stages(3, outs, inner, card), "B")
+            return ArchSpec(
+                key,
+                "cifar",
+                "resnext",
+                "bottleneck",
+                29,
+                64,
+                _cifar_stages(3, outs, inner, card),
+                "B",
+            )
         if depth in (50, 101, 152):
             block, stages = _imagenet_stages(depth, groups=card, group_width=width)
             return ArchSpec(key, "imagenet", "resnext", block, depth, 64, stages, "B")
@@ -182,20 +195,47 @@ def _build_spec(key: str, kind: str, nums: list[int]) -> ArchSpec:  # noqa: PLR0
         if depth >= 164 and (depth - 2) % 9 == 0:
             n = _cifar_depth(depth, 9)
             stages = _cifar_stages(n, (64, 128, 256), (16, 32, 64))
-            return ArchSpec(key, "cifar", "preact", "bottleneck", depth, 16, stages, "B", preact=True)
+            return ArchSpec(
+                key, "cifar", "preact", "bottleneck", depth, 16, stages, "B", preact=True
+            )
         n = _cifar_depth(depth, 6)
-        return ArchSpec(key, "cifar", "preact", "basic", depth, 16,
-                        _cifar_stages(n, (16, 32, 64)), "B", preact=True)
+        return ArchSpec(
+            key,
+            "cifar",
+            "preact",
+            "basic",
+            depth,
+            16,
+            _cifar_stages(n, (16, 32, 64)),
+            "B",
+            preact=True,
+        )
     plain = kind in ("plain", "cifar_plain")
     if kind in ("resnet", "plain") and depth in IMAGENET_DEPTHS:
         if plain and depth not in (18, 34):
             raise ValueError("the paper's ImageNet plain nets are plain18 and plain34.")
         block, stages = _imagenet_stages(depth)
-        return ArchSpec(key, "imagenet", "plain" if plain else "resnet", block, depth, 64, stages,
-                        "none" if plain else "B")
+        return ArchSpec(
+            key,
+            "imagenet",
+            "plain" if plain else "resnet",
+            block,
+            depth,
+            64,
+            stages,
+            "none" if plain else "B",
+        )
     n = _cifar_depth(depth, 6)
-    return ArchSpec(key, "cifar", "plain" if plain else "resnet", "basic", depth, 16,
-                    _cifar_stages(n, (16, 32, 64)), "none" if plain else "A")
+    return ArchSpec(
+        key,
+        "cifar",
+        "plain" if plain else "resnet",
+        "basic",
+        depth,
+        16,
+        _cifar_stages(n, (16, 32, 64)),
+        "none" if plain else "A",
+    )
 
 
 CATALOGUE_NAMES: tuple[str, ...] = (

@@ -47,20 +47,23 @@ class RunCallback(keras.callbacks.Callback):
         self.cancelled = False
         self._epoch_start = 0.0
         self._recent_epoch_seconds: float | None = None
+        self._last_reported = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_start = time.perf_counter()
+        self._last_reported = 0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.hooks.should_cancel is not None and self.hooks.should_cancel():
             self.cancelled = True
             self.model.stop_training = True
             return
-        done = batch + 1
+        done = batch + 1  # Keras passes the last step of each execution (steps_per_execution)
         if self.hooks.on_progress is None or (
-            done % self.progress_every and done != self.batches_per_epoch
+            done - self._last_reported < self.progress_every and done != self.batches_per_epoch
         ):
             return
+        self._last_reported = done
         logs = logs or {}
         elapsed = time.perf_counter() - self._epoch_start
         seen = min(done * self.batch_size, self.n_train)
@@ -111,8 +114,13 @@ class RunCallback(keras.callbacks.Callback):
         self._checkpoint(record.epoch)
         log.info(
             "epoch %d/%d loss %.4f acc %.4f val_acc %s %.1fs %.0f img/s",
-            record.epoch, self.epochs, record.loss, record.accuracy,
-            "-" if val_acc is None else f"{val_acc:.4f}", seconds, record.images_per_second,
+            record.epoch,
+            self.epochs,
+            record.loss,
+            record.accuracy,
+            "-" if val_acc is None else f"{val_acc:.4f}",
+            seconds,
+            record.images_per_second,
         )
         if self.hooks.on_epoch is not None:
             self.hooks.on_epoch(record)
@@ -129,9 +137,15 @@ class RunCallback(keras.callbacks.Callback):
         self.model.save(tmp)
         tmp.replace(path)
         history = [r.to_dict() for r in self.history]
-        write_json(self.rundir.state, {
-            "epoch": epoch, "checkpoint": path.name, "config": self.config_dump, "history": history,
-        })
+        write_json(
+            self.rundir.state,
+            {
+                "epoch": epoch,
+                "checkpoint": path.name,
+                "config": self.config_dump,
+                "history": history,
+            },
+        )
         write_json(self.rundir.history, history)
         if not self.keep_epoch_checkpoints:
             for old in self.rundir.checkpoints.glob("epoch-*.keras"):

@@ -83,7 +83,9 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     progress_every: int = Field(20, ge=1, description="Call the progress hook every N batches.")
     init_from: str | None = Field(None, description="A .keras model whose weights to start from.")
-    freeze: list[str] = Field(default_factory=list, description="Layer prefixes to freeze: stem, stage1…")
+    freeze: list[str] = Field(
+        default_factory=list, description="Layer prefixes to freeze: stem, stage1…"
+    )
     tensorboard: bool = True
     keep_epoch_checkpoints: bool = False
 
@@ -173,7 +175,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 _PAPER_WARMUP = {"warmup_steps": 400, "warmup_lr": 0.01}
 
 
-def make_config(architecture: str, data: str, *, preset: str | None = None, **overrides: Any) -> TrainConfig:
+def make_config(
+    architecture: str, data: str, *, preset: str | None = None, **overrides: Any
+) -> TrainConfig:
     """A config from a preset plus overrides (nested dicts merge into the preset's).
 
     Raises:

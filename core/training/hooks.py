@@ -47,4 +47,3 @@ class TrainHooks:
     on_progress: Callable[[ProgressEvent], None] | None = None
     should_cancel: Callable[[], bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-

@@ -52,7 +52,8 @@ class RunDir:
 
     def read_state(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.state.read_text())  # type: ignore[no-any-return]
+            state: dict[str, Any] = json.loads(self.state.read_text())
+            return state
         except FileNotFoundError:
             return None
 

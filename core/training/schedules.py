@@ -1,4 +1,4 @@
-"""Learning-rate schedules counted in iterations, serializable with the optimizer in `.keras` files."""
+"""Learning-rate schedules counted in iterations, saved with the optimizer in `.keras` files."""
 
 from __future__ import annotations
 
@@ -44,7 +44,11 @@ class ResNetSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def _main(self, step: Any) -> Any:
         progress = ops.minimum(step / self.total_steps, 1.0)
         if self.kind == "step":
-            drops = sum(ops.cast(step >= b, "float32") for b in self.boundaries) if self.boundaries else 0.0
+            drops = (
+                sum(ops.cast(step >= b, "float32") for b in self.boundaries)
+                if self.boundaries
+                else 0.0
+            )
             return self.base_lr * ops.power(self.factor, drops)
         if self.kind == "cosine":
             return 0.5 * self.base_lr * (1.0 + ops.cos(math.pi * progress))

@@ -12,7 +12,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.data import Dataset, ImageSet, load_dataset, make_pipeline, pixel_statistics, split_train_val
+from core.data import (
+    Dataset,
+    ImageSet,
+    load_dataset,
+    make_pipeline,
+    pixel_statistics,
+    split_train_val,
+)
 from core.models import CUSTOM_OBJECTS, build_model, parse_architecture
 from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
@@ -75,7 +82,7 @@ def prepare_splits(config: TrainConfig, dataset: Dataset) -> _Splits:
 
 
 def input_shape_for(config: TrainConfig, train: ImageSet) -> tuple[int, int, int]:
-    """The config's shape, else the data's native shape for CIFAR-style nets, else the net's default."""
+    """The config's shape, else the data's own for CIFAR-style nets, else the net's default."""
     if config.input_shape is not None:
         return tuple(config.input_shape)  # type: ignore[return-value]
     spec = parse_architecture(config.architecture)
@@ -87,7 +94,9 @@ def input_shape_for(config: TrainConfig, train: ImageSet) -> tuple[int, int, int
 def _optimizer(config: TrainConfig, schedule: Any) -> keras.optimizers.Optimizer:
     opt = config.optimizer
     if opt.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=opt.momentum, nesterov=opt.nesterov)
+        return keras.optimizers.SGD(
+            learning_rate=schedule, momentum=opt.momentum, nesterov=opt.nesterov
+        )
     if opt.name == "adam":
         return keras.optimizers.Adam(learning_rate=schedule)
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=opt.weight_decay)
@@ -127,7 +136,9 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> tuple[list[str
             skipped.append(layer.name)
             continue
         src_w, dst_w = src.get_weights(), layer.get_weights()
-        if len(src_w) == len(dst_w) and all(a.shape == b.shape for a, b in zip(src_w, dst_w, strict=True)):
+        if len(src_w) == len(dst_w) and all(
+            a.shape == b.shape for a, b in zip(src_w, dst_w, strict=True)
+        ):
             layer.set_weights(src_w)
             copied.append(layer.name)
         else:
@@ -153,8 +164,14 @@ def _label_transform(config: TrainConfig, n_classes: int, multi_label: bool) -> 
     return lambda x, y: (x, tf.one_hot(y, n_classes))
 
 
-def _pipeline(images: ImageSet, config: TrainConfig, shape: tuple[int, int, int], *,
-              training: bool, transform: Any) -> Any:
+def _pipeline(
+    images: ImageSet,
+    config: TrainConfig,
+    shape: tuple[int, int, int],
+    *,
+    training: bool,
+    transform: Any,
+) -> Any:
     ds = make_pipeline(
         images,
         batch_size=config.batch_size,
@@ -207,34 +224,51 @@ def train(
     with scope:
         if state is not None:
             model = keras.saving.load_model(
-                rundir.checkpoints / state["checkpoint"], custom_objects=CUSTOM_OBJECTS, safe_mode=True
+                rundir.checkpoints / state["checkpoint"],
+                custom_objects=CUSTOM_OBJECTS,
+                safe_mode=True,
             )
             history = [EpochRecord(**r) for r in state["history"]]
-            optimizer = model.optimizer
+            # Same optimizer object (its step count and momenta restored), our loss and metrics.
+            _compile(model, config, model.optimizer, multi_label)
             log.info("resuming after epoch %d of %d", state["epoch"], config.epochs)
         else:
-            model = _new_model(config, shape, dataset, splits.train, policy, multi_label)
-            schedule = make_schedule(config.schedule, steps_per_epoch=steps, epochs=config.epochs)
-            optimizer = _optimizer(config, schedule)
-        _compile(model, config, optimizer, multi_label)
+            model = _new_model(config, shape, dataset, splits.train, steps)
 
     transform = _label_transform(config, len(dataset.class_names), multi_label)
     train_ds = _pipeline(splits.train, config, shape, training=True, transform=transform)
     val_ds = (
         _pipeline(splits.val, config, shape, training=False, transform=transform)
-        if splits.val is not None else None
+        if splits.val is not None
+        else None
     )
     callback = RunCallback(
-        rundir=rundir, hooks=hooks, history=history, config_dump=config_dump, epochs=config.epochs,
-        batches_per_epoch=steps, n_train=n_train, batch_size=config.batch_size, val_data=val_ds,
-        progress_every=config.progress_every, keep_epoch_checkpoints=config.keep_epoch_checkpoints,
+        rundir=rundir,
+        hooks=hooks,
+        history=history,
+        config_dump=config_dump,
+        epochs=config.epochs,
+        batches_per_epoch=steps,
+        n_train=n_train,
+        batch_size=config.batch_size,
+        val_data=val_ds,
+        progress_every=config.progress_every,
+        keep_epoch_checkpoints=config.keep_epoch_checkpoints,
     )
     callbacks: list[keras.callbacks.Callback] = [callback]
     if config.tensorboard and keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(rundir.tensorboard), write_graph=False))
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=str(rundir.tensorboard), write_graph=False)
+        )
     if len(history) < config.epochs:
-        model.fit(train_ds, epochs=config.epochs, initial_epoch=len(history), callbacks=callbacks,
-                  verbose=0, shuffle=False)
+        model.fit(
+            train_ds,
+            epochs=config.epochs,
+            initial_epoch=len(history),
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,
+        )
 
     result = TrainResult(
         status="cancelled" if callback.cancelled else "completed",
@@ -249,30 +283,77 @@ def train(
     return result
 
 
-def _new_model(config: TrainConfig, shape: tuple[int, int, int], dataset: Dataset,
-               train_set: ImageSet, policy: str | None, multi_label: bool) -> keras.Model:
+def build_training_model(
+    config: TrainConfig,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    multi_label: bool = False,
+    steps_per_epoch: int,
+) -> keras.Model:
+    """The compiled model a run of ``config`` trains: architecture, precision, optimizer, loss.
+
+    Benchmarks use this too, so that what they time is what training runs.
+    """
     wd = 0.0 if config.optimizer.name == "adamw" else config.optimizer.weight_decay
     model = build_model(
-        config.architecture, input_shape=shape, num_classes=len(dataset.class_names),
-        shortcut=config.shortcut, multi_label=multi_label, normalization=config.normalization,
-        dtype_policy=policy, weight_decay=wd, dropout=config.dropout,
+        config.architecture,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        shortcut=config.shortcut,
+        multi_label=multi_label,
+        normalization=config.normalization,
+        dtype_policy=resolve_policy(config.precision),
+        weight_decay=wd,
+        dropout=config.dropout,
+    )
+    schedule = make_schedule(config.schedule, steps_per_epoch=steps_per_epoch, epochs=config.epochs)
+    _compile(model, config, _optimizer(config, schedule), multi_label)
+    return model
+
+
+def _new_model(
+    config: TrainConfig,
+    shape: tuple[int, int, int],
+    dataset: Dataset,
+    train_set: ImageSet,
+    steps: int,
+) -> keras.Model:
+    model = build_training_model(
+        config,
+        input_shape=shape,
+        num_classes=len(dataset.class_names),
+        multi_label=dataset.multi_label,
+        steps_per_epoch=steps,
     )
     if config.normalization in ("per_pixel_mean", "per_channel"):
-        mean, std = pixel_statistics(train_set, mode=config.normalization, image_shape=shape,
-                                     seed=config.seed)
+        mean, std = pixel_statistics(
+            train_set, mode=config.normalization, image_shape=shape, seed=config.seed
+        )
         model.get_layer("preprocess").set_statistics(mean, std)
     if config.init_from:
-        source = keras.saving.load_model(config.init_from, custom_objects=CUSTOM_OBJECTS,
-                                         safe_mode=True, compile=False)
+        source = keras.saving.load_model(
+            config.init_from, custom_objects=CUSTOM_OBJECTS, safe_mode=True, compile=False
+        )
         copied, skipped = transfer_weights(source, model)
         log.info("fine-tuning: copied %d layers, skipped %s", len(copied), skipped)
     if config.freeze:
         freeze_layers(model, config.freeze)
+        # Keras fixes the trainable set at compile time: compile again after freezing.
+        _compile(model, config, model.optimizer, dataset.multi_label)
     return model
 
 
-def _finish(model: keras.Model, rundir: RunDir, result: TrainResult, splits: _Splits,
-            config: TrainConfig, shape: tuple[int, int, int], dataset: Dataset, transform: Any) -> None:
+def _finish(
+    model: keras.Model,
+    rundir: RunDir,
+    result: TrainResult,
+    splits: _Splits,
+    config: TrainConfig,
+    shape: tuple[int, int, int],
+    dataset: Dataset,
+    transform: Any,
+) -> None:
     """Save the final model and evaluate it on the test split (else validation)."""
     from core.evaluation import evaluate_model
 
@@ -284,10 +365,17 @@ def _finish(model: keras.Model, rundir: RunDir, result: TrainResult, splits: _Sp
     if target is None:
         return
     split = "test" if splits.test is not None else "val"
-    ds = make_pipeline(target, batch_size=max(config.batch_size, 256), training=False,
-                       image_shape=shape, augment="none", seed=config.seed)
-    metrics = evaluate_model(model, ds, class_names=dataset.class_names,
-                             multi_label=dataset.multi_label)
+    ds = make_pipeline(
+        target,
+        batch_size=max(config.batch_size, 256),
+        training=False,
+        image_shape=shape,
+        augment="none",
+        seed=config.seed,
+    )
+    metrics = evaluate_model(
+        model, ds, class_names=dataset.class_names, multi_label=dataset.multi_label
+    )
     metrics["split"] = split
     result.metrics = metrics
     write_json(rundir.metrics, metrics)

@@ -1,9 +1,9 @@
 """Architectures: the paper's parameter counts, layer names, shapes and serialisation."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from core.models import (
     CATALOGUE_NAMES,
     build_model,
@@ -70,15 +70,33 @@ def test_flops_follow_the_papers_convention():
 
 def test_layer_names_are_hierarchical_and_stable():
     names = [layer.name for layer in build_model("resnet20").layers]
-    for expected in ("preprocess", "stem_conv", "stage1_block1_conv1", "stage2_block1_shortcut",
-                     "stage3_block3_add", "pool", "logits", "probabilities"):
+    for expected in (
+        "preprocess",
+        "stem_conv",
+        "stage1_block1_conv1",
+        "stage2_block1_shortcut",
+        "stage3_block3_add",
+        "pool",
+        "logits",
+        "probabilities",
+    ):
         assert expected in names
     assert names == [layer.name for layer in build_model("resnet20").layers]
     assert "stage4_block2_conv3" in [layer.name for layer in build_model("resnet50").layers]
 
 
-@pytest.mark.parametrize("name", ["resnet20", "plain20", "preact_resnet20", "wrn10_2",
-                                  "resnext29_2x4d", "resnet18", "preact_resnet18"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet20",
+        "plain20",
+        "preact_resnet20",
+        "wrn10_2",
+        "resnext29_2x4d",
+        "resnet18",
+        "preact_resnet18",
+    ],
+)
 def test_every_family_runs_on_small_grayscale_and_rgb_inputs(name):
     spec = parse_architecture(name)
     shape = (28, 28, 1) if spec.family == "cifar" else (64, 64, 3)
@@ -98,11 +116,15 @@ def test_multi_label_head_is_sigmoid_and_many_classes_work():
 
 def test_every_custom_layer_survives_a_keras_round_trip(tmp_path):
     # resnet8 with option A holds both custom layers: Preprocess and ZeroPadShortcut.
-    model = build_model("resnet8", input_shape=(16, 16, 3), num_classes=5, normalization="per_pixel_mean")
+    model = build_model(
+        "resnet8", input_shape=(16, 16, 3), num_classes=5, normalization="per_pixel_mean"
+    )
     layer_types = {type(layer).__name__ for layer in model.layers}
     assert {"Preprocess", "ZeroPadShortcut"} <= layer_types
     rng = np.random.default_rng(1)
-    model.get_layer("preprocess").set_statistics(rng.uniform(0, 255, (16, 16, 3)), rng.uniform(1, 80, 3))
+    model.get_layer("preprocess").set_statistics(
+        rng.uniform(0, 255, (16, 16, 3)), rng.uniform(1, 80, 3)
+    )
     x = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     before = keras.ops.convert_to_numpy(model(x))
     path = tmp_path / "m.keras"

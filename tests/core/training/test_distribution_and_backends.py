@@ -46,7 +46,9 @@ JAX = textwrap.dedent(
 def run_script(code, tmp_path, **env):
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -60,7 +62,9 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path):
     assert out["loss"] == out["loss"]  # not NaN
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax not installed")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("jax") is None, reason="jax not installed"
+)
 def test_the_core_trains_under_the_jax_backend(tmp_path):
     out = run_script(JAX, tmp_path, KERAS_BACKEND="jax")
     assert out["backend"] == "jax"

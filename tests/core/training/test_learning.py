@@ -13,8 +13,15 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_resnet20_learns_fashion_mnist_far_above_chance(tmp_path):
     cfg = make_config(
-        "resnet20", f"idx:{FASHION}", epochs=3, batch_size=64, train_limit=4000, test_limit=1000,
-        schedule={"kind": "onecycle", "base_lr": 0.1}, augment="none", tensorboard=False,
+        "resnet20",
+        f"idx:{FASHION}",
+        epochs=3,
+        batch_size=64,
+        train_limit=4000,
+        test_limit=1000,
+        schedule={"kind": "onecycle", "base_lr": 0.1},
+        augment="none",
+        tensorboard=False,
     )
     result = train(cfg, tmp_path)
     assert result.status == "completed"

@@ -31,8 +31,11 @@ def test_resnet110_warmup_holds_0_01_for_400_iterations():
 
 
 def test_epoch_boundaries_become_iterations():
-    s = make_schedule(ScheduleConfig(kind="step", base_lr=0.1, boundary_epochs=[30, 60]),
-                      steps_per_epoch=10, epochs=90)
+    s = make_schedule(
+        ScheduleConfig(kind="step", base_lr=0.1, boundary_epochs=[30, 60]),
+        steps_per_epoch=10,
+        epochs=90,
+    )
     assert lr_at(s, 299) == pytest.approx(0.1)
     assert lr_at(s, 300) == pytest.approx(0.01)
     assert lr_at(s, 600) == pytest.approx(0.001)
@@ -67,8 +70,9 @@ def test_presets_hold_the_papers_recipes():
 
 
 def test_overrides_merge_into_the_preset():
-    cfg = make_config("resnet20", "cifar10", preset="cifar-paper", epochs=3,
-                      optimizer={"nesterov": True})
+    cfg = make_config(
+        "resnet20", "cifar10", preset="cifar-paper", epochs=3, optimizer={"nesterov": True}
+    )
     assert cfg.epochs == 3 and cfg.optimizer.nesterov and cfg.optimizer.weight_decay == 1e-4
 
 

@@ -14,8 +14,15 @@ DATA = "synthetic:192:16x16x3:3"
 
 
 def tiny(**overrides):
-    base = dict(epochs=2, batch_size=32, precision="float32", validation=0.25,
-                schedule={"kind": "constant", "base_lr": 0.05}, progress_every=1, tensorboard=False)
+    base = dict(
+        epochs=2,
+        batch_size=32,
+        precision="float32",
+        validation=0.25,
+        schedule={"kind": "constant", "base_lr": 0.05},
+        progress_every=1,
+        tensorboard=False,
+    )
     base.update(overrides)
     return make_config("resnet8", DATA, **base)
 
@@ -27,22 +34,31 @@ def dataset():
 
 def test_a_run_writes_model_history_checkpoint_and_metrics(tmp_path, dataset):
     epochs, progress = [], []
-    result = train(tiny(tensorboard=True), tmp_path,
-                   hooks=TrainHooks(on_epoch=epochs.append, on_progress=progress.append),
-                   dataset=dataset)
+    result = train(
+        tiny(tensorboard=True),
+        tmp_path,
+        hooks=TrainHooks(on_epoch=epochs.append, on_progress=progress.append),
+        dataset=dataset,
+    )
     assert result.status == "completed"
     assert [r.epoch for r in result.history] == [1, 2] == [r.epoch for r in epochs]
-    assert all(r.val_accuracy is not None and r.seconds > 0 and r.images_per_second > 0
-               for r in result.history)
+    assert all(
+        r.val_accuracy is not None and r.seconds > 0 and r.images_per_second > 0
+        for r in result.history
+    )
     # 144 training images in batches of 32: 5 batches, a progress event after each.
     assert [p.batch for p in progress if p.epoch == 1] == [1, 2, 3, 4, 5]
     assert progress[-1].eta_seconds == pytest.approx(0.0, abs=1.0)
     for name in ("model.keras", "labels.json", "config.json", "history.json", "metrics.json"):
         assert (tmp_path / name).is_file(), name
-    assert list((tmp_path / "checkpoints").glob("epoch-*.keras")) == [tmp_path / "checkpoints/epoch-0002.keras"]
+    assert list((tmp_path / "checkpoints").glob("epoch-*.keras")) == [
+        tmp_path / "checkpoints/epoch-0002.keras"
+    ]
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["split"] == "val"  # synthetic data has no test split and 0.0 <= metrics["accuracy"] <= 1.0
+    assert (
+        metrics["split"] == "val"
+    )  # synthetic data has no test split and 0.0 <= metrics["accuracy"] <= 1.0
     assert len(metrics["confusion_matrix"]) == 3
 
 
@@ -87,13 +103,18 @@ def test_fine_tuning_copies_matching_layers_and_freezes_stages(tmp_path, dataset
     train(cfg, tmp_path / "tuned", dataset=dataset)
     tuned = keras.saving.load_model(tmp_path / "tuned/model.keras", custom_objects=CUSTOM_OBJECTS)
     for name in ("stem_conv", "stage1_block1_conv1"):
-        np.testing.assert_array_equal(tuned.get_layer(name).get_weights()[0],
-                                      source.get_layer(name).get_weights()[0])
-    assert not np.array_equal(tuned.get_layer("stage2_block1_conv1").get_weights()[0],
-                              source.get_layer("stage2_block1_conv1").get_weights()[0])
+        np.testing.assert_array_equal(
+            tuned.get_layer(name).get_weights()[0], source.get_layer(name).get_weights()[0]
+        )
+    assert not np.array_equal(
+        tuned.get_layer("stage2_block1_conv1").get_weights()[0],
+        source.get_layer("stage2_block1_conv1").get_weights()[0],
+    )
 
 
 def test_label_smoothing_and_bfloat16_train(tmp_path, dataset):
-    result = train(tiny(epochs=1, label_smoothing=0.1, precision="bfloat16"), tmp_path, dataset=dataset)
+    result = train(
+        tiny(epochs=1, label_smoothing=0.1, precision="bfloat16"), tmp_path, dataset=dataset
+    )
     assert result.dtype_policy == "mixed_bfloat16"
     assert np.isfinite(result.history[0].loss)
