@@ -1,0 +1,311 @@
+"""The record tables: runs, their epochs, evaluations and artifacts, datasets and API keys.
+
+Portable between SQLite and PostgreSQL: JSON columns are SQLAlchemy's ``JSON``, statuses are
+strings guarded by CHECK constraints (no native enum types to migrate), and every timestamp is
+an aware UTC ``datetime`` on the Python side whatever the database stores.
+
+The schema is owned by Alembic (``migrations/``): a change here needs a migration, and the tests
+check that the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints: Alembic can then drop and alter them on every backend (SQLite batch mode
+# included), and the migration names match what the models would create.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A fresh 32-character hex id (a uuid4 without dashes)."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores text without an offset, so values are
+    converted to UTC before they are written (which also keeps SQLite's text comparisons, as in
+    ``heartbeat_at < :cutoff``, chronological) and marked UTC when they are read back.
+    Naive datetimes are refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_RUN_STATUSES
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class EvaluationStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ArtifactKind(enum.StrEnum):
+    MODEL = "model"
+    CHECKPOINT = "checkpoint"
+    TENSORBOARD = "tensorboard"
+    HISTORY = "history"
+    METRICS = "metrics"
+    EXPORT = "export"  # SavedModel / ONNX exports of the trained model
+
+
+class Scope(enum.StrEnum):
+    READ = "read"
+    TRAIN = "train"
+    PREDICT = "predict"
+    ADMIN = "admin"
+
+
+def _str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as the values ("queued"), not the member names ("QUEUED"), in a VARCHAR with a
+    # CHECK constraint: adding a member is a constraint change, not a native type migration.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+def _json() -> JSON:
+    # None is stored as SQL NULL, not as the JSON text 'null' (which IS NULL would miss).
+    return JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - read by SQLAlchemy
+
+
+class ApiKey(Base):
+    """A client's key. Only the SHA-256 of the secret is stored; the secret is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))  # the secret's first characters, for display
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the secret
+    scopes: Mapped[list[str]] = mapped_column(_json(), default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether the key grants ``scope`` (``admin`` grants every scope)."""
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+
+class DatasetRecord(Base):
+    """A registered dataset: where it lives and what is in it."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # folder, tfrecord, arrays, builtin, ...
+    location: Mapped[str] = mapped_column(Text)
+    class_names: Mapped[list[str]] = mapped_column(_json(), default=list)
+    counts: Mapped[dict[str, Any]] = mapped_column(_json(), default=dict)  # per split / per class
+    num_images: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    """One training run, from queued to a terminal status."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index(None, "status"),
+        Index(None, "architecture"),
+        Index(None, "dataset"),
+        Index(None, "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    status: Mapped[RunStatus] = mapped_column(
+        _str_enum(RunStatus, "run_status"), default=RunStatus.QUEUED
+    )
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    architecture: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(1024))  # the data spec the config names
+    dataset_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("datasets.id", ondelete="SET NULL")
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(_json())  # the full validated training config
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]  # start of the latest attempt
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    # epoch, epochs, batch, batches, fraction, eta_seconds, images_per_second, ...
+    progress: Mapped[dict[str, Any] | None] = mapped_column(_json())
+    epochs_planned: Mapped[int | None] = mapped_column(Integer)
+    epochs_completed: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(_json())  # test metrics summary
+    out_dir: Mapped[str | None] = mapped_column(Text)  # run directory / artifact prefix
+
+    epochs: Mapped[list[EpochMetric]] = relationship(
+        back_populates="run",
+        order_by="EpochMetric.epoch",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    evaluations: Mapped[list[Evaluation]] = relationship(
+        back_populates="run",
+        order_by="Evaluation.created_at",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="run",
+        order_by="Artifact.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, status={self.status!r}, architecture={self.architecture!r})"
+
+
+class EpochMetric(Base):
+    """One finished epoch of a run (1-based ``epoch``); at most one row per (run, epoch)."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_second: Mapped[float | None] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="epochs")
+
+
+class Evaluation(Base):
+    """Scoring a run's model on a split; the headline metrics are also columns for querying."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index(None, "run_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    split: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(1024))  # None: the run's own dataset
+    status: Mapped[EvaluationStatus] = mapped_column(
+        _str_enum(EvaluationStatus, "evaluation_status"), default=EvaluationStatus.QUEUED
+    )
+    # Everything core returns: per-class metrics, the confusion matrix, ...
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(_json())
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    precision_macro: Mapped[float | None] = mapped_column(Float)
+    recall_macro: Mapped[float | None] = mapped_column(Float)
+    f1_macro: Mapped[float | None] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_second: Mapped[float | None] = mapped_column(Float)
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[Run] = relationship(back_populates="evaluations")
+
+
+class Artifact(Base):
+    """A file a run produced: the model, checkpoints, TensorBoard logs, history, metrics."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "kind", "uri"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[ArtifactKind] = mapped_column(_str_enum(ArtifactKind, "artifact_kind"))
+    uri: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="artifacts")

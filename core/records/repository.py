@@ -1,0 +1,817 @@
+"""The few functions that change the records, shared by the service and the worker.
+
+Plain functions over a :class:`~sqlalchemy.orm.Session`; the caller owns the transaction
+(:func:`core.records.db.session_scope`). State changes that can race — a second delivery of a
+task, a cancel while a worker starts, two workers redelivered the same message — are single
+conditional ``UPDATE`` statements: the database decides which caller wins, and the losers get
+``False`` and do nothing.
+
+A run's life::
+
+    create_run ─▶ queued ──claim_run──▶ running ──finish_run──▶ succeeded | failed | cancelled
+                    │  ▲                    │
+        request_cancel  └─reclaim_stale_run─┘  (the worker's heartbeat stopped: crash, OOM kill)
+                    ▼
+                cancelled
+
+Every attempt (claim) increments ``attempts``; when a run whose heartbeat went stale has used
+``max_attempts`` attempts, :func:`reclaim_stale_run` fails it instead of queueing it again, so
+a job that always kills its worker stops being retried.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    String,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.records.errors import RecordConflict, RecordNotFound
+from core.records.models import (
+    TERMINAL_RUN_STATUSES,
+    ApiKey,
+    Artifact,
+    ArtifactKind,
+    Base,
+    DatasetRecord,
+    EpochMetric,
+    Evaluation,
+    EvaluationStatus,
+    Run,
+    RunStatus,
+    Scope,
+    utcnow,
+)
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "ReclaimOutcome",
+    "add_artifact",
+    "authenticate",
+    "claim_evaluation",
+    "claim_run",
+    "create_api_key",
+    "create_evaluation",
+    "create_run",
+    "delete_run",
+    "finish_evaluation",
+    "finish_run",
+    "get_evaluation",
+    "get_run",
+    "hash_api_key",
+    "heartbeat",
+    "is_cancel_requested",
+    "list_epochs",
+    "list_evaluations",
+    "list_runs",
+    "reclaim_stale_run",
+    "record_epoch",
+    "register_dataset",
+    "request_cancel",
+    "revoke_api_key",
+    "stale_run_ids",
+    "update_progress",
+]
+
+API_KEY_PREFIX = "rsk_"
+API_KEY_DISPLAY_CHARS = 8
+# authenticate() writes last_used_at at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+EPOCH_FIELDS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+    "images_per_second",
+)
+
+_M = TypeVar("_M", bound=Base)
+
+
+class ReclaimOutcome(enum.StrEnum):
+    """What :func:`reclaim_stale_run` did."""
+
+    REQUEUED = "requeued"  # back to queued: claim it (claim_run) or enqueue it again
+    GAVE_UP = "gave_up"  # out of attempts: marked failed
+    CANCELLED = "cancelled"  # a cancel was pending when the worker died: marked cancelled
+    NOT_STALE = "not_stale"  # not running, or its worker is alive: nothing to do
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _changed(session: Session, statement: Executable) -> int:
+    """Run a Core UPDATE/DELETE and return how many rows it changed."""
+    result = session.execute(statement, execution_options={"synchronize_session": False})
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _get(session: Session, model: type[_M], record_id: str | int, *, fresh: bool = True) -> _M:
+    # populate_existing: a conditional UPDATE just changed the row behind the identity map.
+    row = session.get(model, record_id, populate_existing=fresh)
+    if row is None:
+        raise RecordNotFound(model.__name__, record_id)
+    return row
+
+
+def _ensure_run(session: Session, run_id: str) -> None:
+    if not session.scalar(select(exists().where(Run.id == run_id))):
+        raise RecordNotFound("Run", run_id)
+
+
+def _insert(session: Session, model: type[Base]) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_update`` on SQLite and PostgreSQL."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model)
+    if name == "sqlite":
+        return sqlite.insert(model)
+    raise NotImplementedError(
+        f"Unsupported database dialect: {name!r}. Expected sqlite or postgresql"
+    )
+
+
+def _stale(cutoff: datetime) -> ColumnElement[bool]:
+    return and_(
+        Run.status == RunStatus.RUNNING,
+        or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff),
+    )
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def create_run(
+    session: Session,
+    *,
+    architecture: str,
+    dataset: str,
+    config: Mapping[str, Any],
+    api_key_id: str | None = None,
+    max_attempts: int = 3,
+    dataset_id: str | None = None,
+    out_dir: str | None = None,
+) -> Run:
+    """Add a queued run; enqueue its task only after the session commits.
+
+    Args:
+        session: The session; the run is flushed (it has its id) but not committed.
+        architecture: The model name, e.g. ``"resnet20"``.
+        dataset: The data spec the config trains on.
+        config: The full validated training config, JSON-ready (``TrainConfig.model_dump()``).
+            Its ``epochs``, if present, becomes ``epochs_planned``.
+        api_key_id: The key that asked for it, if any.
+        max_attempts: How many times a worker may start it before a crash loop is given up on.
+        dataset_id: The registered dataset, if the spec names one.
+        out_dir: Where its files go (a directory or a URI prefix).
+
+    Returns:
+        The new run, status ``queued``.
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    epochs = config.get("epochs")
+    run = Run(
+        architecture=architecture,
+        dataset=dataset,
+        dataset_id=dataset_id,
+        config=dict(config),
+        api_key_id=api_key_id,
+        status=RunStatus.QUEUED,
+        cancel_requested=False,
+        attempts=0,
+        max_attempts=max_attempts,
+        epochs_planned=epochs if isinstance(epochs, int) else None,
+        epochs_completed=0,
+        out_dir=out_dir,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    """The run with this id, read afresh from the database.
+
+    Raises:
+        RecordNotFound: No such run.
+    """
+    return _get(session, Run, run_id)
+
+
+def list_runs(
+    session: Session,
+    *,
+    status: RunStatus | str | None = None,
+    architecture: str | None = None,
+    dataset: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Run], int]:
+    """A page of runs, newest first, and how many match the filters in all."""
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, got {limit} and {offset}")
+    conditions: list[ColumnElement[bool]] = []
+    if status is not None:
+        conditions.append(Run.status == RunStatus(status))
+    if architecture is not None:
+        conditions.append(Run.architecture == architecture)
+    if dataset is not None:
+        conditions.append(Run.dataset == dataset)
+    total = session.scalar(select(func.count()).select_from(Run).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Run)
+        .where(*conditions)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def claim_run(session: Session, run_id: str, *, worker_host: str) -> bool:
+    """Take a queued run for this worker: one conditional UPDATE.
+
+    The run becomes ``running`` with ``attempts`` incremented and a fresh heartbeat only if it
+    is still queued and nobody asked to cancel it; a second delivery of the same task, or a
+    second worker racing for it, gets ``False`` and must do nothing.
+
+    Raises:
+        RecordNotFound: No such run (deleted before a worker picked it up).
+    """
+    now = utcnow()
+    changed = _changed(
+        session,
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.status == RunStatus.QUEUED,
+            Run.cancel_requested.is_(False),
+        )
+        .values(
+            status=RunStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=Run.attempts + 1,
+            worker_host=worker_host,
+            error=None,
+        ),
+    )
+    if not changed:
+        _ensure_run(session, run_id)
+    return bool(changed)
+
+
+def reclaim_stale_run(session: Session, run_id: str, *, stale_after_s: float) -> ReclaimOutcome:
+    """Recover a run whose worker stopped sending heartbeats.
+
+    For a task redelivered after a worker crash (``acks_late``): its :func:`claim_run` fails
+    because the run still says ``running``; this decides whether that is a live worker (the
+    heartbeat is fresh: leave it) or a dead one. A dead one's run goes back to ``queued`` —
+    the caller then claims it, which counts the new attempt — unless it has used all its
+    attempts (it fails with "gave up after N attempts") or a cancel was pending (it is
+    cancelled). A periodic sweeper can call it on :func:`stale_run_ids` and re-enqueue the
+    ``REQUEUED`` ones.
+
+    Each outcome is one conditional UPDATE, so concurrent reclaimers cannot both win.
+
+    Args:
+        session: The session.
+        run_id: The run.
+        stale_after_s: How old a heartbeat must be to count as dead; several heartbeat periods
+            (the worker beats at least once per progress report).
+
+    Raises:
+        RecordNotFound: No such run.
+    """
+    now = utcnow()
+    stale = and_(Run.id == run_id, _stale(now - timedelta(seconds=stale_after_s)))
+    if _changed(
+        session,
+        update(Run)
+        .where(stale, Run.cancel_requested.is_(True))
+        .values(
+            status=RunStatus.CANCELLED,
+            finished_at=now,
+            error=f"cancelled: the worker stopped (no heartbeat for {stale_after_s:g} s)",
+        ),
+    ):
+        return ReclaimOutcome.CANCELLED
+    gave_up = (
+        literal("gave up after ", String)
+        + sql_cast(Run.attempts, String)
+        + literal(f" attempts: the worker stopped (no heartbeat for {stale_after_s:g} s)", String)
+    )
+    if _changed(
+        session,
+        update(Run)
+        .where(stale, Run.attempts >= Run.max_attempts)
+        .values(status=RunStatus.FAILED, finished_at=now, error=gave_up),
+    ):
+        return ReclaimOutcome.GAVE_UP
+    if _changed(
+        session,
+        update(Run)
+        .where(stale, Run.attempts < Run.max_attempts, Run.cancel_requested.is_(False))
+        .values(status=RunStatus.QUEUED),
+    ):
+        return ReclaimOutcome.REQUEUED
+    _ensure_run(session, run_id)
+    return ReclaimOutcome.NOT_STALE
+
+
+def stale_run_ids(session: Session, *, stale_after_s: float) -> list[str]:
+    """The ids of running runs whose heartbeat is older than ``stale_after_s`` (or missing)."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    return list(session.scalars(select(Run.id).where(_stale(cutoff)).order_by(Run.created_at)))
+
+
+def heartbeat(session: Session, run_id: str) -> bool:
+    """Mark a running run's worker alive. ``False``: the run is no longer running (stop)."""
+    return bool(
+        _changed(
+            session,
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+            .values(heartbeat_at=utcnow()),
+        )
+    )
+
+
+def update_progress(session: Session, run_id: str, progress: Mapping[str, Any]) -> bool:
+    """Store a running run's progress and bump its heartbeat.
+
+    Args:
+        session: The session.
+        run_id: The run.
+        progress: JSON-ready: ``epoch``, ``epochs``, ``batch``, ``batches``, ``fraction``,
+            ``eta_seconds``, ``images_per_second``, ...
+
+    Returns:
+        ``False`` if the run is not running (it was cancelled, reclaimed or finished): the
+        caller should stop.
+    """
+    return bool(
+        _changed(
+            session,
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+            .values(progress=dict(progress), heartbeat_at=utcnow()),
+        )
+    )
+
+
+def record_epoch(session: Session, run_id: str, record: Mapping[str, Any]) -> None:
+    """Store a finished epoch; recording the same epoch again overwrites it.
+
+    An upsert on (run, epoch), so a run resumed from a checkpoint after a crash never
+    duplicates an epoch. ``epochs_completed`` becomes the highest epoch recorded, and the
+    heartbeat is bumped.
+
+    Args:
+        session: The session.
+        run_id: The run.
+        record: ``EpochRecord.to_dict()``: ``epoch`` (1-based) and any of ``loss``,
+            ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``, ``seconds``,
+            ``images_per_second``; other keys are ignored.
+
+    Raises:
+        RecordNotFound: No such run.
+    """
+    if "epoch" not in record:
+        raise ValueError(f"An epoch record needs an 'epoch', got keys {sorted(record)}")
+    epoch = int(record["epoch"])
+    now = utcnow()
+    if not _changed(
+        session,
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            epochs_completed=case(
+                (Run.epochs_completed < epoch, epoch), else_=Run.epochs_completed
+            ),
+            heartbeat_at=case((Run.status == RunStatus.RUNNING, now), else_=Run.heartbeat_at),
+        ),
+    ):
+        raise RecordNotFound("Run", run_id)
+    values = {name: _float_or_none(record.get(name)) for name in EPOCH_FIELDS}
+    stmt = _insert(session, EpochMetric).values(
+        run_id=run_id, epoch=epoch, recorded_at=now, **values
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[EpochMetric.run_id, EpochMetric.epoch],
+        set_={**values, "recorded_at": now},
+    )
+    session.execute(stmt)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def list_epochs(session: Session, run_id: str) -> list[EpochMetric]:
+    """A run's epoch records in order."""
+    return list(
+        session.scalars(
+            select(EpochMetric).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch)
+        )
+    )
+
+
+def request_cancel(session: Session, run_id: str) -> Run:
+    """Cancel a run: a queued one at once, a running one by asking its worker to stop.
+
+    A running run gets ``cancel_requested``; its worker sees it (:func:`is_cancel_requested`),
+    stops, and finishes it as ``cancelled``. Cancelling a cancelled run changes nothing.
+
+    Raises:
+        RecordNotFound: No such run.
+        RecordConflict: The run already succeeded or failed.
+    """
+    now = utcnow()
+    # A run may move between the statements (claimed, reclaimed): try again from its new state.
+    for _ in range(5):
+        if _changed(
+            session,
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+            .values(status=RunStatus.CANCELLED, cancel_requested=True, finished_at=now),
+        ):
+            break
+        if _changed(
+            session,
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+            .values(cancel_requested=True),
+        ):
+            break
+        status = session.scalar(select(Run.status).where(Run.id == run_id))
+        if status is None:
+            raise RecordNotFound("Run", run_id)
+        if status == RunStatus.CANCELLED:
+            break
+        if status in TERMINAL_RUN_STATUSES:
+            raise RecordConflict(f"Run {run_id!r} already {status.value}: it cannot be cancelled")
+    return _get(session, Run, run_id)
+
+
+def is_cancel_requested(session: Session, run_id: str) -> bool:
+    """Whether the run should stop: a cancel was asked for, or it is already cancelled.
+
+    Raises:
+        RecordNotFound: No such run.
+    """
+    row = session.execute(
+        select(Run.cancel_requested, Run.status).where(Run.id == run_id)
+    ).one_or_none()
+    if row is None:
+        raise RecordNotFound("Run", run_id)
+    return bool(row.cancel_requested) or row.status == RunStatus.CANCELLED
+
+
+def finish_run(
+    session: Session,
+    run_id: str,
+    *,
+    status: RunStatus | str,
+    error: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> bool:
+    """End a running run: one conditional UPDATE from ``running``.
+
+    Args:
+        session: The session.
+        run_id: The run.
+        status: ``succeeded``, ``failed`` or ``cancelled``.
+        error: What went wrong, for ``failed`` (and why, for ``cancelled``).
+        metrics: The test-metrics summary, JSON-ready.
+
+    Returns:
+        ``False`` if the run was not running (already finished by another delivery, or
+        reclaimed): nothing changed.
+
+    Raises:
+        ValueError: ``status`` is not a terminal status.
+        RecordNotFound: No such run.
+    """
+    status = RunStatus(status)
+    if status not in TERMINAL_RUN_STATUSES:
+        raise ValueError(
+            f"Cannot finish a run as {status.value!r}. Expected one of "
+            f"{sorted(s.value for s in TERMINAL_RUN_STATUSES)}"
+        )
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if metrics is not None:
+        values["metrics"] = dict(metrics)
+    changed = _changed(
+        session,
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING).values(**values),
+    )
+    if not changed:
+        _ensure_run(session, run_id)
+    return bool(changed)
+
+
+def delete_run(session: Session, run_id: str) -> None:
+    """Delete a run with its epochs, evaluations and artifact records (not the files).
+
+    Raises:
+        RecordNotFound: No such run.
+        RecordConflict: The run is running: cancel it first.
+    """
+    if not _changed(session, delete(Run).where(Run.id == run_id, Run.status != RunStatus.RUNNING)):
+        _ensure_run(session, run_id)
+        raise RecordConflict(f"Run {run_id!r} is running: cancel it before deleting it")
+    # The database cascaded to the child rows; forget the copies the session still holds
+    # (reading their state dicts, which never loads from the database).
+    for obj in list(session.identity_map.values()):
+        state = inspect(obj).dict
+        if (
+            (isinstance(obj, Run) and state.get("id") == run_id)
+            or (
+                isinstance(obj, EpochMetric | Evaluation | Artifact)
+                and state.get("run_id") == run_id
+            )
+        ) and obj in session:  # expunging a run expunges its loaded children with it
+            session.expunge(obj)
+
+
+# --- evaluations -----------------------------------------------------------------------------
+
+
+def create_evaluation(
+    session: Session, *, run_id: str, split: str, dataset: str | None = None
+) -> Evaluation:
+    """Add a queued evaluation of a run's model on a split.
+
+    Raises:
+        RecordNotFound: No such run.
+    """
+    _ensure_run(session, run_id)
+    evaluation = Evaluation(
+        run_id=run_id, split=split, dataset=dataset, status=EvaluationStatus.QUEUED
+    )
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def get_evaluation(session: Session, evaluation_id: str) -> Evaluation:
+    """The evaluation with this id. Raises :class:`RecordNotFound` if there is none."""
+    return _get(session, Evaluation, evaluation_id)
+
+
+def list_evaluations(session: Session, run_id: str) -> list[Evaluation]:
+    """A run's evaluations, oldest first."""
+    return list(
+        session.scalars(
+            select(Evaluation)
+            .where(Evaluation.run_id == run_id)
+            .order_by(Evaluation.created_at, Evaluation.id)
+        )
+    )
+
+
+def claim_evaluation(session: Session, evaluation_id: str, *, worker_host: str) -> bool:
+    """Take a queued evaluation (conditional UPDATE); ``False`` if someone else has it.
+
+    Raises:
+        RecordNotFound: No such evaluation.
+    """
+    changed = _changed(
+        session,
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == EvaluationStatus.QUEUED)
+        .values(status=EvaluationStatus.RUNNING, started_at=utcnow(), worker_host=worker_host),
+    )
+    if not changed:
+        _get(session, Evaluation, evaluation_id, fresh=False)
+    return bool(changed)
+
+
+# Headline columns and the metric keys they come from: single-label names first, then the
+# multi-label ones (subset accuracy; CP/CR/CF1 are the per-class-averaged precision/recall/F1).
+_EVALUATION_COLUMNS = {
+    "accuracy": ("accuracy", "subset_accuracy"),
+    "precision_macro": ("precision_macro", "CP"),
+    "recall_macro": ("recall_macro", "CR"),
+    "f1_macro": ("f1_macro", "CF1"),
+    "loss": ("loss",),
+    "seconds": ("seconds",),
+    "images_per_second": ("images_per_second",),
+}
+
+
+def finish_evaluation(
+    session: Session,
+    evaluation_id: str,
+    *,
+    status: EvaluationStatus | str,
+    metrics: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """End a running evaluation (conditional UPDATE from ``running``).
+
+    Args:
+        session: The session.
+        evaluation_id: The evaluation.
+        status: ``succeeded`` or ``failed``.
+        metrics: What core's evaluation returned (JSON-ready), stored whole; its accuracy,
+            macro precision/recall/F1, loss, seconds and images per second also fill the
+            columns of the same names.
+        error: What went wrong, for ``failed``.
+
+    Returns:
+        ``False`` if the evaluation was not running: nothing changed.
+
+    Raises:
+        ValueError: ``status`` is not ``succeeded`` or ``failed``.
+        RecordNotFound: No such evaluation.
+    """
+    status = EvaluationStatus(status)
+    if status not in (EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED):
+        raise ValueError(f"Cannot finish an evaluation as {status.value!r}")
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if metrics is not None:
+        values["metrics"] = dict(metrics)
+        for column, keys in _EVALUATION_COLUMNS.items():
+            found = next((metrics[k] for k in keys if metrics.get(k) is not None), None)
+            values[column] = _float_or_none(found)
+    changed = _changed(
+        session,
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == EvaluationStatus.RUNNING)
+        .values(**values),
+    )
+    if not changed:
+        _get(session, Evaluation, evaluation_id, fresh=False)
+    return bool(changed)
+
+
+# --- artifacts and datasets ------------------------------------------------------------------
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
+
+
+def add_artifact(
+    session: Session,
+    run_id: str,
+    *,
+    kind: ArtifactKind | str,
+    uri: str,
+    path: str | Path | None = None,
+) -> Artifact:
+    """Record a file a run produced; recording the same (run, kind, uri) again updates it.
+
+    Args:
+        session: The session.
+        run_id: The run.
+        kind: ``model``, ``checkpoint``, ``tensorboard``, ``history``, ``metrics``, ``export``.
+        uri: Where it is (a path or a URI).
+        path: A local copy to take the size and SHA-256 from (a regular file); none for a
+            directory such as TensorBoard logs.
+
+    Raises:
+        RecordNotFound: No such run.
+    """
+    kind = ArtifactKind(kind)
+    _ensure_run(session, run_id)
+    size: int | None = None
+    sha256: str | None = None
+    if path is not None and Path(path).is_file():
+        size, sha256 = _file_digest(Path(path))
+    values = {"size_bytes": size, "sha256": sha256, "created_at": utcnow()}
+    stmt = _insert(session, Artifact).values(run_id=run_id, kind=kind, uri=uri, **values)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Artifact.run_id, Artifact.kind, Artifact.uri], set_=values
+        )
+    )
+    artifact = session.scalars(
+        select(Artifact)
+        .where(Artifact.run_id == run_id, Artifact.kind == kind, Artifact.uri == uri)
+        .execution_options(populate_existing=True)
+    ).one()
+    return artifact
+
+
+def register_dataset(
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    location: str,
+    class_names: Sequence[str] = (),
+    counts: Mapping[str, Any] | None = None,
+    num_images: int = 0,
+) -> DatasetRecord:
+    """Add a dataset, or update the one of the same name."""
+    dataset = session.scalars(select(DatasetRecord).where(DatasetRecord.name == name)).one_or_none()
+    if dataset is None:
+        dataset = DatasetRecord(name=name)
+        session.add(dataset)
+    dataset.kind = kind
+    dataset.location = location
+    dataset.class_names = list(class_names)
+    dataset.counts = dict(counts or {})
+    dataset.num_images = num_images
+    session.flush()
+    return dataset
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+def hash_api_key(secret: str) -> str:
+    """The SHA-256 hex digest under which a key's secret is stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(
+    session: Session, name: str, scopes: Iterable[Scope | str]
+) -> tuple[ApiKey, str]:
+    """Make a key; the secret is returned once and only its hash is stored.
+
+    Returns:
+        The key row and its secret, ``"rsk_"`` followed by 43 URL-safe characters.
+
+    Raises:
+        ValueError: An unknown scope.
+    """
+    wanted = list(dict.fromkeys(scopes))
+    unknown = [s for s in wanted if s not in {m.value for m in Scope}]
+    if unknown:
+        raise ValueError(f"Unknown scopes: {unknown!r}. Expected any of {[m.value for m in Scope]}")
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        name=name,
+        prefix=secret[:API_KEY_DISPLAY_CHARS],
+        key_hash=hash_api_key(secret),
+        scopes=[Scope(s).value for s in wanted],
+    )
+    session.add(key)
+    session.flush()
+    return key, secret
+
+
+def authenticate(session: Session, secret: str) -> ApiKey | None:
+    """The unrevoked key whose secret this is, or ``None``; notes when it was last used."""
+    if not secret.startswith(API_KEY_PREFIX):
+        return None
+    key = session.scalars(
+        select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret))
+    ).one_or_none()
+    if key is None or key.revoked_at is not None:
+        return None
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = now
+        session.flush()
+    return key
+
+
+def revoke_api_key(session: Session, key_id: str) -> ApiKey:
+    """Revoke a key (idempotent); it no longer authenticates.
+
+    Raises:
+        RecordNotFound: No such key.
+    """
+    key = _get(session, ApiKey, key_id, fresh=False)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key
