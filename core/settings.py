@@ -1,0 +1,78 @@
+"""The one settings object of the service and its workers (environment variables ``RESNET_*``).
+
+Read once per process with :func:`get_settings` and passed on; nothing else reads the
+environment. The defaults are the embedded deployment: SQLite and a filesystem broker under
+``state_dir``, nothing else to install or start.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESNET_", extra="ignore")
+
+    state_dir: Path = Field(Path("var"), description="Embedded default: database, broker, files.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in state_dir.")
+    broker_url: str | None = Field(
+        None, description="Celery broker, e.g. redis://redis:6379/0; default a filesystem queue."
+    )
+    data_root: Path | None = Field(None, description="Datasets may only be registered under here.")
+    artifact_root: str | None = Field(
+        None, description="Models and checkpoints: a folder or any tf.io.gfile URL (gs://…)."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(512 * 1024**2, ge=1024)
+    max_attempts: int = Field(3, ge=1, le=100)
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    stale_after_seconds: float = Field(120.0, gt=0)
+    visibility_timeout_seconds: int = Field(7 * 24 * 3600, ge=60)
+    worker_concurrency: int = Field(1, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"only SQLite and PostgreSQL are supported; got {v.split(':')[0]!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> Settings:
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must exceed two heartbeats")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'resnet.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.state_dir / "broker").resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.data_root or self.state_dir / "data").resolve()
+
+    @property
+    def artifacts(self) -> str:
+        return self.artifact_root or str((self.state_dir / "runs").resolve())
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
