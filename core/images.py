@@ -7,7 +7,6 @@ evaluation and inference. Every failure is an :class:`ImageDecodeError` that say
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -41,19 +40,19 @@ def decode_image(
     if not data:
         raise ImageDecodeError("empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.format not in formats:
-                allowed = ", ".join(formats)
-                raise ImageDecodeError(
-                    f"image format {img.format!r} is not allowed; expected one of {allowed}"
-                )
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageDecodeError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels}")
-            img.seek(0)
-            img.load()
+        # The pixel limit is checked on the header, before any decoding. (No warning filters:
+        # they are process-global and unsafe to change from decoding threads.)
+        img = Image.open(io.BytesIO(data))
+        if img.format not in formats:
+            allowed = ", ".join(formats)
+            raise ImageDecodeError(
+                f"image format {img.format!r} is not allowed; expected one of {allowed}"
+            )
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageDecodeError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels}")
+        img.seek(0)
+        img.load()
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

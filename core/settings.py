@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESNET_", extra="ignore")
 
     state_dir: Path = Field(Path("var"), description="Embedded default: database, broker, files.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in state_dir.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite.")
     broker_url: str | None = Field(
         None, description="Celery broker, e.g. redis://redis:6379/0; default a filesystem queue."
     )

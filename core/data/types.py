@@ -91,7 +91,7 @@ class ImageSet:
 
 @dataclass
 class Dataset:
-    """A data source's splits: ``train``, ``test`` when the source has one, ``val`` after a split."""
+    """A source's splits: ``train``, ``test`` when the source has one, ``val`` after a split."""
 
     name: str
     kind: str
@@ -116,8 +116,9 @@ class Dataset:
                 name: {
                     "size": len(s),
                     "image_shape": list(s.image_shape) if s.image_shape else None,
-                    "storage": "memory" if s.images is not None else
-                    ("files" if s.paths is not None else "tfrecord"),
+                    "storage": "memory"
+                    if s.images is not None
+                    else ("files" if s.paths is not None else "tfrecord"),
                     "counts": s.counts(),
                 }
                 for name, s in self.splits.items()

@@ -1,0 +1,41 @@
+"""Data: from a source (``"cifar10:/path"``, ``"folder:/path"``, ...) to a ``tf.data`` pipeline.
+
+``load_dataset`` gives a :class:`Dataset` of labelled :class:`ImageSet` splits with class names
+and counts; ``split_train_val`` carves out validation; ``pixel_statistics`` gives normalisation
+constants; ``make_pipeline`` gives batches. Loading data does not import TensorFlow (the HTTP
+service validates sources without it); ``make_pipeline`` and ``ten_crop`` do, on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from core.data.loader import load_dataset
+from core.data.splits import paper_cifar_split, split_train_val, with_val_split
+from core.data.stats import pixel_statistics
+from core.data.types import KINDS, DataError, Dataset, ImageSet
+
+if TYPE_CHECKING:
+    from core.data.pipeline import make_pipeline, ten_crop
+
+__all__ = [
+    "KINDS",
+    "DataError",
+    "Dataset",
+    "ImageSet",
+    "load_dataset",
+    "make_pipeline",
+    "paper_cifar_split",
+    "pixel_statistics",
+    "split_train_val",
+    "ten_crop",
+    "with_val_split",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("make_pipeline", "ten_crop"):
+        from core.data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
