@@ -1,0 +1,277 @@
+"""The ``resnet`` command line, run in-process with typer's CliRunner on tiny synthetic data."""
+
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from core import catalogue as catalogue_module
+from core import cli
+from core.catalogue import cache_path, catalogue
+from core.models import CATALOGUE_NAMES
+
+DATA = "synthetic:256:16x16x3:3"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args, env=None):
+    return runner.invoke(cli.app, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run shared by the train, evaluate and predict tests."""
+    out = tmp_path_factory.mktemp("run")
+    result = invoke(
+        CliRunner(), "train", "resnet8", "--data", DATA, "--epochs", 1, "--batch-size", 32,
+        "--train-limit", 96, "--validation", "0.25", "--precision", "float32", "--out", out,
+    )  # fmt: skip
+    return out, result
+
+
+def test_version(runner):
+    result = invoke(runner, "--version")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("resnet-service ")
+
+
+# --------------------------------------------------------------------------- archs
+
+
+def test_archs_json_counts_resnet20_and_caches_it(runner, tmp_path, monkeypatch):
+    env = {"RESNET_CACHE_DIR": str(tmp_path)}
+    result = invoke(runner, "archs", "resnet20", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)
+    assert entry["name"] == "resnet20"
+    assert entry["params"] == 269_722
+    assert entry["paper_error"] == 8.75
+    assert entry["flops"] == pytest.approx(41e6, rel=0.02)  # the paper's 41M
+    assert cache_path(tmp_path).is_file()
+
+    def no_building(spec):
+        raise AssertionError(f"{spec.name} should have come from the cache")
+
+    monkeypatch.setattr(catalogue_module, "describe", no_building)
+    again = invoke(runner, "archs", "resnet20", "--json", env=env)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == [entry]
+
+
+def test_archs_table_comes_from_a_warm_cache(runner, tmp_path):
+    entry = {
+        "family": "cifar", "kind": "resnet", "block": "basic", "depth": 20,
+        "input_shape": [32, 32, 3], "num_classes": 10, "params": 269_722, "flops": 4_089_184_256,
+        "paper_error": 8.75, "paper_error_metric": "CIFAR-10", "paper_top5_error": None,
+    }  # fmt: skip
+    fake = {name: {"name": name, **entry} for name in CATALOGUE_NAMES}
+    path = cache_path(tmp_path)
+    path.write_text(json.dumps({"entries": fake}))
+    result = invoke(runner, "archs", env={"RESNET_CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    for name in CATALOGUE_NAMES:
+        assert name in result.stdout
+    assert "0.27M" in result.stdout and "4.1G" in result.stdout and "8.75%" in result.stdout
+
+
+def test_archs_unknown_name_lists_the_valid_ones(runner, tmp_path):
+    result = invoke(runner, "archs", "resnet21", env={"RESNET_CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "resnet21" in result.stderr and "6n+2" in result.stderr
+    result = invoke(runner, "archs", "vgg16", env={"RESNET_CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "Unknown architecture: 'vgg16'" in result.stderr and "resnet110" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_full_catalogue(tmp_path):
+    entries = {e["name"]: e for e in catalogue(cache_dir=tmp_path)}
+    assert list(entries) == list(CATALOGUE_NAMES)
+    assert entries["resnet20"]["params"] == 269_722
+    assert entries["resnet110"]["params"] == pytest.approx(1.7e6, rel=0.02)
+    assert entries["resnet1202"]["params"] == pytest.approx(19.4e6, rel=0.01)
+    assert entries["resnet50"]["flops"] == pytest.approx(4.1e9, rel=0.02)
+    assert entries["resnet152"]["paper_error"] == 21.43
+    assert entries["plain20"]["paper_error"] is None
+
+
+def test_human_counts():
+    assert cli.human_count(40_551_040) == "41M"
+    assert cli.human_count(4_089_184_256) == "4.1G"
+    assert cli.human_count(9_960_000) == "10M"
+    assert cli.human_params(269_722) == "0.27M"
+    assert cli.human_params(25_557_032) == "25.6M"
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_writes_the_run_and_prints_metrics(trained):
+    out, result = trained
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.stdout
+    assert "accuracy" in result.stdout and "F1 (macro)" in result.stdout
+    for name in ("model.keras", "labels.json", "config.json", "history.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_limit"] == 96 and config["validation"] == 0.25
+    assert json.loads((out / "metrics.json").read_text())["n"] == 24  # a quarter of 96
+
+
+def test_train_refuses_an_existing_run_and_resume_extends_it(trained, runner, tmp_path):
+    out, _ = trained
+    result = invoke(runner, "train", "resnet8", "--data", DATA, "--out", out)
+    assert result.exit_code == 2
+    assert "--resume" in result.stderr
+
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in out.rglob("*"):
+        if path.is_file() and "tensorboard" not in path.parts:
+            target = copy / path.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    result = invoke(runner, "train", "--resume", "--out", copy, "--epochs", 2, "--lr", 0.5)
+    assert result.exit_code == 0, result.output
+    assert "ignoring --lr" in result.stderr
+    assert "epoch 2/2" in result.stdout and "epoch 1/2" not in result.stdout
+    assert len(json.loads((copy / "history.json").read_text())) == 2
+
+
+def test_invalid_config_exits_2_naming_the_field(runner, tmp_path):
+    result = invoke(
+        runner, "train", "resnet8", "--data", DATA, "--out", tmp_path / "x", "--epochs", 0,
+        "--precision", "fp8",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "epochs (--epochs)" in result.stderr
+    assert "precision (--precision)" in result.stderr and "'fp8'" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_architecture_lists_the_valid_ones(runner, tmp_path):
+    result = invoke(runner, "train", "resnet_9000x", "--data", DATA, "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "Unknown architecture: 'resnet_9000x'" in result.stderr
+    assert all(name in result.stderr for name in ("resnet20", "resnet50", "wrn28_10"))
+
+
+def test_bad_data_source_exits_2(runner, tmp_path):
+    result = invoke(runner, "train", "resnet8", "--data", "nope:/x", "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "Unknown data source kind: 'nope'" in result.stderr
+
+
+def test_a_cancel_stops_cleanly_and_says_how_to_resume(runner, tmp_path, monkeypatch):
+    @contextmanager
+    def already_interrupted():
+        event = threading.Event()
+        event.set()
+        yield event
+
+    monkeypatch.setattr(cli, "_cancel_on_sigint", already_interrupted)
+    out = tmp_path / "run"
+    result = invoke(
+        runner, "train", "resnet8", "--data", DATA, "--epochs", 2, "--batch-size", 32,
+        "--precision", "float32", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert "stopping after the current batch" in result.stdout
+    assert f"resnet train --resume --out {out}" in result.stdout
+    assert not (out / "model.keras").exists()
+
+
+def test_the_first_ctrl_c_sets_a_flag_and_the_second_interrupts():
+    before = signal.getsignal(signal.SIGINT)
+    with cli._cancel_on_sigint() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted.wait(5)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises as soon as the signal arrives
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+# --------------------------------------------------------------------------- evaluate / predict
+
+
+def test_evaluate_the_trained_model(trained, runner):
+    out, _ = trained
+    result = invoke(runner, "evaluate", out / "model.keras", "--data", DATA, "--split", "train",
+                    "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n"] == 256 and metrics["split"] == "train"
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert {"precision_macro", "recall_macro", "f1_macro"} <= metrics.keys()
+
+    table = invoke(runner, "evaluate", out, "--data", DATA, "--split", "train")
+    assert table.exit_code == 0, table.output
+    assert "accuracy" in table.stdout and "class_2" in table.stdout
+
+
+def test_evaluate_a_missing_split_or_model_exits_2(trained, runner, tmp_path):
+    out, _ = trained
+    result = invoke(runner, "evaluate", out, "--data", DATA)  # synthetic data has no test split
+    assert result.exit_code == 2
+    assert "no 'test' split" in result.stderr
+    result = invoke(runner, "evaluate", tmp_path / "none.keras", "--data", DATA)
+    assert result.exit_code == 2
+    assert "not found" in result.stderr
+
+
+def test_predict_reports_a_bad_image_and_predicts_the_rest(trained, runner, tmp_path):
+    out, _ = trained
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+
+    result = invoke(runner, "predict", out, good, bad, "--top-k", 2)
+    assert result.exit_code == 1
+    assert "good.png" in result.stdout and "class_" in result.stdout
+    assert "bad.png" in result.stderr
+
+    result = invoke(runner, "predict", out / "model.keras", good, "--top-k", 2, "--json")
+    assert result.exit_code == 0, result.output
+    (item,) = json.loads(result.stdout)
+    assert item["image"] == str(good)
+    probs = [p["probability"] for p in item["predictions"]]
+    assert len(probs) == 2 and probs[0] >= probs[1] and sum(probs) <= 1.0 + 1e-6
+
+
+# --------------------------------------------------------------------------- bench / serve
+
+
+def test_bench_train_json(runner):
+    result = invoke(runner, "bench", "train", "resnet8", "--batch-size", 8, "--steps", 2,
+                    "--warmup", 1, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["architecture"] == "resnet8" and report["input_shape"] == [32, 32, 3]
+    assert report["images_per_second"] > 0
+
+
+def test_bench_train_refuses_a_bad_precision(runner):
+    result = invoke(runner, "bench", "train", "resnet8", "--precision", "fp8")
+    assert result.exit_code == 2
+    assert "Unknown precision: 'fp8'" in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_runs_the_demo(runner):
+    result = invoke(runner, "serve")
+    assert result.exit_code == 0, result.output
+    assert "not built yet" in result.stdout and "accuracy" in result.stdout
