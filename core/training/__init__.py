@@ -1,8 +1,21 @@
-"""Training: a typed config and presets in, a trained model, checkpoints and a history out."""
+"""Training: a typed config and presets in, a trained model, checkpoints and a history out.
+
+Configs and presets import without Keras (the HTTP service validates them); the trainer loads
+Keras and TensorFlow on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from core.training.config import PRESETS, OptimizerConfig, ScheduleConfig, TrainConfig, make_config
 from core.training.hooks import EpochRecord, ProgressEvent, TrainHooks
-from core.training.trainer import TrainResult, freeze_layers, train, transfer_weights
+
+if TYPE_CHECKING:
+    from core.training.trainer import TrainResult, freeze_layers, train, transfer_weights
+
+_LAZY = {"TrainResult", "freeze_layers", "train", "transfer_weights"}
 
 __all__ = [
     "PRESETS",
@@ -18,3 +31,9 @@ __all__ = [
     "train",
     "transfer_weights",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("core.training.trainer"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
