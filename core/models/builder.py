@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from core.models.layers import Preprocess, ZeroPadShortcut
+from core.models.layers import BatchNorm, Preprocess, ZeroPadShortcut
 from core.models.specs import ArchSpec, Shortcut, Stage, parse_architecture
 
 
@@ -45,9 +45,7 @@ class _Layers:
         )(x)
 
     def bn(self, x: Any, name: str) -> Any:
-        return keras.layers.BatchNormalization(
-            momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name
-        )(x)
+        return BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)(x)
 
     def relu(self, x: Any, name: str) -> Any:
         return keras.layers.ReLU(dtype=self.dtype, name=name)(x)

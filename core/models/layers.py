@@ -113,4 +113,73 @@ class Preprocess(keras.layers.Layer):
         }
 
 
-CUSTOM_OBJECTS = {"ZeroPadShortcut": ZeroPadShortcut, "Preprocess": Preprocess}
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchNorm(keras.layers.BatchNormalization):
+    """Batch normalisation with a hand-written backward pass, for training speed.
+
+    Same weights, config and inference path as Keras' layer. In training, Keras' version lets
+    autodiff differentiate through the batch statistics and, under mixed precision, casts the
+    activations to float32 and back several times. Here the activations are cast once, the
+    statistics take one pass each, and the gradient is the closed form
+
+        dx = a·dy − a/n·Σdy − a·rstd/n·Σ(dy·x̂)·(x − μ),   a = γ·rstd
+
+    computed in float32: fewer passes over the largest tensors of the network (a 1.1–1.3× faster
+    training step on CPUs; see docs/benchmarks.md). Uses `keras.ops` only, so it runs on every
+    backend.
+    """
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4:
+            return super().call(inputs, training=training, mask=mask)
+        if self.axis not in (-1, 3) or not (self.center and self.scale) or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        # Copies, not the variables: TF's custom_gradient refuses functions that read variables.
+        y, mean, var = _batch_norm_train(
+            inputs, ops.copy(self.gamma), ops.copy(self.beta), self.epsilon
+        )
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + ops.stop_gradient(mean) * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + ops.stop_gradient(var) * (1.0 - m))
+        return y
+
+
+def _batch_norm_train(x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
+    compute_dtype = x.dtype
+
+    @ops.custom_gradient
+    def forward(x: Any, gamma: Any, beta: Any) -> Any:
+        axes = (0, 1, 2)
+        shape = ops.shape(x)
+        n = ops.cast(shape[0] * shape[1] * shape[2], "float32")
+        xf = ops.cast(x, "float32")
+        mean = ops.mean(xf, axis=axes)
+        # E[x²] − E[x]²: one pass over x instead of two; float32 keeps it accurate for
+        # post-convolution activations, whose mean is not large against their spread.
+        var = ops.maximum(ops.mean(ops.square(xf), axis=axes) - ops.square(mean), 0.0)
+        rstd = ops.rsqrt(var + epsilon)
+        a = gamma * rstd
+        y = ops.cast(xf * a + (beta - mean * a), compute_dtype)
+
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            g = upstream if upstream is not None else args
+            if len(g) == 1 and isinstance(g[0], tuple | list):  # JAX passes one tuple
+                g = g[0]
+            dy = ops.cast(g[0], "float32")
+            sum_dy = ops.sum(dy, axis=axes)
+            sum_dy_xhat = rstd * (ops.sum(dy * xf, axis=axes) - mean * sum_dy)
+            k1 = -a * rstd * sum_dy_xhat / n
+            k0 = -a * sum_dy / n - k1 * mean
+            dx = ops.cast(dy * a + (xf * k1 + k0), compute_dtype)
+            return dx, sum_dy_xhat, sum_dy
+
+        return (y, mean, var), grad
+
+    return forward(x, gamma, beta)
+
+
+CUSTOM_OBJECTS = {
+    "ZeroPadShortcut": ZeroPadShortcut,
+    "Preprocess": Preprocess,
+    "BatchNorm": BatchNorm,
+}
