@@ -36,13 +36,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.embedded_broker:
         folder = settings.broker_folder
-        for sub in ("out", "processed"):
+        for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "out"),
             "data_folder_out": str(folder / "out"),
             "data_folder_processed": str(folder / "processed"),
             "store_processed": False,
+            # Broadcasts (e.g. `celery inspect`) would otherwise land in ./control.
+            "control_folder": str(folder / "control"),
         }
     else:
         # The broker must not hand a running job to a second worker while the first still

@@ -1,0 +1,99 @@
+"""The architecture catalogue for ``GET /v1/architectures``, without TensorFlow.
+
+Names, families, depths and the paper's errors come from :mod:`core.models.specs` (plain data).
+Parameter and FLOP counts need the Keras models built, which the API process never does: they
+are read from the cache file :func:`core.catalogue.catalogue` writes (the same file the CLI
+fills), and are ``null`` until it has been built, by ``resnet archs`` (or, in an image, at
+build time). The file is re-read only when it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.catalogue import NUM_CLASSES, cache_path
+from core.models.specs import (
+    CATALOGUE_NAMES,
+    PAPER_CIFAR10_ERROR,
+    PAPER_IMAGENET_ERROR,
+    ArchSpec,
+    parse_architecture,
+)
+from service.schemas import ArchitecturePublic
+
+log = logging.getLogger(__name__)
+
+
+class Catalogue:
+    """The catalogue entries, with counts from the cache file when it has them."""
+
+    def __init__(self, cache_dir: str | Path | None = None) -> None:
+        self.path = cache_path(cache_dir)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._counts: dict[str, dict[str, Any]] = {}
+        self._static = [_static_entry(parse_architecture(n)) for n in CATALOGUE_NAMES]
+
+    def entries(self) -> tuple[list[ArchitecturePublic], bool]:
+        """Every catalogue architecture, and whether all of them have their counts."""
+        counts = self._read_counts()
+        items = []
+        for entry in self._static:
+            cached = counts.get(entry["name"], {})
+            items.append(
+                ArchitecturePublic(**entry, params=cached.get("params"), flops=cached.get("flops"))
+            )
+        return items, all(i.params is not None for i in items)
+
+    def _read_counts(self) -> dict[str, dict[str, Any]]:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return {}
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                self._counts = _load(self.path)
+                self._stamp = stamp
+            return self._counts
+
+
+def _load(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("entries", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("ignoring unreadable catalogue cache %s: %s", path, exc)
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {
+        name: {k: e.get(k) if isinstance(e.get(k), int) else None for k in ("params", "flops")}
+        for name, e in entries.items()
+        if isinstance(e, dict)
+    }
+
+
+def _static_entry(spec: ArchSpec) -> dict[str, Any]:
+    metric: str | None = None
+    top5: float | None = None
+    if spec.name in PAPER_CIFAR10_ERROR:
+        metric = "CIFAR-10 test error"
+    elif spec.name in PAPER_IMAGENET_ERROR:
+        metric = "ImageNet top-1 val error (10-crop)"
+        top5 = PAPER_IMAGENET_ERROR[spec.name][1]
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "kind": spec.kind,
+        "block": spec.block,
+        "depth": spec.depth,
+        "input_shape": list(spec.default_input_shape),
+        "num_classes": NUM_CLASSES[spec.family],
+        "paper_error": spec.paper_error,
+        "paper_error_metric": metric,
+        "paper_top5_error": top5,
+    }

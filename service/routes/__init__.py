@@ -1,0 +1,27 @@
+"""One router per resource: runs, datasets, architectures, and health (no key needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import ErrorBody
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "No API key, or an unknown or revoked one",
+    403: "The API key lacks the scope",
+    404: "No such record",
+    409: "The record's state forbids it",
+    413: "The upload is over the size limit",
+    415: "Not multipart/form-data",
+    422: "Invalid input; the details name each field and what was received",
+    503: "A dependency (database or broker) is unavailable",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these status codes, all with the one error body."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+AUTH_ERRORS = (401, 403)

@@ -1,0 +1,31 @@
+"""``/v1/architectures``: the catalogue of ResNets with parameters, FLOPs and the paper's error."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.catalogue import Catalogue
+from service.deps import ReadKey
+from service.routes import AUTH_ERRORS, error_responses
+from service.schemas import ArchitecturesPublic
+
+router = APIRouter(
+    prefix="/v1/architectures",
+    tags=["architectures"],
+    # Every route needs a key; any with parameters may answer 422 in the error shape.
+    responses=error_responses(*AUTH_ERRORS, 422),
+)
+
+
+@router.get(
+    "",
+    summary="The architecture catalogue",
+)
+def list_architectures(request: Request, key: ReadKey) -> ArchitecturesPublic:
+    """Every named architecture: family, depth, the paper's error, and its trainable
+    parameters and FLOPs (multiply-adds per image) once the catalogue cache is built
+    (``resnet archs``; until then they are null and ``counted`` is false). Any name of the
+    accepted forms (resnet{6n+2}, wrn{6n+4}_{k}, …) can be trained, not only these."""
+    catalogue: Catalogue = request.app.state.catalogue
+    items, counted = catalogue.entries()
+    return ArchitecturesPublic(items=items, counted=counted)
