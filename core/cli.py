@@ -17,7 +17,6 @@ import math
 import os
 import shlex
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -81,8 +80,6 @@ _OPTION_OF_FIELD = {
     "validation": "--validation",
     "seed": "--seed",
 }
-DEMO_DATA = "synthetic:512:32x32x3:4"
-DEMO_ARCH = "resnet8"
 
 
 # --------------------------------------------------------------------------- app-wide options
@@ -839,27 +836,21 @@ def bench_train(
 
 
 @app.command()
-def serve() -> None:
-    """Run the HTTP service (not built yet: runs a short training demo instead)."""
-    console.print(
-        "[yellow]The HTTP service is not built yet.[/yellow] Running a short demo instead: "
-        f"{DEMO_ARCH}, 1 epoch on {DEMO_DATA}.",
-        highlight=False,
-    )
-    run_demo()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default RESNET_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RESNET_PORT or 8000).")] = None,
+) -> None:
+    """Run the HTTP service and a worker on the embedded default (SQLite, no Redis).
 
+    Applies migrations, prints the URL and (the first time) an admin API key. Settings come
+    from RESNET_* variables: set RESNET_DATABASE_URL / RESNET_BROKER_URL for PostgreSQL/Redis.
+    """
+    from core.launcher import serve as run_service
+    from core.settings import get_settings
 
-def run_demo(target: Console | None = None) -> TrainResult:
-    """Train a small net for an epoch on synthetic data in a temporary folder; print metrics."""
-    target = target or console
-    config = build_config(
-        DEMO_ARCH, DEMO_DATA, epochs=1, batch_size=64, precision="float32", validation=0.25,
-        schedule={"kind": "constant", "base_lr": 0.05}, progress_every=1, tensorboard=False,
-    )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="resnet-demo-") as tmp:
-        result = run_training(config, Path(tmp), target=target, show_files=False)
-    target.print("(The demo's run folder was temporary and has been removed.)", style="dim")
-    return result
+    raise typer.Exit(run_service(get_settings(), host=host, port=port))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -268,10 +268,3 @@ def test_bench_train_refuses_a_bad_precision(runner):
     result = invoke(runner, "bench", "train", "resnet8", "--precision", "fp8")
     assert result.exit_code == 2
     assert "Unknown precision: 'fp8'" in result.stderr
-
-
-@pytest.mark.slow
-def test_serve_runs_the_demo(runner):
-    result = invoke(runner, "serve")
-    assert result.exit_code == 0, result.output
-    assert "not built yet" in result.stdout and "accuracy" in result.stdout

@@ -1,0 +1,95 @@
+"""Fixtures for the worker tests: real Celery workers against throwaway PostgreSQL + Redis, or
+against the embedded SQLite + filesystem queue (see :mod:`tests.worker.harness`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+# `pytest` run directly does not put the repository root on sys.path (see tests/core/records).
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from core.records import make_engine, make_sessionmaker, upgrade_to_head  # noqa: E402
+from tests.fixtures import servers  # noqa: E402
+from tests.fixtures.servers import PostgresServer, RedisServer  # noqa: E402
+from tests.worker.harness import (  # noqa: E402
+    TEMPLATE_DB,
+    Stack,
+    embedded_stack_context,
+    next_redis_db,
+    sender_app,
+    stack_settings,
+)
+
+# The throwaway servers, shared with the other test packages (session-scoped).
+postgres_server = servers.postgres_server
+redis_server = servers.redis_server
+
+
+@pytest.fixture(scope="module")
+def pg_template(postgres_server: PostgresServer) -> str:
+    """A database at the head migration that each stack's database is copied from."""
+    if not postgres_server.running:
+        postgres_server.start()
+    postgres_server.drop_database(TEMPLATE_DB)
+    postgres_server.create_database(TEMPLATE_DB)
+    upgrade_to_head(postgres_server.url_for(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@contextlib.contextmanager
+def redis_stack_context(
+    postgres_server: PostgresServer, redis_server: RedisServer, template: str, workdir: Path
+) -> Iterator[Stack]:
+    """PostgreSQL records and a Redis broker, as in production."""
+    name = f"worker_{uuid.uuid4().hex[:12]}"
+    db_url = postgres_server.create_database(name, template=template)
+    broker = redis_server.url.rsplit("/", 1)[0] + f"/{next_redis_db()}"
+    redis.Redis.from_url(broker).flushdb()  # nothing left from an earlier stack
+    settings = stack_settings(state_dir=workdir / "state", database_url=db_url, broker_url=broker)
+    stack = Stack(settings, make_sessionmaker(make_engine(db_url)), sender_app(settings), workdir)
+    try:
+        yield stack
+    finally:
+        stack.close()
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def redis_stack(
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    pg_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """One stack and one worker shared by the tests of a module (they run one after another)."""
+    with redis_stack_context(
+        postgres_server, redis_server, pg_template, tmp_path_factory.mktemp("redis-stack")
+    ) as stack:
+        stack.start_worker()
+        yield stack
+
+
+@pytest.fixture
+def fresh_redis_stack(
+    postgres_server: PostgresServer, redis_server: RedisServer, pg_template: str, tmp_path: Path
+) -> Iterator[Stack]:
+    """A stack of the test's own, without a worker yet."""
+    with redis_stack_context(postgres_server, redis_server, pg_template, tmp_path) as stack:
+        yield stack
+
+
+@pytest.fixture
+def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The embedded default: SQLite and a filesystem queue under the state folder."""
+    with embedded_stack_context(tmp_path) as stack:
+        yield stack

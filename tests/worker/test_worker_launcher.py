@@ -1,0 +1,159 @@
+"""``python -m core.launcher`` (what ``resnet serve`` runs): migrations, the admin key, and the
+supervision of a real Celery worker and a uvicorn process on the embedded default.
+
+The API itself is being written elsewhere; until it exists these tests give uvicorn a minimal
+stand-in app (:mod:`tests.worker.asgi_stand_in`) and check the launcher, not the routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.records import Scope, make_engine, make_sessionmaker, session_scope
+from core.records.repository import authenticate
+from tests.fixtures.servers import free_port
+from tests.worker.harness import ROOT, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+STAND_IN = "tests.worker.asgi_stand_in:create_app"
+SECRET = re.compile(r"\b(rsk_[A-Za-z0-9_-]{43})\b")
+
+
+class Launcher:
+    """``python -m core.launcher`` in its own process group, its output collected."""
+
+    def __init__(self, state_dir: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_")}
+        env["RESNET_STATE_DIR"] = str(state_dir)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "core.launcher", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._lines.append(raw.decode(errors="replace"))
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def wait_output(self, pattern: str, timeout: float = 90) -> re.Match[str]:
+        return wait_for(
+            lambda: re.search(pattern, self.output),
+            timeout=timeout,
+            what=f"{pattern!r} in the launcher's output",
+            details=lambda: self.output,
+        )
+
+    def child_pid(self, name: str) -> int:
+        return int(self.wait_output(rf"started the {name} \(pid (\d+)\)").group(1))
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the launcher did not exit within {timeout} s:\n{self.output[-4000:]}")
+        self._reader.join(timeout=10)
+        return code
+
+    def close(self) -> None:
+        """Kill whatever is left: the launcher and its children (each in its own group)."""
+        pids = [int(p) for p in re.findall(r"started the \w+ \(pid (\d+)\)", self.output)]
+        for pgid in [self.proc.pid, *pids]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def launchers() -> list[Launcher]:
+    started: list[Launcher] = []
+    yield started  # type: ignore[misc]
+    for launcher in started:
+        launcher.close()
+
+
+def test_serve_prints_a_key_once_and_stops_its_children_on_ctrl_c(
+    tmp_path: Path, launchers: list[Launcher]
+) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    args = ("--host", "127.0.0.1", "--port", str(port), "--app", STAND_IN)
+    first = Launcher(state, *args)
+    launchers.append(first)
+    first.wait_output(rf"ready: http://127\.0\.0\.1:{port}")
+    secret = first.wait_output(SECRET.pattern).group(1)
+    worker, api = first.child_pid("worker"), first.child_pid("api")
+    first.wait_output(r"celery@\S+ ready\.")  # the worker's own log, passed through
+
+    engine = make_engine(f"sqlite:///{state / 'resnet.db'}")
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            key = authenticate(session, secret)
+            assert key is not None and key.has_scope(Scope.ADMIN)
+    finally:
+        engine.dispose()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.status == 200
+    assert (state / "broker" / "out").is_dir() and (state / "runs").is_dir()
+
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait_exit() == 0, first.output[-4000:]
+    assert "stopped" in first.output
+    assert _gone(worker) and _gone(api)
+
+    # The state survives: the key is not made again, and SIGTERM stops it as well.
+    second = Launcher(state, *args)
+    launchers.append(second)
+    second.wait_output(rf"ready: http://127\.0\.0\.1:{port}")
+    assert "already exists" in second.output
+    assert not SECRET.search(second.output)
+    second.proc.send_signal(signal.SIGTERM)
+    assert second.wait_exit() == 0, second.output[-4000:]
+
+
+def test_serve_stops_the_worker_and_fails_when_the_api_dies(
+    tmp_path: Path, launchers: list[Launcher]
+) -> None:
+    port = free_port()
+    broken = "tests.worker.asgi_stand_in:no_such_factory"
+    launcher = Launcher(tmp_path / "state", "--port", str(port), "--app", broken)
+    launchers.append(launcher)
+    worker = launcher.child_pid("worker")
+    started = time.monotonic()
+    code = launcher.wait_exit(timeout=90)
+    assert code != 0
+    assert re.search(r"the api exited \(code \d+\); stopping the others", launcher.output)
+    assert _gone(worker), f"the worker outlived the launcher:\n{launcher.output[-4000:]}"
+    assert time.monotonic() - started < 60

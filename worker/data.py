@@ -1,0 +1,31 @@
+"""The data a run or an evaluation names, read under the server's data root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.data import Dataset
+
+
+def load_data(spec: str, settings: Settings) -> Dataset:
+    """Load ``KIND:PATH`` confined to ``settings.data_dir``, as the API registers data.
+
+    The worker holds the line too: a run whose config names a path outside the data root (a
+    record written by hand, an older API) fails instead of reading it. PATH is relative to the
+    root; an absolute path that lies under the root is taken as the same path relative to it.
+    Sources without a path (``synthetic:…``, ``cifar10``, Debian's ``fashion_mnist``) need no
+    root.
+    """
+    from core.data import load_dataset
+
+    root = settings.data_dir
+    kind, sep, rest = spec.partition(":")
+    if sep and rest.startswith("/"):
+        path = Path(rest)
+        if path.is_relative_to(root):
+            spec = f"{kind}:{path.relative_to(root).as_posix()}"
+    return load_dataset(spec, root=root)

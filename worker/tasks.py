@@ -1,0 +1,101 @@
+"""The worker's tasks, by explicit name; each takes an id and re-reads the records.
+
+- ``worker.train_run(run_id)``: claim the run (or take over one whose worker died), train it
+  with core, record epochs, progress and the outcome (:mod:`worker.training`).
+- ``worker.evaluate_run(evaluation_id)``: score a run's model on a split
+  (:mod:`worker.evaluation`).
+- ``worker.requeue_stale_runs()``: queue again the runs whose worker stopped beating
+  (:mod:`worker.sweeper`). Every worker already does this on start-up and periodically on a
+  thread of its main process; the task is there to trigger a sweep by hand.
+
+Tasks are acknowledged late and the pool process is expected to die sometimes (OOM, a crash
+in native code): a message redelivered after that finds its run still ``running`` with a
+fresh heartbeat and does nothing; the sweeper queues the run again once the heartbeat is
+stale, and the new attempt resumes from the last checkpoint. A run that kills its worker every
+time ends ``failed`` after ``max_attempts`` claims.
+
+Only the pool process that runs a task imports TensorFlow (on its first task).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+from sqlalchemy.exc import OperationalError
+
+from core.queue import EVALUATE_TASK, SWEEP_TASK, TRAIN_TASK
+from core.settings import get_settings
+from worker.celery_app import app
+from worker.evaluation import run_evaluation
+from worker.runtime import sessions
+from worker.sweeper import Sweeper
+from worker.sweeper import requeue_stale_runs as _requeue_stale_runs
+from worker.training import run_training
+
+log = logging.getLogger(__name__)
+
+# The database unreachable while claiming or recording: try the delivery again later.
+_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
+@app.task(name=TRAIN_TASK, **_RETRY)
+def train_run(run_id: str) -> str:
+    """Train a queued run; see :func:`worker.training.run_training`."""
+    settings = get_settings()
+    return run_training(run_id, settings=settings, sessions=sessions(settings.db_url))
+
+
+@app.task(name=EVALUATE_TASK, **_RETRY)
+def evaluate_run(evaluation_id: str) -> str:
+    """Evaluate a finished run; see :func:`worker.evaluation.run_evaluation`."""
+    settings = get_settings()
+    return run_evaluation(evaluation_id, settings=settings, sessions=sessions(settings.db_url))
+
+
+def send_train(run_id: str) -> None:
+    """Enqueue ``worker.train_run`` for a run (already committed as queued)."""
+    app.send_task(TRAIN_TASK, kwargs={"run_id": run_id})
+
+
+def sweep() -> list[str]:
+    """One sweep: the ids of the runs queued again."""
+    settings = get_settings()
+    outcomes = _requeue_stale_runs(
+        sessions(settings.db_url), stale_after_s=settings.stale_after_seconds, send=send_train
+    )
+    return [run_id for run_id, outcome in outcomes.items() if outcome == "requeued"]
+
+
+@app.task(name=SWEEP_TASK)
+def requeue_stale_runs() -> list[str]:
+    """Queue again the runs whose worker died; see :mod:`worker.sweeper`."""
+    return sweep()
+
+
+_sweeper: Sweeper | None = None
+
+
+@worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    global _sweeper
+    if _sweeper is None:
+        interval = get_settings().stale_after_seconds / 2
+        _sweeper = Sweeper(sweep, interval_s=interval)
+        _sweeper.start()
+        log.info("stale-run sweeper: now and every %.1f s", _sweeper.interval_s)
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    global _sweeper
+    if _sweeper is not None:
+        _sweeper.stop()
+        _sweeper = None
