@@ -27,7 +27,7 @@ from core.records import make_engine, make_sessionmaker, session_scope, upgrade_
 from core.records import repository as records  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
-from tests.fixtures.servers import RedisServer, redis_server  # noqa: E402, F401
+from tests.fixtures.servers import RedisServer  # noqa: E402
 
 UPLOAD_LIMIT = 64 * 1024
 
@@ -67,7 +67,7 @@ def settings(tmp_path: Path, _db_at_head: Path) -> Settings:
 def redis_settings(
     tmp_path: Path,
     _db_at_head: Path,
-    redis_server: RedisServer,  # noqa: F811 - the fixture imported above
+    redis_server: RedisServer,
 ) -> Settings:
     """Settings whose broker is the throwaway Redis, emptied first."""
     import redis

@@ -19,7 +19,6 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from core.records import make_engine, make_sessionmaker, upgrade_to_head  # noqa: E402
-from tests.fixtures import servers  # noqa: E402
 from tests.fixtures.servers import PostgresServer, RedisServer  # noqa: E402
 from tests.worker.harness import (  # noqa: E402
     TEMPLATE_DB,
@@ -30,9 +29,7 @@ from tests.worker.harness import (  # noqa: E402
     stack_settings,
 )
 
-# The throwaway servers, shared with the other test packages (session-scoped).
-postgres_server = servers.postgres_server
-redis_server = servers.redis_server
+# postgres_server and redis_server come from tests/conftest.py: one of each per test session.
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from core.records import make_engine, make_sessionmaker, upgrade_to_head  # noqa: E402
-from tests.fixtures.servers import (  # noqa: E402, F401
-    PostgresServer,
-    postgres_server,
-    postgres_url,
-    redis_server,
-)
+from tests.fixtures.servers import PostgresServer  # noqa: E402
 
 DIALECTS = ["sqlite", "postgresql"]
 PG_TEMPLATE = "records_at_head"
