@@ -121,7 +121,7 @@ def _ready(url: str) -> bool:
 def production_stack(database_url: str, broker_url: str, workdir: Path) -> Iterator[Stack]:
     """Migrate, then API and worker as the compose services run them, on PostgreSQL + Redis."""
     data_root = workdir / "data"
-    data_root.mkdir(parents=True)
+    data_root.mkdir(parents=True, exist_ok=True)
     env = _environment(
         RESNET_DATABASE_URL=database_url,
         RESNET_BROKER_URL=broker_url,
@@ -158,6 +158,7 @@ def production_stack(database_url: str, broker_url: str, workdir: Path) -> Itera
 @contextlib.contextmanager
 def embedded_stack(workdir: Path) -> Iterator[Stack]:
     """``resnet serve``: migrations, API and worker on SQLite and a filesystem queue."""
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = _environment(
         RESNET_STATE_DIR=str(workdir / "var"),
