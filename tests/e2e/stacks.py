@@ -67,6 +67,22 @@ class Stack:
     data_root: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: Path = Path(".")
+
+    def start(self, name: str, cmd: list[str]) -> None:
+        self.commands[name] = cmd
+        self.processes[name], self.logs[name] = _start(name, cmd, self.env, self.workdir)
+
+    def kill(self, name: str) -> None:
+        """kill -9 the whole process group, as a lost machine or an OOM kill would."""
+        proc = self.processes[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def restart(self, name: str) -> None:
+        self.start(name, self.commands[name])
 
     def client(self) -> httpx.Client:
         return httpx.Client(
@@ -142,14 +158,16 @@ def production_stack(database_url: str, broker_url: str, workdir: Path) -> Itera
         timeout=60,
     ).stdout.strip()
     port = free_port()
-    stack = Stack(url=f"http://127.0.0.1:{port}", key=key, data_root=data_root)
+    stack = Stack(
+        url=f"http://127.0.0.1:{port}", key=key, data_root=data_root, env=env, workdir=workdir
+    )
     try:
-        for name, cmd in (
-            ("worker", compose_command("worker")),
-            ("api", compose_command("api", host="127.0.0.1", port=str(port))),
-        ):
-            stack.processes[name], stack.logs[name] = _start(name, cmd, env, workdir)
-        wait_for(lambda: _ready(stack.url), timeout=90, what="the API's /readyz")
+        stack.start("worker", compose_command("worker"))
+        stack.start("api", compose_command("api", host="127.0.0.1", port=str(port)))
+        try:
+            wait_for(lambda: _ready(stack.url), timeout=90, what="the API's /readyz")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{stack.log_tail()}") from None
         yield stack
     finally:
         _stop(stack.processes)

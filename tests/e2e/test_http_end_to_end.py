@@ -101,3 +101,73 @@ def test_production_stack_trains_and_evaluates_over_http(postgres_server, redis_
 def test_embedded_default_trains_and_evaluates_over_http(tmp_path):
     with embedded_stack(tmp_path) as stack:
         train_and_evaluate(stack)
+
+
+def wait_run(api: httpx.Client, run_id: str, check, *, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/v1/runs/{run_id}").json()
+        if check(run):
+            return run
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: {api.get(f'/v1/runs/{run_id}').json()}")
+
+
+def test_cancel_and_worker_crash_over_http(postgres_server, redis_server, tmp_path):
+    if not postgres_server.running:
+        postgres_server.start()
+    if not redis_server.running:
+        redis_server.start()
+    database = postgres_server.create_database(f"e2e_{uuid.uuid4().hex[:8]}")
+    broker = redis_server.url.rsplit("/", 1)[0] + "/10"
+    with production_stack(database, broker, tmp_path) as stack, stack.client() as api:
+        run = {
+            "architecture": "resnet8",
+            "data": "synthetic:1024:16x16x3:3",
+            "batch_size": 32,
+            "precision": "float32",
+            "tensorboard": False,
+        }
+
+        # Cancel: a running run stops within seconds; the worker then takes the next job.
+        long = api.post("/v1/runs", json={**run, "epochs": 50}).json()
+        wait_run(
+            api,
+            long["id"],
+            lambda r: (r["progress"] or {}).get("batch"),
+            timeout=120,
+            what="a progress report from the long run",
+        )
+        asked = time.monotonic()
+        assert api.post(f"/v1/runs/{long['id']}/cancel").status_code == 202
+        wait_run(
+            api, long["id"], lambda r: r["status"] == "cancelled", timeout=15, what="the cancel"
+        )
+        assert time.monotonic() - asked < 10
+        short = api.post("/v1/runs", json={**run, "epochs": 1}).json()
+        wait_run(
+            api, short["id"], lambda r: r["status"] == "succeeded", timeout=120, what="the next job"
+        )
+
+        # Crash: kill -9 the worker after its first epoch; a restarted worker resumes the run.
+        crash = api.post("/v1/runs", json={**run, "epochs": 4}).json()
+        wait_run(
+            api,
+            crash["id"],
+            lambda r: r["epochs_completed"] >= 1,
+            timeout=120,
+            what="the first epoch",
+        )
+        stack.kill("worker")
+        before = api.get(f"/v1/runs/{crash['id']}/epochs").json()["items"]
+        stack.restart("worker")
+        done = wait_run(
+            api, crash["id"], lambda r: r["status"] in TERMINAL, timeout=180, what="the resumed run"
+        )
+        assert done["status"] == "succeeded", (done, stack.log_tail())
+        assert done["attempts"] == 2
+        epochs = api.get(f"/v1/runs/{crash['id']}/epochs").json()["items"]
+        assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+        # Epochs finished before the crash were not trained again: their rows are untouched.
+        for old, new in zip(before, epochs, strict=False):
+            assert old["recorded_at"] == new["recorded_at"]
