@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import load_dataset  # noqa: E402
-from core.training import make_config, train  # noqa: E402
+from core.data import load_dataset
+from core.training import make_config, train
 
 
 def main() -> None:

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from core.data import ImageSet, make_pipeline  # noqa: E402
-from core.models import parse_architecture  # noqa: E402
-from core.training import make_config  # noqa: E402
-from core.training.precision import resolve_policy  # noqa: E402
-from core.training.trainer import build_training_model  # noqa: E402
+from core.data import ImageSet, make_pipeline
+from core.models import parse_architecture
+from core.training import make_config
+from core.training.precision import resolve_policy
+from core.training.trainer import build_training_model
 
 
 def keras_docs_resnet(depth: int, *, dtype: str | None = None) -> keras.Model:
