@@ -1,21 +1,27 @@
 """Prediction over HTTP against the raw model, in one run: throughput and single-image latency.
 
-Sets up a state folder (SQLite at head, an untrained ResNet-20 for 32×32×3 inputs saved as a
-succeeded run's ``model.keras``, promoted to the model ``r20``, a ``predict`` key), starts the
-real API under uvicorn (one worker, uvloop + httptools, as a separate process), then measures:
+Sets up a state folder (SQLite at head; an untrained ResNet-20 for 32×32×3 inputs saved as a
+succeeded run's ``model.keras``, promoted to the model ``r20``; a ``predict`` key), starts the
+real API under uvicorn (one worker, uvloop + httptools) as a separate process, then measures, in
+``--rounds`` interleaved rounds (medians reported; the machine is shared):
 
-(a) the raw model in this process: a ``tf.function`` forward at batch 256, images/s;
-(b) the raw model at batch 1: p50 latency of one call (ms);
-(c) ``--clients`` concurrent HTTP clients (asyncio + httpx, keep-alive), each sending one 32×32
-    PNG per request, back to back: images/s, and its ratio to (a);
-(d) one client sending one image at a time: p50 latency, and its difference to (b).
+(a) the raw model: a ``tf.function`` forward at batch 256 (images/s), in a separate process
+    pinned to the server's CPUs;
+(b) the raw model at batch 1: p50 latency of one call, numpy in and out (ms);
+(c) ``--clients`` concurrent HTTP clients (asyncio + httpx, keep-alive), each sending one
+    32×32 PNG per request as a multipart file, back to back: images/s, and the ratio to (a);
+(d) one client sending one image at a time: p50 latency, and the difference to (b).
 
-(a) and (b) are measured before and after the HTTP phases; the higher throughput and the lower
-latency are the baseline (the conservative choice on a shared machine). The load generator runs
-on the same machine as the server: on a 2-core VM the clients' own CPU time competes with the
-server's, and the report says how much CPU each side used.
+(c) and (d) are also measured with the image as a bare ``image/png`` body, and with a minimal
+client (hand-written HTTP/1.1 on asyncio streams, a few µs per request) that shows what the
+server sustains when the load generator's own CPU cost is taken out of the picture. The CPU
+seconds each side used are reported: on a 2-core machine the clients compete with the server.
 
     python benchmarks/predict_throughput.py --json docs/results/predict_throughput.json
+
+On a bigger machine, give the server (and the raw model) the same CPUs and the clients others:
+
+    python benchmarks/predict_throughput.py --server-cpus 0,1 --client-cpus 2-7
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import io
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -35,6 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +55,10 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head  # noqa: E402
-from core.records import repository as records  # noqa: E402
-
 MODEL = "r20"
 SHAPE = (32, 32, 3)
 CLASSES = 10
+PATH = f"/v1/models/{MODEL}/predict?top_k=1"
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -74,6 +81,9 @@ def build_model(folder: Path) -> Path:
 
 def record(db_url: str, model_path: Path) -> str:
     """A succeeded run with the model artifact, promoted to ``r20``; returns a predict key."""
+    from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
+    from core.records import repository as records
+
     upgrade_to_head(db_url)
     engine = make_engine(db_url)
     try:
@@ -92,26 +102,42 @@ def record(db_url: str, model_path: Path) -> str:
     return secret
 
 
+def parse_cpus(spec: str | None) -> set[int] | None:
+    """``"0,1"`` or ``"2-7"`` → a CPU set (None: no pinning)."""
+    if not spec:
+        return None
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_server(state: Path, db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RESNET_STATE_DIR": str(state),
-        "RESNET_DATABASE_URL": db_url,
-        "RESNET_ARTIFACT_ROOT": str(state / "runs"),
-    }
+def start_server(
+    state: Path, db_url: str, port: int, *, cpus: set[int] | None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RESNET_STATE_DIR": str(state), "RESNET_DATABASE_URL": db_url}
     command = [
         sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
+    log = state / "server.log"
     with log.open("wb") as out:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=pinned(cpus),
+        )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -126,7 +152,7 @@ def start_server(state: Path, db_url: str, port: int, log: Path) -> subprocess.P
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
+    """User + system CPU seconds of a process and its threads (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -136,10 +162,11 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-# --- (a), (b): the raw model -----------------------------------------------------------------
+# --- (a), (b): the raw model, in its own process ---------------------------------------------
 
 
-def raw_model(model_path: Path, *, seconds: float) -> dict[str, float]:
+def raw_model(model_path: Path, seconds: float) -> dict[str, float]:
+    """Batch-256 images/s and batch-1 latency of a tf.function over the Keras model."""
     import keras
     import tensorflow as tf
 
@@ -151,13 +178,13 @@ def raw_model(model_path: Path, *, seconds: float) -> dict[str, float]:
         input_signature=[tf.TensorSpec((None, *SHAPE), tf.float32)],
     )
     rng = np.random.default_rng(1)
-    big = tf.constant(rng.integers(0, 256, (256, *SHAPE)).astype(np.float32))
+    big = rng.integers(0, 256, (256, *SHAPE)).astype(np.float32)
     one = rng.integers(0, 256, (1, *SHAPE)).astype(np.float32)
     for _ in range(3):
-        forward(big).numpy()
+        forward(tf.constant(big)).numpy()
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or calls < 5:
-        forward(big).numpy()
+        forward(tf.constant(big)).numpy()
         calls += 1
     throughput = calls * 256 / (time.perf_counter() - started)
     for _ in range(20):
@@ -166,13 +193,21 @@ def raw_model(model_path: Path, *, seconds: float) -> dict[str, float]:
     started = time.perf_counter()
     while time.perf_counter() - started < seconds / 2 or len(latencies) < 100:
         t = time.perf_counter()
-        forward(tf.constant(one)).numpy()  # as the server does: array → tensor → numpy
+        forward(tf.constant(one)).numpy()
         latencies.append(time.perf_counter() - t)
     return {
         "batch256_images_per_s": throughput,
         "batch1_p50_ms": statistics.median(latencies) * 1e3,
-        "batch1_p90_ms": float(np.percentile(latencies, 90)) * 1e3,
     }
+
+
+def measure_raw(model_path: Path, seconds: float, cpus: set[int] | None) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--raw-only", str(model_path), "--seconds", str(seconds)],
+        capture_output=True, text=True, check=True, preexec_fn=pinned(cpus),
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 # --- (c), (d): over HTTP ---------------------------------------------------------------------
@@ -188,121 +223,189 @@ def png_images(count: int) -> list[bytes]:
     return images
 
 
-def request_kwargs(body: str, image: bytes) -> dict[str, Any]:
-    if body == "multipart":
-        return {"files": {"file": ("image.png", image, "image/png")}}
-    return {"content": image, "headers": {"Content-Type": "image/png"}}
+def multipart(image: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
-async def load_test(
-    url: str, secret: str, images: list[bytes], *, clients: int, seconds: float, body: str
-) -> dict[str, float]:
-    """``clients`` clients, each with its own keep-alive connection, one image per request."""
+def bodies(images: list[bytes], kind: str) -> list[tuple[bytes, str]]:
+    return [multipart(i) if kind == "multipart" else (i, "image/png") for i in images]
+
+
+async def httpx_client(
+    url: str, secret: str, requests: list[tuple[bytes, str]], stop: float, first: int, step: int,
+    latencies: list[float],
+) -> int:  # fmt: skip
+    """One keep-alive httpx client sending requests back to back until ``stop``."""
     done = 0
-    errors = 0
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth, limits=limits) as http:
+        i = first
+        while time.perf_counter() < stop:
+            body, content_type = requests[i % len(requests)]
+            t = time.perf_counter()
+            response = await http.post(PATH, content=body, headers={"Content-Type": content_type})
+            latencies.append(time.perf_counter() - t)
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+            done += 1
+            i += step
+    return done
+
+
+_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+async def minimal_client(
+    url: str, secret: str, requests: list[tuple[bytes, str]], stop: float, first: int, step: int,
+    latencies: list[float],
+) -> int:  # fmt: skip
+    """HTTP/1.1 by hand on one keep-alive connection: the cheapest possible load generator."""
+    host, port = url.removeprefix("http://").split(":")
+    raw = [
+        (f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {secret}\r\n"
+         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        for body, content_type in requests
+    ]  # fmt: skip
+    reader, writer = await asyncio.open_connection(host, int(port))
+    done, i = 0, first
+    try:
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            writer.write(raw[i % len(raw)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = _LENGTH.search(head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            latencies.append(time.perf_counter() - t)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head.decode(errors="replace"))
+            done += 1
+            i += step
+    finally:
+        writer.close()
+    return done
+
+
+async def load(
+    client: Any, url: str, secret: str, requests: list[tuple[bytes, str]], *,
+    clients: int, seconds: float,
+) -> dict[str, float]:  # fmt: skip
     latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-
-    async def client(index: int) -> None:
-        nonlocal done, errors
-        headers = {"Authorization": f"Bearer {secret}"}
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as http:
-            i = index
-            while time.perf_counter() < stop:
-                kwargs = request_kwargs(body, images[i % len(images)])
-                t = time.perf_counter()
-                response = await http.post(f"/v1/models/{MODEL}/predict?top_k=1", **kwargs)
-                latencies.append(time.perf_counter() - t)
-                if response.status_code == 200:
-                    done += 1
-                else:
-                    errors += 1
-                i += clients
-
     started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    stop = started + seconds
+    counts = await asyncio.gather(
+        *(client(url, secret, requests, stop, i, clients, latencies) for i in range(clients))
+    )
     elapsed = time.perf_counter() - started
     return {
-        "images_per_s": done / elapsed,
-        "requests": done,
-        "errors": errors,
+        "images_per_s": sum(counts) / elapsed,
         "p50_ms": statistics.median(latencies) * 1e3,
         "p90_ms": float(np.percentile(latencies, 90)) * 1e3,
-        "seconds": elapsed,
     }
 
 
-def measure_http(
-    url: str, secret: str, server_pid: int, *, clients: int, seconds: float, body: str
-) -> dict[str, Any]:
-    images = png_images(64)
-    # warm-up: load the model, fill connection pools, let the batcher settle
-    asyncio.run(load_test(url, secret, images, clients=clients, seconds=2, body=body))
-    server_cpu, own_cpu = cpu_seconds(server_pid), own_cpu_seconds()
-    concurrent = asyncio.run(
-        load_test(url, secret, images, clients=clients, seconds=seconds, body=body)
-    )
-    concurrent["server_cpu_cores"] = (cpu_seconds(server_pid) - server_cpu) / concurrent["seconds"]
-    concurrent["client_cpu_cores"] = (own_cpu_seconds() - own_cpu) / concurrent["seconds"]
-    single = asyncio.run(load_test(url, secret, images, clients=1, seconds=seconds / 2, body=body))
-    return {"concurrent": concurrent, "single": single}
+def http_phase(
+    client: Any, url: str, secret: str, requests: list[tuple[bytes, str]], server_pid: int, *,
+    clients: int, seconds: float,
+) -> dict[str, float]:  # fmt: skip
+    import uvloop
+
+    def run(n: int, s: float) -> dict[str, float]:
+        return uvloop.run(load(client, url, secret, requests, clients=n, seconds=s))
+
+    run(clients, 1.0)  # warm the connections and the batcher
+    server_cpu, own_cpu, t = cpu_seconds(server_pid), own_cpu_seconds(), time.perf_counter()
+    concurrent = run(clients, seconds)
+    elapsed = time.perf_counter() - t
+    single = run(1, seconds / 2)
+    return {
+        "concurrent_images_per_s": concurrent["images_per_s"],
+        "concurrent_p50_ms": concurrent["p50_ms"],
+        "server_cpu_cores": (cpu_seconds(server_pid) - server_cpu) / elapsed,
+        "client_cpu_cores": (own_cpu_seconds() - own_cpu) / elapsed,
+        "single_p50_ms": single["p50_ms"],
+        "single_p90_ms": single["p90_ms"],
+    }
 
 
 def batcher_summary(url: str) -> dict[str, float]:
     """Mean batch size, queue and compute time over the whole run, from /metrics."""
     values: dict[str, float] = {}
     for line in httpx.get(f"{url}/metrics").text.splitlines():
-        for name in ("batch_size", "queue_seconds", "compute_seconds"):
-            for part in ("sum", "count"):
-                metric = f"resnet_predict_{name}_{part}"
-                if line.startswith(metric + "{"):
-                    values[f"{name}_{part}"] = values.get(f"{name}_{part}", 0.0) + float(
-                        line.rsplit(" ", 1)[1]
-                    )
-    count = values.get("batch_size_count", 0.0) or 1.0
+        match = re.match(
+            r"resnet_predict_(batch_size|queue_seconds|compute_seconds)_(sum|count)\{", line
+        )  # noqa: E501
+        if match:
+            key = f"{match[1]}_{match[2]}"
+            values[key] = values.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    calls = values.get("batch_size_count", 0.0) or 1.0
     images = values.get("queue_seconds_count", 0.0) or 1.0
     return {
         "model_calls": values.get("batch_size_count", 0.0),
-        "mean_batch_size": values.get("batch_size_sum", 0.0) / count,
+        "mean_batch_size": values.get("batch_size_sum", 0.0) / calls,
         "mean_queue_ms": values.get("queue_seconds_sum", 0.0) / images * 1e3,
-        "mean_compute_ms": values.get("compute_seconds_sum", 0.0) / count * 1e3,
+        "mean_compute_ms": values.get("compute_seconds_sum", 0.0) / calls * 1e3,
     }
 
 
 # --- main ------------------------------------------------------------------------------------
 
+PHASES = {  # name: (client, body)
+    "httpx_multipart": (httpx_client, "multipart"),
+    "httpx_png_body": (httpx_client, "png"),
+    "minimal_multipart": (minimal_client, "multipart"),
+}
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP phase")
-    parser.add_argument(
-        "--body", choices=["multipart", "raw", "both"], default="both",
-        help="how each image is sent: a multipart file, or a bare image/png body",
-    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per concurrent phase")
+    parser.add_argument("--server-cpus", help="pin the server and the raw model, e.g. 0,1")
+    parser.add_argument("--client-cpus", help="pin the load generator, e.g. 2-7")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_only:
+        print(json.dumps(raw_model(args.raw_only, args.seconds)))
+        return
 
+    server_cpus, client_cpus = parse_cpus(args.server_cpus), parse_cpus(args.client_cpus)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
     state = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     server = None
+    rounds: list[dict[str, Any]] = []
     try:
         db_url = f"sqlite:///{state / 'resnet.db'}"
         model_path = build_model(state / "runs" / "r20")
         secret = record(db_url, model_path)
         port = free_port()
-        server = start_server(state, db_url, port, state / "server.log")
+        server = start_server(state, db_url, port, cpus=server_cpus)
         url = f"http://127.0.0.1:{port}"
-
-        raw_before = raw_model(model_path, seconds=args.seconds / 2)
-        bodies = ["multipart", "raw"] if args.body == "both" else [args.body]
-        http = {
-            body: measure_http(
-                url, secret, server.pid, clients=args.clients, seconds=args.seconds, body=body
-            )
-            for body in bodies
-        }
-        raw_after = raw_model(model_path, seconds=args.seconds / 2)
+        images = png_images(64)
+        requests = {kind: bodies(images, kind) for kind in ("multipart", "png")}
+        for index in range(args.rounds):
+            measured: dict[str, Any] = {
+                "raw": measure_raw(model_path, args.seconds / 2, server_cpus)
+            }
+            for name, (client, kind) in PHASES.items():
+                measured[name] = http_phase(
+                    client, url, secret, requests[kind], server.pid,
+                    clients=args.clients, seconds=args.seconds,
+                )  # fmt: skip
+            rounds.append(measured)
+            print(f"round {index + 1}: {json.dumps(measured)}", file=sys.stderr)
         batcher = batcher_summary(url)
     finally:
         if server is not None:
@@ -313,24 +416,31 @@ def main() -> None:
                 server.kill()
         shutil.rmtree(state, ignore_errors=True)
 
-    raw_throughput = max(raw_before["batch256_images_per_s"], raw_after["batch256_images_per_s"])
-    raw_latency = min(raw_before["batch1_p50_ms"], raw_after["batch1_p50_ms"])
+    def median(path: tuple[str, str]) -> float:
+        return statistics.median(r[path[0]][path[1]] for r in rounds)
+
+    raw = {key: median(("raw", key)) for key in rounds[0]["raw"]}
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "server_cpus": args.server_cpus, "client_cpus": args.client_cpus},
         "model": "resnet20 (untrained), 32x32x3, 10 classes, float32",
         "clients": args.clients,
+        "rounds": args.rounds,
         "seconds_per_phase": args.seconds,
-        "raw": {"before": raw_before, "after": raw_after,
-                "batch256_images_per_s": raw_throughput, "batch1_p50_ms": raw_latency},
+        "raw": raw,
         "http": {},
         "batcher": batcher,
+        "per_round": rounds,
     }  # fmt: skip
-    for body, measured in http.items():
-        results["http"][body] = {
-            **measured,
-            "ratio_to_raw_throughput": measured["concurrent"]["images_per_s"] / raw_throughput,
-            "latency_over_raw_ms": measured["single"]["p50_ms"] - raw_latency,
-        }
+    for name in PHASES:
+        summary = {key: median((name, key)) for key in rounds[0][name]}
+        summary["ratio_to_raw_throughput"] = statistics.median(
+            r[name]["concurrent_images_per_s"] / r["raw"]["batch256_images_per_s"] for r in rounds
+        )
+        summary["latency_over_raw_ms"] = statistics.median(
+            r[name]["single_p50_ms"] - r["raw"]["batch1_p50_ms"] for r in rounds
+        )
+        results["http"][name] = summary
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

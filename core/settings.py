@@ -34,6 +34,29 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(120.0, gt=0)
     visibility_timeout_seconds: int = Field(7 * 24 * 3600, ge=60)
     worker_concurrency: int = Field(1, ge=1)
+    # Prediction (service/inference): limits, the dynamic batcher and the model cache.
+    predict_max_body_bytes: int = Field(
+        32 * 1024**2, ge=1024, description="Largest predict request body (413 above it)."
+    )
+    predict_max_images: int = Field(64, ge=1, le=4096, description="Images per predict request.")
+    predict_max_pixels: int = Field(
+        40_000_000, ge=1, description="Largest decoded image (width x height); bombs are refused."
+    )
+    predict_max_batch_size: int = Field(64, ge=1, le=4096, description="Images per model call.")
+    predict_max_queue_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest wait to fill a batch while the model is busy."
+    )
+    predict_queue_limit: int = Field(
+        1024, ge=1, description="Images waiting per model before requests get 503."
+    )
+    predict_timeout_s: float = Field(30.0, gt=0, description="Per predict request (504 after).")
+    predict_cache_ttl_s: float = Field(
+        5.0, ge=0, description="How long a predict route trusts a key check or model lookup."
+    )
+    predict_decode_threads: int = Field(2, ge=1, le=64, description="Image-decoding threads.")
+    model_cache_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Weights of loaded models kept in memory (LRU beyond)."
+    )
 
     @field_validator("database_url")
     @classmethod

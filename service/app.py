@@ -26,7 +26,16 @@ from service.catalogue import Catalogue
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue import TaskQueue
-from service.routes import architectures, datasets, health, runs
+from service.routes import (
+    architectures,
+    dashboard,
+    datasets,
+    experiments,
+    health,
+    models,
+    reports,
+    runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalogue = Catalogue()
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (runs, datasets, architectures, health):
+    # models first: routes are matched in order, and its predict routes are the hot path
+    for module in (models, runs, experiments, reports, datasets, architectures, health, dashboard):
         app.include_router(module.router)
     return app
 

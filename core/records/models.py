@@ -188,6 +188,7 @@ class Run(Base):
         Index(None, "architecture"),
         Index(None, "dataset"),
         Index(None, "created_at"),
+        Index(None, "experiment_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -218,6 +219,10 @@ class Run(Base):
     epochs_completed: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(_json())  # test metrics summary
     out_dir: Mapped[str | None] = mapped_column(Text)  # run directory / artifact prefix
+    # The experiment (grid or search) this run is a cell of, if any.
+    experiment_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("experiments.id", ondelete="SET NULL")
+    )
 
     epochs: Mapped[list[EpochMetric]] = relationship(
         back_populates="run",
@@ -309,3 +314,54 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="artifacts")
+
+
+class ModelVersion(Base):
+    """A succeeded run promoted to a named model: ``cifar10-resnet56`` version 3.
+
+    Versions of a name count up from 1 and are never reused; a version always names the same
+    run. Deleting the run deletes the versions that point at it.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"), Index(None, "run_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship()
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(name={self.name!r}, version={self.version}, run_id={self.run_id!r})"
+
+
+class ExperimentKind(enum.StrEnum):
+    GRID = "grid"
+    RANDOM = "random"
+
+
+class Experiment(Base):
+    """A set of runs made together: a grid (architectures × seeds × hyperparameters) or a
+    random search. Each cell is one run (``Run.experiment_id``); ``cells`` keeps which values
+    each run was given, so results can be grouped over seeds."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[ExperimentKind] = mapped_column(_str_enum(ExperimentKind, "experiment_kind"))
+    spec: Mapped[dict[str, Any]] = mapped_column(_json())  # the request, as validated
+    # [{"run_id", "architecture", "seed", "params": {dotted path: value}}], in creation order
+    cells: Mapped[list[dict[str, Any]]] = mapped_column(_json(), default=list)
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cancelled_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"Experiment(id={self.id!r}, name={self.name!r}, kind={self.kind!r})"

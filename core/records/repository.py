@@ -39,6 +39,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     inspect,
     literal,
     or_,
@@ -47,7 +48,8 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
 
 from core.records.errors import RecordConflict, RecordNotFound
 from core.records.models import (
@@ -60,6 +62,9 @@ from core.records.models import (
     EpochMetric,
     Evaluation,
     EvaluationStatus,
+    Experiment,
+    ExperimentKind,
+    ModelVersion,
     Run,
     RunStatus,
     Scope,
@@ -815,3 +820,249 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey:
         key.revoked_at = utcnow()
         session.flush()
     return key
+
+
+# --- model versions --------------------------------------------------------------------------
+
+__all__ += [
+    "get_model_artifact",
+    "get_model_version",
+    "list_model_versions",
+    "list_models",
+    "promote_run",
+]
+
+
+def get_model_artifact(session: Session, run_id: str) -> Artifact | None:
+    """The run's ``model`` artifact (the newest, if it was recorded more than once), or ``None``."""
+    return session.scalars(
+        select(Artifact)
+        .where(Artifact.run_id == run_id, Artifact.kind == ArtifactKind.MODEL)
+        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def promote_run(session: Session, run_id: str, name: str) -> ModelVersion:
+    """Make a succeeded run the next version of the model ``name`` (1 for a new name).
+
+    The next number is taken in the INSERT itself (``MAX(version) + 1``), so two promotions
+    cannot both get it: on SQLite the statement holds the write lock; on PostgreSQL the loser
+    of a race hits the unique (name, version) constraint and gets :class:`RecordConflict`.
+
+    Args:
+        session: The session; the version is flushed, not committed.
+        run_id: A run that succeeded and recorded its model.
+        name: The model's name; checking its spelling is the caller's job.
+
+    Raises:
+        RecordNotFound: No such run.
+        RecordConflict: The run has not succeeded, has no model artifact, or a concurrent
+            promotion took the version number.
+    """
+    run = _get(session, Run, run_id)
+    if run.status != RunStatus.SUCCEEDED:
+        raise RecordConflict(
+            f"Run {run_id!r} is {run.status.value}: only a succeeded run can be promoted"
+        )
+    if get_model_artifact(session, run_id) is None:
+        raise RecordConflict(f"Run {run_id!r} recorded no model artifact: nothing to promote")
+    next_version = (
+        select(func.coalesce(func.max(ModelVersion.version), 0) + 1)
+        .where(ModelVersion.name == name)
+        .scalar_subquery()
+    )
+    try:
+        new_id = session.execute(
+            insert(ModelVersion)
+            .values(name=name, version=next_version, run_id=run_id, created_at=utcnow())
+            .returning(ModelVersion.id)
+        ).scalar_one()
+    except IntegrityError:
+        raise RecordConflict(
+            f"Another promotion of {name!r} took the next version at the same time; try again"
+        ) from None
+    return _get(session, ModelVersion, new_id)
+
+
+def list_models(session: Session) -> list[ModelVersion]:
+    """The newest version of every model, by name (their runs loaded too)."""
+    newest = (
+        select(ModelVersion.name, func.max(ModelVersion.version).label("version"))
+        .group_by(ModelVersion.name)
+        .subquery()
+    )
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .join(
+                newest,
+                and_(ModelVersion.name == newest.c.name, ModelVersion.version == newest.c.version),
+            )
+            .options(selectinload(ModelVersion.run))
+            .order_by(ModelVersion.name)
+        )
+    )
+
+
+def list_model_versions(session: Session, name: str) -> list[ModelVersion]:
+    """Every version of the model ``name``, newest first (empty if there is no such model)."""
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.name == name)
+            .options(selectinload(ModelVersion.run))
+            .order_by(ModelVersion.version.desc())
+        )
+    )
+
+
+def get_model_version(session: Session, name: str, version: int | None = None) -> ModelVersion:
+    """Version ``version`` of the model ``name``; its newest version when ``version`` is None.
+
+    Raises:
+        RecordNotFound: No such model, or no such version of it.
+    """
+    query = select(ModelVersion).where(ModelVersion.name == name)
+    if version is None:
+        query = query.order_by(ModelVersion.version.desc()).limit(1)
+    else:
+        query = query.where(ModelVersion.version == version)
+    found = session.scalars(query.options(selectinload(ModelVersion.run))).one_or_none()
+    if found is None:
+        raise RecordNotFound("Model", name if version is None else f"{name} version {version}")
+    return found
+
+
+# --- experiments -----------------------------------------------------------------------------
+
+__all__ += [
+    "attach_to_experiment",
+    "cancel_experiment",
+    "create_experiment",
+    "finished_runs_like",
+    "get_experiment",
+    "list_experiment_runs",
+    "list_experiments",
+]
+
+
+def create_experiment(
+    session: Session,
+    *,
+    name: str,
+    kind: ExperimentKind | str,
+    spec: Mapping[str, Any],
+    api_key_id: str | None = None,
+) -> Experiment:
+    """Add an experiment with no cells yet; add its runs with :func:`attach_to_experiment`.
+
+    Args:
+        session: The session; the experiment is flushed (it has its id), not committed.
+        name: For people.
+        kind: ``grid`` or ``random``.
+        spec: The validated request, JSON-ready.
+        api_key_id: The key that asked for it.
+    """
+    experiment = Experiment(
+        name=name, kind=ExperimentKind(kind), spec=dict(spec), cells=[], api_key_id=api_key_id
+    )
+    session.add(experiment)
+    session.flush()
+    return experiment
+
+
+def attach_to_experiment(
+    session: Session, experiment: Experiment, run: Run, *, cell: Mapping[str, Any]
+) -> None:
+    """Make ``run`` a cell of ``experiment``; ``cell`` says what it varies (seed, params)."""
+    run.experiment_id = experiment.id
+    experiment.cells = [*experiment.cells, {**cell, "run_id": run.id}]
+    session.flush()
+
+
+def get_experiment(session: Session, experiment_id: str) -> Experiment:
+    """The experiment with this id.
+
+    Raises:
+        RecordNotFound: No such experiment.
+    """
+    return _get(session, Experiment, experiment_id)
+
+
+def list_experiments(
+    session: Session, *, limit: int = 50, offset: int = 0
+) -> tuple[list[Experiment], int]:
+    """A page of experiments, newest first, and how many there are."""
+    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
+    rows = session.scalars(
+        select(Experiment)
+        .order_by(Experiment.created_at.desc(), Experiment.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def list_experiment_runs(session: Session, experiment_id: str) -> list[Run]:
+    """The experiment's runs, oldest first (deleted runs are simply absent)."""
+    return list(
+        session.scalars(
+            select(Run).where(Run.experiment_id == experiment_id).order_by(Run.created_at, Run.id)
+        )
+    )
+
+
+def cancel_experiment(session: Session, experiment_id: str) -> tuple[Experiment, list[str]]:
+    """Cancel every run of the experiment that has not finished; note when it was cancelled.
+
+    Queued runs are cancelled at once, running ones asked to stop (:func:`request_cancel`);
+    finished ones are left as they are. Cancelling again changes nothing.
+
+    Returns:
+        The experiment and the ids of the runs this call cancelled or asked to stop.
+
+    Raises:
+        RecordNotFound: No such experiment.
+    """
+    _changed(
+        session,
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.cancelled_at.is_(None))
+        .values(cancelled_at=utcnow()),
+    )
+    experiment = _get(session, Experiment, experiment_id)
+    pending = session.scalars(
+        select(Run.id).where(
+            Run.experiment_id == experiment_id,
+            Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+            Run.cancel_requested.is_(False),
+        )
+    ).all()
+    cancelled = []
+    for run_id in pending:
+        try:
+            request_cancel(session, run_id)
+        except (RecordConflict, RecordNotFound):  # it finished or was deleted meanwhile
+            continue
+        cancelled.append(run_id)
+    return experiment, cancelled
+
+
+def finished_runs_like(
+    session: Session,
+    *,
+    architecture: str,
+    dataset: str,
+    exclude: str | None = None,
+    limit: int = 20,
+) -> list[Run]:
+    """The newest succeeded runs of an architecture on a dataset (candidate twins of a run)."""
+    query = select(Run).where(
+        Run.architecture == architecture,
+        Run.dataset == dataset,
+        Run.status == RunStatus.SUCCEEDED,
+    )
+    if exclude is not None:
+        query = query.where(Run.id != exclude)
+    return list(session.scalars(query.order_by(Run.finished_at.desc(), Run.id).limit(limit)))

@@ -26,6 +26,15 @@ PUBLIC = {
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    # Dashboard pages are static shells: every number on them comes from /v1 with the key.
+    "/dashboard",
+    "/dashboard/login",
+    "/dashboard/runs",
+    "/dashboard/runs/{run_id}",
+    "/dashboard/experiments",
+    "/dashboard/experiments/{experiment_id}",
+    "/dashboard/models",
+    "/dashboard/static/{name}",
 }
 
 

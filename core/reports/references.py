@@ -1,0 +1,208 @@
+"""Published numbers that reports put beside recorded runs, each with where it comes from.
+
+Sources:
+
+- **He et al. 2016** — K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image
+  Recognition", CVPR 2016 (arXiv:1512.03385).
+  - Table 6: CIFAR-10 test error (%) and parameter counts of ResNet-20 … ResNet-1202 (option A
+    shortcuts, 45k/5k split, 64k iterations). ResNet-110 is reported as the best of 5 runs,
+    6.43, with mean ± std 6.61 ± 0.16 in brackets.
+  - Table 3: ImageNet validation error (%), 10-crop testing, single models: top-1/top-5 of
+    ResNet-34 (option B), 50, 101 and 152.
+  - Table 1: FLOPs (multiply-adds) of the ImageNet nets.
+  - Table 8 (appendix): COCO *object detection* with Faster R-CNN (mAP@.5 and mAP@[.5, .95]).
+    That is detection, not classification: no classification target is taken from it.
+- **Chen et al. 2019** — Z.-M. Chen, X.-S. Wei, P. Wang, Y. Guo, "Multi-Label Image Recognition
+  with Graph Convolutional Networks" (ML-GCN), CVPR 2019, Table 1: the plain ResNet-101 baseline
+  for MS-COCO 2014 multi-label classification at 448 × 448 input reaches 77.3 mAP (%).
+
+The CIFAR-10 and ImageNet values agree with :data:`core.models.specs.PAPER_CIFAR10_ERROR` and
+:data:`~core.models.specs.PAPER_IMAGENET_ERROR` (a test checks it); this module adds the
+sources, the spread of ResNet-110, parameter counts and the COCO references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+HE_2016 = (
+    "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
+    "(arXiv:1512.03385)"
+)
+CHEN_2019 = (
+    "Chen, Wei, Wang, Guo. Multi-Label Image Recognition with Graph Convolutional Networks "
+    "(ML-GCN). CVPR 2019"
+)
+
+Task = Literal["cifar10", "imagenet", "coco"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One published number for one model.
+
+    Attributes:
+        model: The architecture name as this service spells it (``resnet110``).
+        task: ``cifar10``, ``imagenet`` or ``coco``.
+        metric: What the number measures, e.g. ``"test error (%)"``.
+        value: The headline value, in percent.
+        source: Citation, with the table.
+        mean: The mean over repeated runs, when the source gives one.
+        std: Its standard deviation.
+        runs: Over how many runs ``mean`` and ``std`` were taken.
+        params_millions: Parameter count as the source prints it (millions).
+        note: Anything a reader needs to compare fairly.
+        comparable: ``False`` for a number kept for context only (another task).
+    """
+
+    model: str
+    task: Task
+    metric: str
+    value: float
+    source: str
+    mean: float | None = None
+    std: float | None = None
+    runs: int | None = None
+    params_millions: float | None = None
+    note: str | None = None
+    comparable: bool = True
+
+    def display(self) -> str:
+        """``"6.43 (best of 5; mean 6.61 ± 0.16)"``, or just the value."""
+        if self.mean is not None and self.std is not None:
+            return f"{self.value:.2f} (best of {self.runs}; mean {self.mean:.2f} ± {self.std:.2f})"
+        return f"{self.value:.2f}"
+
+
+_T6 = f"{HE_2016}, Table 6"
+_T3 = f"{HE_2016}, Table 3 (10-crop testing)"
+
+#: He et al. 2016, Table 6: CIFAR-10 test error (%) and parameters.
+CIFAR10: dict[str, Reference] = {
+    r.model: r
+    for r in (
+        Reference("resnet20", "cifar10", "test error (%)", 8.75, _T6, params_millions=0.27),
+        Reference("resnet32", "cifar10", "test error (%)", 7.51, _T6, params_millions=0.46),
+        Reference("resnet44", "cifar10", "test error (%)", 7.17, _T6, params_millions=0.66),
+        Reference("resnet56", "cifar10", "test error (%)", 6.97, _T6, params_millions=0.85),
+        Reference(
+            "resnet110",
+            "cifar10",
+            "test error (%)",
+            6.43,
+            _T6,
+            mean=6.61,
+            std=0.16,
+            runs=5,
+            params_millions=1.7,
+            note="best of 5 runs; the table gives mean ± std in brackets",
+        ),
+        Reference(
+            "resnet1202",
+            "cifar10",
+            "test error (%)",
+            7.93,
+            _T6,
+            params_millions=19.4,
+            note="worse than ResNet-110, which the paper attributes to overfitting",
+        ),
+    )
+}
+
+#: He et al. 2016, Table 3: ImageNet validation top-1 / top-5 error (%), 10-crop, single model.
+IMAGENET_TOP1: dict[str, Reference] = {}
+IMAGENET_TOP5: dict[str, Reference] = {}
+# (top-1, top-5, GFLOPs from Table 1)
+_IMAGENET = {
+    "resnet34": (24.52, 7.46, 3.6, "option B shortcuts (projections when dimensions grow)"),
+    "resnet50": (22.85, 6.71, 3.8, None),
+    "resnet101": (21.75, 6.05, 7.6, None),
+    "resnet152": (21.43, 5.71, 11.3, None),
+}
+IMAGENET_GFLOPS: dict[str, float] = {}
+for _name, (_top1, _top5, _gflops, _note) in _IMAGENET.items():
+    IMAGENET_TOP1[_name] = Reference(_name, "imagenet", "top-1 error (%)", _top1, _T3, note=_note)
+    IMAGENET_TOP5[_name] = Reference(_name, "imagenet", "top-5 error (%)", _top5, _T3, note=_note)
+    IMAGENET_GFLOPS[_name] = _gflops
+
+#: COCO: the multi-label classification baseline a ResNet-101 classifier is compared with.
+COCO_MULTILABEL: dict[str, Reference] = {
+    "resnet101": Reference(
+        "resnet101",
+        "coco",
+        "mAP (%)",
+        77.3,
+        f"{CHEN_2019}, Table 1 (ResNet-101 baseline)",
+        note="MS-COCO 2014 multi-label classification, 448 x 448 input",
+    )
+}
+
+#: The paper's own COCO result, kept for context: it is object detection, not classification.
+COCO_DETECTION_CONTEXT = Reference(
+    "resnet101",
+    "coco",
+    "detection mAP@[.5, .95] (%)",
+    27.2,
+    f"{HE_2016}, Table 8 (Faster R-CNN)",
+    note="object detection (mAP@.5 48.4), not multi-label classification: not a target "
+    "for a classifier",
+    comparable=False,
+)
+
+COCO_NOTE = (
+    "He et al. 2016 report object detection on COCO (Faster R-CNN, Table 8), not "
+    "classification, so the paper gives no target for a multi-label classifier. The reference "
+    "is Chen et al. 2019 (ML-GCN), whose plain ResNet-101 baseline reaches 77.3 mAP at 448 px."
+)
+
+
+def task_of(dataset: str) -> Task | None:
+    """Which published task a run's data source corresponds to, if any.
+
+    ``cifar10``/``cifar10:…`` → ``cifar10``; ``imagenet:…`` → ``imagenet``; ``coco:…`` →
+    ``coco``. Anything else (a folder, synthetic data) has no published counterpart, though a
+    registered dataset whose location names CIFAR-10 counts as CIFAR-10.
+    """
+    kind, _, location = dataset.partition(":")
+    kind = kind.strip().lower()
+    if kind in ("cifar10", "imagenet", "coco"):
+        return kind  # type: ignore[return-value]
+    squashed = location.lower().replace("-", "").replace("_", "")
+    if "cifar10" in squashed and "cifar100" not in squashed:
+        return "cifar10"
+    return None
+
+
+def paper_error(model: str) -> Reference | None:
+    """The paper's error for a model: CIFAR-10 test error, else ImageNet top-1 (10-crop)."""
+    key = model.strip().lower().replace("-", "")
+    return CIFAR10.get(key) or IMAGENET_TOP1.get(key)
+
+
+def reference_for(model: str, dataset: str) -> Reference | None:
+    """The published number a run of ``model`` on ``dataset`` is compared with.
+
+    CIFAR-10 and ImageNet: the paper's error. COCO: ML-GCN's ResNet-101 mAP (never the paper's
+    detection result). Other data: ``None``.
+    """
+    key = model.strip().lower().replace("-", "")
+    task = task_of(dataset)
+    if task == "cifar10":
+        return CIFAR10.get(key)
+    if task == "imagenet":
+        return IMAGENET_TOP1.get(key)
+    if task == "coco":
+        return COCO_MULTILABEL.get(key)
+    return None
+
+
+def all_references() -> list[Reference]:
+    """Every reference, for ``GET /v1/reports/references`` and the bundle."""
+    return [
+        *CIFAR10.values(),
+        *IMAGENET_TOP1.values(),
+        *IMAGENET_TOP5.values(),
+        *COCO_MULTILABEL.values(),
+        COCO_DETECTION_CONTEXT,
+    ]

@@ -1,0 +1,246 @@
+"""Loaded models, kept in memory: loaded once, warmed up, evicted least-recently-used.
+
+A model is loaded on the first request that needs it, in a thread (importing TensorFlow and
+reading the ``.keras`` file take seconds; the event loop keeps serving meanwhile). Concurrent
+requests for a model that is loading wait for the same load. A loaded model is warmed up (the
+:class:`~core.inference.Predictor` traces its ``tf.function`` once; one more call at the full
+batch size allocates the buffers the batcher will use) and gets its :class:`DynamicBatcher`.
+
+The cache holds at most ``model_cache_bytes`` of weights: loading past it evicts the least
+recently used models (never the one just loaded). An evicted model's batcher finishes what it
+has queued first.
+
+Models are keyed by their artifact's location, so the names and versions of one run share a
+single copy. A location on shared storage (``gs://…``) is copied to
+``<state_dir>/model-cache/<run id>/`` first, with its ``labels.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.inference.batcher import DynamicBatcher
+from service.inference.images import InputSpec
+from service.inference.metrics import PredictMetrics
+
+if TYPE_CHECKING:
+    from core.inference import Predictor
+    from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model a request asked for, resolved from the records."""
+
+    run_id: str
+    uri: str  # the model artifact: a local path, or a URL on shared storage
+    name: str | None  # None: the run was addressed by its id
+    version: int | None
+    architecture: str
+
+
+class ModelUnavailable(Exception):
+    """A model could not be loaded (its file is missing or refused); the message says why."""
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with its batcher."""
+
+    uri: str
+    run_id: str
+    predictor: Predictor
+    spec: InputSpec
+    batcher: DynamicBatcher
+    nbytes: int
+    load_seconds: float
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.predictor.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.predictor.num_classes)
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.predictor.multi_label)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.predictor.threshold)
+
+
+class ModelCache:
+    """The process's loaded models.
+
+    Args:
+        settings: batch size, queue delay and limit, pixel limit, ``model_cache_bytes``, and
+            ``state_dir`` for copies of models on shared storage.
+        metrics: the prediction metrics.
+    """
+
+    def __init__(self, settings: Settings, metrics: PredictMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.capacity = settings.model_cache_bytes
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        self._failed: dict[str, str] = {}
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in self._models.values())
+
+    def status(self, uri: str) -> dict[str, Any]:
+        """``{"state": "loaded" | "loading" | "not_loaded" | "failed", ...}`` of a model."""
+        model = self._models.get(uri)
+        if model is not None:
+            return {
+                "state": "loaded",
+                "queued": model.batcher.depth,
+                "weight_bytes": model.nbytes,
+                "load_seconds": round(model.load_seconds, 3),
+            }
+        if uri in self._loading:
+            return {"state": "loading"}
+        if uri in self._failed:
+            return {"state": "failed", "error": self._failed[uri]}
+        return {"state": "not_loaded"}
+
+    async def get(self, ref: ModelRef) -> LoadedModel:
+        """The loaded model for ``ref``, loading it (once, however many ask) if needed.
+
+        Raises:
+            ModelUnavailable: it could not be loaded.
+        """
+        model = self._models.get(ref.uri)
+        if model is not None:
+            self._models.move_to_end(ref.uri)
+            return model
+        pending = self._loading.get(ref.uri)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[ref.uri] = pending
+            asyncio.get_running_loop().create_task(self._load(ref, pending))
+        # Shielded: a request that times out does not cancel a load others wait for.
+        return await asyncio.shield(pending)
+
+    async def _load(self, ref: ModelRef, done: asyncio.Future[LoadedModel]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            predictor = await loop.run_in_executor(self._loader, self._load_predictor, ref)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, ModelUnavailable) else _describe(exc)
+            log.warning("model of run %s could not be loaded: %s", ref.run_id, message)
+            self._failed[ref.uri] = message
+            done.set_exception(ModelUnavailable(message))
+            done.exception()  # retrieved: nobody may be waiting any more
+            return
+        finally:
+            self._loading.pop(ref.uri, None)
+        s = self.settings
+        model = LoadedModel(
+            uri=ref.uri,
+            run_id=ref.run_id,
+            predictor=predictor,
+            spec=InputSpec(
+                shape=predictor.input_shape,
+                resize=predictor.resize_policy,
+                max_pixels=s.predict_max_pixels,
+            ),
+            batcher=DynamicBatcher(
+                predictor.probabilities,
+                run=ref.run_id,
+                max_batch_size=s.predict_max_batch_size,
+                max_delay_s=s.predict_max_queue_delay_ms / 1000,
+                queue_limit=s.predict_queue_limit,
+                metrics=self.metrics,
+            ),
+            nbytes=_weight_bytes(predictor),
+            load_seconds=time.perf_counter() - started,
+        )
+        self._failed.pop(ref.uri, None)
+        self._models[ref.uri] = model
+        self.metrics.loads.inc()
+        log.info(
+            "loaded the model of run %s (%d weight bytes) in %.1f s",
+            ref.run_id, model.nbytes, model.load_seconds,
+        )  # fmt: skip
+        await self._evict(keep=ref.uri)
+        done.set_result(model)
+
+    def _load_predictor(self, ref: ModelRef) -> Predictor:
+        """Runs in the loader thread: the first call imports TensorFlow."""
+        from core.inference import ModelLoadError, Predictor
+
+        path = self._local_copy(ref)
+        batch = self.settings.predict_max_batch_size
+        try:
+            predictor = Predictor.load(path, batch_size=batch)
+        except ModelLoadError as exc:
+            raise ModelUnavailable(str(exc)) from None
+        # Warm-up at the largest batch the batcher sends (the constructor ran a batch of one).
+        predictor.probabilities(np.zeros((batch, *predictor.input_shape), np.uint8))
+        return predictor
+
+    def _local_copy(self, ref: ModelRef) -> Path:
+        uri = ref.uri.removeprefix("file://")
+        if "://" not in uri:
+            return Path(uri)
+        import tensorflow as tf
+
+        folder = (self.settings.state_dir / "model-cache" / ref.run_id).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        parent = uri.rsplit("/", 1)[0]
+        if not tf.io.gfile.exists(uri):
+            raise ModelUnavailable(f"model file not found: {uri}")
+        tf.io.gfile.copy(uri, str(folder / MODEL_FILE), True)
+        if tf.io.gfile.exists(f"{parent}/{LABELS_FILE}"):
+            tf.io.gfile.copy(f"{parent}/{LABELS_FILE}", str(folder / LABELS_FILE), True)
+        return folder / MODEL_FILE
+
+    async def _evict(self, *, keep: str) -> None:
+        while self.nbytes > self.capacity and len(self._models) > 1:
+            uri = next(u for u in self._models if u != keep)
+            model = self._models.pop(uri)
+            self.metrics.evictions.inc()
+            log.info("evicting the model of run %s (cache over %d bytes)", model.run_id,
+                     self.capacity)  # fmt: skip
+            asyncio.get_running_loop().create_task(model.batcher.close())
+        self.metrics.cache_bytes.set(self.nbytes)
+
+    async def close(self) -> None:
+        """Finish queued work and stop every batcher and the loader."""
+        models = list(self._models.values())
+        self._models.clear()
+        await asyncio.gather(*(m.batcher.close() for m in models), return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def _weight_bytes(predictor: Predictor) -> int:
+    return int(
+        sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in predictor.model.weights)
+    )
+
+
+def _describe(exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]

@@ -1,0 +1,83 @@
+"""Reproducibility bundles: what is in the zip, and where the environment comes from."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+from core.reports.bundle import api_environment, experiment_bundle, run_bundle
+from tests.core.reports.factory import check_png, labelled, make_run
+
+
+def test_a_run_bundle_has_config_environment_history_metrics_and_figures() -> None:
+    [run] = labelled(make_run("ab" * 16, "resnet20", accuracy=0.9, confusion=[[3, 1], [0, 4]]))
+    run["config"] = {"architecture": "resnet20", "data": "cifar10", "epochs": 3, "seed": 0}
+    zf = zipfile.ZipFile(io.BytesIO(run_bundle(run)))
+    names = set(zf.namelist())
+    assert {
+        "README.txt",
+        "run.json",
+        "config.json",
+        "environment.json",
+        "history.csv",
+        "metrics.json",
+        "figures/curves.png",
+        "figures/curves.svg",
+        "figures/confusion.png",
+        "figures/confusion.svg",
+    } <= names
+    assert json.loads(zf.read("config.json"))["epochs"] == 3
+    history = list(csv.DictReader(io.StringIO(zf.read("history.csv").decode())))
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3]
+    assert float(history[0]["loss"]) == 2.0
+    metrics = json.loads(zf.read("metrics.json"))
+    assert metrics["accuracy"] == 0.9 and metrics["confusion_matrix"] == [[3, 1], [0, 4]]
+    env = json.loads(zf.read("environment.json"))
+    assert env["source"] == "api" and env["python"] and "tensorflow" in env["packages"]
+    check_png(zf.read("figures/curves.png"))
+    assert run_bundle(run) == run_bundle(run)  # fixed member times: same records, same bytes
+
+
+def test_the_workers_recorded_environment_wins() -> None:
+    [run] = labelled(make_run("cd" * 16, "resnet20"))
+    run["environment"] = {"tensorflow": "2.21.0", "cuda": "12.5", "device": "H100"}
+    env = json.loads(zipfile.ZipFile(io.BytesIO(run_bundle(run))).read("environment.json"))
+    assert env == {"source": "worker", "tensorflow": "2.21.0", "cuda": "12.5", "device": "H100"}
+
+
+def test_api_environment_does_not_import_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from core.reports.bundle import api_environment; api_environment(); "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    assert api_environment()["source"] == "api"
+
+
+def test_an_experiment_bundle_has_the_table_figures_and_each_run() -> None:
+    runs = labelled(
+        make_run("a1" * 16, "resnet20", accuracy=0.91, seed=0),
+        make_run("a2" * 16, "resnet20", accuracy=0.93, seed=1),
+        make_run("b1" * 16, "plain20", accuracy=0.90, seed=0),
+    )
+    data = experiment_bundle({"id": "e" * 32, "name": "depth", "cells": []}, runs)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    names = set(zf.namelist())
+    assert {
+        "experiment.json",
+        "table1.md",
+        "table1.csv",
+        "table1.json",
+        "table1_mean_std.md",
+    } <= names
+    assert "figures/plain_vs_residual.png" in names and "figures/error_vs_depth.svg" in names
+    assert "figures/confusion.png" not in names  # no run was evaluated with a confusion matrix
+    assert f"runs/resnet20_s0-{'a1' * 4}/config.json" in names
+    assert f"runs/plain20-{'b1' * 4}/history.csv" in names
+    assert "92.00 ± 1.41" in zf.read("table1_mean_std.md").decode()

@@ -1,0 +1,699 @@
+"""/v1/models: promote runs to model versions and predict over HTTP with a real trained model.
+
+One tiny ResNet-8 is trained once for the module (3 synthetic classes, 32×32×3) and recorded
+as a succeeded run with its model artifact in a real SQLite database at the head migration.
+Predictions over HTTP are checked against the core Predictor and against the Keras model
+called directly, and every kind of bad input must get its 4xx while the server stays healthy.
+
+Accepted as conversions, not errors (as in training): CMYK JPEG, 16-bit PNG, animated GIF
+(first frame), grey, palette and RGBA images, and images of another size (resized with the
+model's policy).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
+from core.records import repository as records
+from core.settings import Settings
+from service.app import create_app
+
+CLASSES = 3
+BODY_LIMIT = 256 * 1024
+MAX_IMAGES = 8
+NO_FILE = b'--b\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n2\r\n--b--\r\n'
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    app: FastAPI
+    client: TestClient
+    settings: Settings
+    run_dir: Path
+    run_id: str
+    admin: dict[str, str]
+    predictor_key: dict[str, str]
+    reader: dict[str, str]
+    queued_run: str
+    missing_run: str
+    make_succeeded_run: Callable[[str], str]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from core.training import make_config, train
+
+    out = tmp_path_factory.mktemp("predict-model") / "run"
+    config = make_config(
+        "resnet8", f"synthetic:96:32x32x3:{CLASSES}", epochs=1, batch_size=32,
+        precision="float32", tensorboard=False, validation=0.25,
+    )  # fmt: skip
+    train(config, out)
+    return out
+
+
+def _settings(root: Path, **overrides: Any) -> Settings:
+    root.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{root / 'resnet.db'}"
+    upgrade_to_head(url)
+    values: dict[str, Any] = {
+        "state_dir": root,
+        "database_url": url,
+        "data_root": root,
+        "predict_max_body_bytes": BODY_LIMIT,
+        "predict_max_images": MAX_IMAGES,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def _record_run(settings: Settings, model_uri: str, *, succeed: bool = True) -> str:
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            run = records.create_run(
+                session, architecture="resnet8", dataset="synthetic", config={"epochs": 1}
+            )
+            if succeed:
+                records.claim_run(session, run.id, worker_host="test")
+                records.finish_run(session, run.id, status="succeeded", metrics={"accuracy": 0.5})
+                records.add_artifact(session, run.id, kind="model", uri=model_uri, path=model_uri)
+            return run.id
+    finally:
+        engine.dispose()
+
+
+def _key(settings: Settings, *scopes: str) -> dict[str, str]:
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            _, secret = records.create_api_key(session, "test", scopes)
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="module")
+def served(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    settings = _settings(tmp_path_factory.mktemp("predict-state"))
+    model_uri = str(run_dir / "model.keras")
+    run_id = _record_run(settings, model_uri)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        admin = _key(settings, "admin")
+        response = client.post("/v1/models", json={"run_id": run_id, "name": "tiny"}, headers=admin)
+        assert response.status_code == 201, response.text
+        yield Served(
+            app=app,
+            client=client,
+            settings=settings,
+            run_dir=run_dir,
+            run_id=run_id,
+            admin=admin,
+            predictor_key=_key(settings, "predict"),
+            reader=_key(settings, "read"),
+            queued_run=_record_run(settings, model_uri, succeed=False),
+            missing_run=_record_run(settings, str(run_dir / "gone" / "model.keras")),
+            make_succeeded_run=lambda uri: _record_run(settings, uri),
+        )
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def pixels(n: int, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def encode(arr: np.ndarray | Image.Image, fmt: str, **options: Any) -> bytes:
+    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def huge_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 1-bit greyscale PNG of width × height zeros: ~50 KB, 400 Mpx when decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(
+        b"IEND", b"")  # fmt: skip
+
+
+def convertible_images() -> dict[str, bytes]:
+    rgb = pixels(1, 40, 24, seed=7)[0]
+    frames = [Image.fromarray(a) for a in pixels(3, 32, 32, seed=8)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    wide = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 61).astype(np.uint16)
+    rgba = np.dstack([pixels(1, seed=9)[0], np.full((32, 32), 128, np.uint8)])
+    return {
+        "cmyk.jpg": encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"),
+        "sixteen-bit.png": encode(Image.frombytes("I;16", (32, 32), wide.tobytes()), "PNG"),
+        "animated.gif": gif.getvalue(),
+        "grey.png": encode(Image.fromarray(rgb[..., 0]), "PNG"),
+        "palette.png": encode(Image.fromarray(rgb).convert("P"), "PNG"),
+        "rgba.png": encode(Image.fromarray(rgba), "PNG"),
+        "other-size.bmp": encode(rgb, "BMP"),
+        "photo.webp": encode(rgb, "WEBP"),
+    }
+
+
+def files(*blobs: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("file", (name, data, "application/octet-stream")) for name, data in blobs]
+
+
+def probabilities(answer: dict[str, Any]) -> np.ndarray:
+    """Per image, the probability of every class (from a top-k answer with k = all)."""
+    out = np.zeros((len(answer["predictions"]), CLASSES))
+    for i, prediction in enumerate(answer["predictions"]):
+        assert len(prediction["labels"]) == CLASSES
+        for item in prediction["labels"]:
+            out[i, item["index"]] = item["probability"]
+    return out
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def test_promote_list_and_status(served: Served) -> None:
+    client, admin = served.client, served.admin
+    second = client.post(
+        "/v1/models", json={"run_id": served.run_id, "name": "tiny"}, headers=admin
+    )
+    assert second.status_code == 201 and second.json()["version"] == 2
+    assert second.headers["location"] == "/v1/models/tiny/versions/2"
+    other = client.post(
+        "/v1/models", json={"run_id": served.run_id, "name": "other"}, headers=admin
+    )
+    assert other.json()["version"] == 1
+
+    listed = client.get("/v1/models", headers=served.reader).json()["items"]
+    assert [(m["name"], m["version"]) for m in listed] == [("other", 1), ("tiny", 2)]
+    tiny = listed[1]
+    assert tiny["run_id"] == served.run_id and tiny["architecture"] == "resnet8"
+    assert tiny["classes"] == ["class_0", "class_1", "class_2"] and tiny["multi_label"] is False
+    assert tiny["metrics"] == {"accuracy": 0.5} and tiny["created_at"]
+
+    model = client.get("/v1/models/tiny", headers=served.reader).json()
+    assert model["latest_version"] == 2 and [v["version"] for v in model["versions"]] == [2, 1]
+    one = client.get("/v1/models/tiny/versions/1", headers=served.reader).json()
+    assert one["version"] == 1 and one["status"]["state"] in ("loaded", "not_loaded")
+    by_run = client.get(f"/v1/models/{served.run_id}", headers=served.reader).json()
+    assert (
+        by_run["versions"][0]["name"] is None and by_run["versions"][0]["run_id"] == served.run_id
+    )
+
+    # promoting what cannot be served
+    queued = client.post(
+        "/v1/models", json={"run_id": served.queued_run, "name": "nope"}, headers=admin
+    )
+    assert queued.status_code == 409 and "queued" in queued.json()["error"]["message"]
+    missing = client.post("/v1/models", json={"run_id": "f" * 32, "name": "nope"}, headers=admin)
+    assert missing.status_code == 404
+    for bad_name in ("", "-dash", "a/b", "x" * 129, "0123456789abcdef0123456789abcdef"):
+        bad = client.post(
+            "/v1/models", json={"run_id": served.run_id, "name": bad_name}, headers=admin
+        )
+        assert bad.status_code == 422, bad_name
+        assert bad.json()["error"]["details"][0]["field"] == "body.name"
+    assert client.get("/v1/models/nope", headers=served.reader).status_code == 404
+    assert client.get("/v1/models/tiny/versions/9", headers=served.reader).status_code == 404
+
+
+def test_scopes(served: Served) -> None:
+    image = encode(pixels(1)[0], "PNG")
+    as_reader = served.client.post(
+        "/v1/models/tiny/predict", files=files(("a.png", image)), headers=served.reader
+    )
+    assert as_reader.status_code == 403
+    as_predictor = served.client.post(
+        "/v1/models/tiny/predict", files=files(("a.png", image)), headers=served.predictor_key
+    )
+    assert as_predictor.status_code == 200
+    promote = served.client.post(
+        "/v1/models", json={"run_id": served.run_id, "name": "x"}, headers=served.predictor_key
+    )
+    assert promote.status_code == 403
+    assert (
+        served.client.post("/v1/models/tiny/predict", files=files(("a.png", image))).status_code
+        == 401
+    )
+
+
+# --- predictions -----------------------------------------------------------------------------
+
+
+def test_http_matches_the_predictor_and_the_keras_model(served: Served) -> None:
+    import keras
+
+    from core.inference import Predictor
+    from core.models import CUSTOM_OBJECTS
+
+    arrays = pixels(6, seed=3)
+    blobs = [encode(a, "PNG") for a in arrays]
+    model_path = served.run_dir / "model.keras"
+
+    # the Keras model itself, on the same pixels (lossless PNGs at the model's size)
+    model = keras.saving.load_model(model_path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    direct = np.asarray(model(arrays.astype(np.float32), training=False))
+    predictor = Predictor.load(model_path)
+    core_answer = predictor.predict_bytes(blobs, top_k=CLASSES)
+    via_core = np.zeros_like(direct)
+    for i, labels in enumerate(core_answer):
+        for item in labels:
+            via_core[i, item["index"]] = item["probability"]
+    np.testing.assert_allclose(via_core, direct, atol=1e-5)
+
+    client, headers = served.client, served.predictor_key
+    named = [(f"img{i}.png", b) for i, b in enumerate(blobs)]
+    multipart = client.post(
+        "/v1/models/tiny/predict", files=files(*named), data={"top_k": "3"}, headers=headers
+    )
+    as_json = client.post(
+        "/v1/models/tiny/versions/1/predict",
+        json={"images": [{"b64": b64(b), "name": n} for n, b in named], "top_k": CLASSES},
+        headers=headers,
+    )
+    by_run_id = client.post(
+        f"/v1/models/{served.run_id}/predict?top_k=3", files=files(*named), headers=headers
+    )
+    for response in (multipart, as_json, by_run_id):
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        got = probabilities(answer)
+        np.testing.assert_allclose(got, direct, atol=1e-5)
+        np.testing.assert_allclose(got, via_core, atol=1e-5)
+        top1 = [p["labels"][0]["label"] for p in answer["predictions"]]
+        assert top1 == [labels[0]["label"] for labels in core_answer]
+    assert [p["name"] for p in multipart.json()["predictions"]] == [n for n, _ in named]
+    assert multipart.json()["model"] == {"name": "tiny", "version": 2, "run_id": served.run_id}
+    assert as_json.json()["model"]["version"] == 1
+    assert by_run_id.json()["model"] == {"name": None, "version": None, "run_id": served.run_id}
+
+    # a bare image body; top_k defaults to 5, at most the number of classes
+    raw = client.post(
+        "/v1/models/tiny/predict?top_k=1",
+        content=blobs[0],
+        headers={**headers, "Content-Type": "image/png"},
+    )
+    assert raw.status_code == 200
+    (top,) = raw.json()["predictions"][0]["labels"]
+    assert top["index"] == core_answer[0][0]["index"]
+    assert top["probability"] == pytest.approx(core_answer[0][0]["probability"], abs=1e-5)
+    default_k = client.post(
+        "/v1/models/tiny/predict", files=files(("a.png", blobs[0])), headers=headers
+    )
+    assert len(default_k.json()["predictions"][0]["labels"]) == CLASSES
+
+    # other formats and sizes take the Predictor's decoding and resizing path exactly
+    others = {"photo.jpg": encode(pixels(1, 45, 60, seed=4)[0], "JPEG", quality=90),
+              "wide.png": encode(pixels(1, 20, 50, seed=5)[0], "PNG")}  # fmt: skip
+    want = predictor.predict_bytes(list(others.values()), top_k=CLASSES)
+    got = client.post(
+        "/v1/models/tiny/predict?top_k=3", files=files(*others.items()), headers=headers
+    ).json()["predictions"]
+    for mine, theirs in zip(got, want, strict=True):
+        assert [x["index"] for x in mine["labels"]] == [x["index"] for x in theirs]
+        np.testing.assert_allclose(
+            [x["probability"] for x in mine["labels"]],
+            [x["probability"] for x in theirs],
+            atol=1e-5,
+        )
+
+
+def test_tf_serving_alias(served: Served) -> None:
+    from core.inference import Predictor
+
+    arrays = pixels(3, seed=11)
+    blobs = [encode(a, "PNG") for a in arrays]
+    want = Predictor.load(served.run_dir / "model.keras").probabilities(arrays)
+    client, headers = served.client, served.predictor_key
+    for body in (
+        {"instances": [{"b64": b64(b)} for b in blobs]},
+        {"signature_name": "serving_default", "instances": [{"image_bytes": {"b64": b64(b)}}
+                                                            for b in blobs]},
+        {"inputs": [{"b64": b64(b)} for b in blobs]},
+    ):  # fmt: skip
+        for path in ("/v1/models/tiny:predict", "/v1/models/tiny/versions/1:predict"):
+            response = client.post(path, json=body, headers=headers)
+            assert response.status_code == 200, response.text
+            assert set(response.json()) == {"predictions"}
+            np.testing.assert_allclose(response.json()["predictions"], want, atol=1e-5)
+    single = client.post(
+        "/v1/models/tiny:predict", json={"inputs": {"b64": b64(blobs[0])}}, headers=headers
+    )
+    np.testing.assert_allclose(single.json()["predictions"], want[:1], atol=1e-5)
+    bad = client.post(
+        "/v1/models/tiny:predict", json={"instances": [{"b64": "%%%"}]}, headers=headers
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "body.instances[0].b64"
+
+
+def test_convertible_images_are_accepted(served: Served) -> None:
+    images = convertible_images()
+    response = served.client.post(
+        "/v1/models/tiny/predict", files=files(*images.items()), headers=served.predictor_key
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()["predictions"]
+    assert [p["name"] for p in answer] == list(images)
+    for prediction in answer:
+        assert sum(x["probability"] for x in prediction["labels"]) == pytest.approx(1, abs=1e-4)
+
+
+@dataclass(frozen=True)
+class Bad:
+    what: str
+    status: int
+    code: str
+    request: dict[str, Any]  # url and httpx keyword arguments, without the key
+
+
+URL = "/v1/models/tiny/predict"
+TF_URL = "/v1/models/tiny:predict"
+
+
+def upload(*blobs: tuple[str, bytes], url: str = URL, **extra: Any) -> dict[str, Any]:
+    return {"url": url, "files": files(*blobs), **extra}
+
+
+def send_json(body: Any, url: str = URL) -> dict[str, Any]:
+    return {"url": url, "json": body}
+
+
+def send_raw(content: Any, content_type: str, url: str = URL) -> dict[str, Any]:
+    return {"url": url, "content": content, "headers": {"Content-Type": content_type}}
+
+
+def bad_inputs(queued_run: str) -> list[Bad]:
+    """Every kind of bad input, with the status and error code it must get."""
+    good = encode(pixels(1)[0], "PNG")
+    one = [{"b64": b64(good)}]
+    jpeg = encode(pixels(1, 64, 64)[0], "JPEG")
+    tiff = encode(pixels(1)[0], "TIFF")
+    ico = encode(Image.fromarray(pixels(1)[0]), "ICO", sizes=[(32, 32)])
+    nine = [(f"{i}.png", good) for i in range(MAX_IMAGES + 1)]
+    big, chunks = b"\x00" * (BODY_LIMIT + 1), iter([b"\x00" * 65536] * 5)
+    bad_image, too_large, unsupported = (
+        "invalid_image",
+        "image_too_large",
+        "unsupported_image_format",
+    )
+    invalid, media = "validation_error", "unsupported_media_type"
+    return [
+        # images
+        Bad("empty file", 422, bad_image, upload(("empty.png", b""))),
+        Bad("truncated JPEG", 422, bad_image, upload(("cut.jpg", jpeg[: len(jpeg) // 2]))),
+        Bad("text named .png", 422, bad_image, upload(("notes.png", b"just some text"))),
+        Bad("20000x20000 PNG", 413, too_large, upload(("huge.png", huge_png()))),
+        Bad("TIFF", 415, unsupported, upload(("scan.tiff", tiff))),
+        Bad("ICO", 415, unsupported, upload(("favicon.ico", ico))),
+        Bad("a bad one among good", 422, bad_image,
+            upload(("ok.png", good), ("bad.png", good[: len(good) // 2]))),
+        Bad("base64 of text", 422, bad_image, send_json({"images": [{"b64": b64(b"hello")}]})),
+        Bad("an empty image body", 422, bad_image, send_raw(b"", "image/png")),
+        # multipart
+        Bad("no file part", 422, invalid, send_raw(NO_FILE, "multipart/form-data; boundary=b")),
+        Bad("unknown form field", 422, invalid, upload(("a.png", good), data={"colour": "red"})),
+        Bad("top_k not a number", 422, invalid, upload(("a.png", good), data={"top_k": "many"})),
+        Bad("threshold over 1", 422, invalid, upload(("a.png", good), url=f"{URL}?threshold=2")),
+        Bad("too many images (multipart)", 422, invalid, upload(*nine)),
+        # JSON
+        Bad("top_k 0", 422, invalid, send_json({"images": one, "top_k": 0})),
+        Bad("top_k over the classes", 422, invalid, send_json({"images": one, "top_k": 4})),
+        Bad("too many images (JSON)", 422, invalid, send_json({"images": one * 9})),
+        Bad("JSON that does not parse", 422, invalid, send_raw(b"{images: [", "application/json")),
+        Bad("JSON without images", 422, invalid, send_json({"top_k": 2})),
+        Bad("JSON with no images", 422, invalid, send_json({"images": []})),
+        Bad("JSON images not a list", 422, invalid, send_json({"images": one[0]})),
+        Bad("JSON b64 not a string", 422, invalid, send_json({"images": [{"b64": 12345}]})),
+        Bad("JSON unknown key", 422, invalid, send_json({"images": one, "colour": 1})),
+        Bad("JSON a list", 422, invalid, send_json(one)),
+        Bad("broken base64", 422, invalid, send_json({"images": [{"b64": "not*base64!"}]})),
+        # TF Serving
+        Bad("TF: instances not a list", 422, invalid, send_json({"instances": {"x": 1}}, TF_URL)),
+        Bad("TF: both", 422, invalid, send_json({"instances": one, "inputs": one}, TF_URL)),
+        Bad("TF: other signature", 422, invalid,
+            send_json({"signature_name": "classify", "instances": one}, TF_URL)),
+        Bad("TF: multipart", 415, media, upload(("a.png", good), url=TF_URL)),
+        # bodies
+        Bad("a text body", 415, media, send_raw(b"hello", "text/plain")),
+        Bad("a body over the limit", 413, "payload_too_large", send_raw(big, "image/png")),
+        Bad("a chunked body over the limit", 413, "payload_too_large",
+            send_raw(chunks, "image/png")),
+        # models
+        Bad("unknown model", 404, "not_found", send_json({"images": one}, "/v1/models/no/predict")),
+        Bad("unknown model (TF)", 404, "not_found",
+            send_json({"instances": one}, "/v1/models/no:predict")),
+        Bad("unknown version", 404, "not_found",
+            send_json({"images": one}, "/v1/models/tiny/versions/99/predict")),
+        Bad("version not a number", 422, invalid,
+            send_json({"images": one}, "/v1/models/tiny/versions/latest/predict")),
+        Bad("a run that has not succeeded", 409, "conflict",
+            send_json({"images": one}, f"/v1/models/{queued_run}/predict")),
+    ]  # fmt: skip
+
+
+def post(client: TestClient, request: dict[str, Any], key: dict[str, str]) -> Any:
+    kwargs = dict(request)
+    kwargs["headers"] = {**key, **kwargs.get("headers", {})}
+    return client.post(kwargs.pop("url"), **kwargs)
+
+
+def test_bad_inputs_get_their_4xx_and_the_server_stays_healthy(served: Served) -> None:
+    cases = bad_inputs(served.queued_run)
+    assert len(cases) >= 20
+    client, key = served.client, served.predictor_key
+    answers = {}
+    for case in cases:
+        response = post(client, case.request, key)
+        assert response.status_code == case.status, (case.what, response.text)
+        error = response.json()["error"]
+        assert error["code"] == case.code and error["message"], (case.what, error)
+        answers[case.what] = error
+    # a bad image is named: which one, and what is wrong with it
+    mixed = answers["a bad one among good"]
+    assert mixed["details"][0]["field"] == "body.file[1]" and "bad.png" in mixed["message"]
+    assert "truncated" in mixed["message"]
+    assert "400000000 pixels" in answers["20000x20000 PNG"]["message"]
+    assert "'TIFF' is not allowed" in answers["TIFF"]["message"]
+    assert answers["broken base64"]["details"][0]["field"] == "body.images[0].b64"
+    assert answers["top_k over the classes"]["details"][0]["field"] == "body.top_k"
+
+    assert client.get("/healthz").status_code == 200
+    ok = post(client, upload(("a.png", encode(pixels(1)[0], "PNG"))), key)
+    assert ok.status_code == 200
+    assert 'status="500"' not in client.get("/metrics").text
+
+
+def test_a_model_that_cannot_be_loaded_is_503(served: Served) -> None:
+    response = served.client.post(
+        f"/v1/models/{served.missing_run}/predict",
+        files=files(("a.png", encode(pixels(1)[0], "PNG"))),
+        headers=served.predictor_key,
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "model_unavailable"
+    status = served.client.get(f"/v1/models/{served.missing_run}", headers=served.reader).json()
+    assert status["versions"][0]["status"]["state"] == "failed"
+
+
+# --- batching, overload, timeout -------------------------------------------------------------
+
+
+def _loaded(served: Served) -> Any:
+    inference = served.app.state.inference
+    return next(iter(inference.cache._models.values()))
+
+
+def _hold_model_thread(served: Served) -> threading.Event:
+    """Occupy the model's thread until the returned event is set."""
+    release = threading.Event()
+    _loaded(served).batcher._executor.submit(release.wait, 30)
+    return release
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.inference import Predictor
+
+    arrays = pixels(12, seed=21)
+    want = Predictor.load(served.run_dir / "model.keras").probabilities(arrays)
+    client, headers = served.client, served.predictor_key
+    served.client.post(  # make sure the model is loaded
+        "/v1/models/tiny/predict", files=files(("a.png", encode(arrays[0], "PNG"))),
+        headers=headers,
+    )  # fmt: skip
+    batches_before = _metric(client, "resnet_predict_batch_size_count")
+
+    def one(i: int) -> np.ndarray:
+        r = client.post(
+            "/v1/models/tiny/predict?top_k=3",
+            files=files((f"{i}.png", encode(arrays[i], "PNG"))),
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        return probabilities(r.json())[0]
+
+    # While one more request is still decoding (a place reserved), the batcher waits for it
+    # (here without a deadline), so all twelve that arrive meanwhile share one model call.
+    batcher = _loaded(served).batcher
+    monkeypatch.setattr(batcher, "max_delay_s", 60.0)
+    decoding = on_loop(client, batcher.reserve, 1)
+    with ThreadPoolExecutor(12) as pool:
+        results = [pool.submit(one, i) for i in range(12)]
+        _wait_for(lambda: batcher.depth == 13)
+        on_loop(client, decoding.release)
+        got = np.stack([r.result() for r in results])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert _metric(client, "resnet_predict_batch_size_count") - batches_before == 1
+    assert "resnet_predict_queue_seconds_count" in client.get("/metrics").text
+
+
+def test_a_full_queue_is_503_and_a_slow_answer_is_504(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, headers = served.client, served.predictor_key
+    request = {"files": files(("a.png", encode(pixels(1)[0], "PNG"))), "headers": headers}
+    assert client.post("/v1/models/tiny/predict", **request).status_code == 200
+    batcher = _loaded(served).batcher
+    everything = on_loop(client, batcher.reserve, served.settings.predict_queue_limit)
+    full = client.post("/v1/models/tiny/predict", **request)
+    on_loop(client, everything.release)
+    assert full.status_code == 503 and full.json()["error"]["code"] == "overloaded"
+    assert full.headers["retry-after"] == "1"
+
+    monkeypatch.setattr(served.settings, "predict_timeout_s", 0.3)
+    release = _hold_model_thread(served)
+    try:
+        slow = client.post("/v1/models/tiny/predict", **request)
+    finally:
+        release.set()
+    assert slow.status_code == 504 and slow.json()["error"]["code"] == "timeout"
+    monkeypatch.undo()
+    _wait_for(lambda: batcher.depth == 0)
+    assert client.post("/v1/models/tiny/predict", **request).status_code == 200
+
+
+def test_the_cache_evicts_the_least_recently_used_model(run_dir: Path, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "state", model_cache_bytes=1)  # room for one model only
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("model.keras", "labels.json"):
+        (copy / name).write_bytes((run_dir / name).read_bytes())
+    first = _record_run(settings, str(run_dir / "model.keras"))
+    second = _record_run(settings, str(copy / "model.keras"))
+    headers = _key(settings, "admin")
+    image = files(("a.png", encode(pixels(1)[0], "PNG")))
+    with TestClient(create_app(settings)) as client:
+
+        def state(run: str) -> str:
+            answer = client.get(f"/v1/models/{run}", headers=headers).json()
+            return str(answer["versions"][0]["status"]["state"])
+
+        assert state(first) == "not_loaded"
+        assert (
+            client.post(f"/v1/models/{first}/predict", files=image, headers=headers).status_code
+            == 200
+        )
+        assert state(first) == "loaded"
+        assert (
+            client.post(f"/v1/models/{second}/predict", files=image, headers=headers).status_code
+            == 200
+        )
+        assert (state(first), state(second)) == ("not_loaded", "loaded")
+        metrics = client.get("/metrics").text
+        assert "resnet_model_evictions_total 1.0" in metrics
+
+
+# --- the body limit streams ------------------------------------------------------------------
+
+
+def test_a_chunked_body_is_refused_without_reading_it_all(served: Served) -> None:
+    """Straight through ASGI: the app stops asking for chunks once the limit is passed."""
+    import asyncio
+
+    chunk = b"\x00" * 16384
+    asked = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        asked += 1
+        return {"type": "http.request", "body": chunk, "more_body": asked < 10_000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    token = served.predictor_key["Authorization"].encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/models/tiny/predict", "raw_path": b"/v1/models/tiny/predict",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("t", 80),
+        "headers": [(b"content-type", b"image/png"), (b"transfer-encoding", b"chunked"),
+                    (b"authorization", token)],
+    }  # fmt: skip
+    asyncio.run(served.app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert asked <= BODY_LIMIT // len(chunk) + 2  # not the 160 MB on offer
+    assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def on_loop(client: TestClient, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` on the app's event loop (the batcher is not thread-safe, by design)."""
+    assert client.portal is not None
+    return client.portal.call(fn, *args)
+
+
+def _metric(client: TestClient, name: str) -> float:
+    total = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)
