@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.environment import describe_environment
 from core.records import RecordNotFound, RunStatus, session_scope
 from core.records.repository import (
     ReclaimOutcome,
@@ -270,6 +271,8 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         note = f"cancelled on request after {result.epochs_completed} epoch(s)"
         return _finish(sessions, run_id, RunStatus.CANCELLED, error=note)
     summary = {k: v for k, v in result.metrics.items() if k not in _SUMMARY_SKIP}
+    summary["environment"] = describe_environment()
+    summary["dtype_policy"] = result.dtype_policy
     summary.update(
         epochs_completed=result.epochs_completed,
         train_seconds=result.seconds,

@@ -66,6 +66,8 @@ def train_and_evaluate(stack: Stack) -> None:
         assert "running" in seen and seen.index("running") < seen.index("succeeded")
         epochs = api.get(f"/v1/runs/{run['id']}/epochs").json()["items"]
         assert [e["epoch"] for e in epochs] == [1, 2, 3]
+        finished = api.get(f"/v1/runs/{run['id']}").json()
+        assert finished["metrics"]["environment"]["tensorflow"]  # recorded for the bundle
         assert all(e["seconds"] > 0 and e["images_per_second"] > 0 for e in epochs)
 
         queued = api.post(f"/v1/runs/{run['id']}/evaluations", json={"split": "val"})
