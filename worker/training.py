@@ -65,11 +65,12 @@ _SUMMARY_SKIP = {"per_class", "confusion_matrix"}
 
 def claim(
     sessions: sessionmaker[Session], run_id: str, *, stale_after_s: float
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any], int] | None:
     """Claim the run for this process, reclaiming it first if its worker died.
 
     Returns:
-        The run's stored config, or ``None`` when this delivery has nothing to do.
+        The run's stored config and this claim's attempt number (every later write is fenced
+        by it), or ``None`` when this delivery has nothing to do.
     """
     me = worker_name()
     with session_scope(sessions) as session:
@@ -98,7 +99,7 @@ def claim(
             return None
         run = get_run(session, run_id)
         log.info("run %s: attempt %d of %d on %s", run_id, run.attempts, run.max_attempts, me)
-        return dict(run.config)
+        return dict(run.config), run.attempts
 
 
 class RunMonitor:
@@ -115,11 +116,13 @@ class RunMonitor:
         sessions: sessionmaker[Session],
         run_id: str,
         *,
+        attempt: int,
         heartbeat_s: float,
         after_epoch: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.run_id = run_id
+        self.attempt = attempt
         self.heartbeat_s = heartbeat_s
         self.after_epoch = after_epoch
         self.lost = threading.Event()  # the run is no longer ours: stop, record nothing
@@ -154,7 +157,7 @@ class RunMonitor:
             last = now
             try:
                 with session_scope(self.sessions) as session:
-                    alive = heartbeat(session, self.run_id)
+                    alive = heartbeat(session, self.run_id, attempt=self.attempt)
             except Exception as exc:
                 log.warning("run %s: heartbeat failed: %s", self.run_id, describe_error(exc))
                 continue
@@ -182,7 +185,10 @@ class RunMonitor:
 
     def on_epoch(self, record: EpochRecord) -> None:
         with session_scope(self.sessions) as session:
-            record_epoch(session, self.run_id, record.to_dict())
+            recorded = record_epoch(session, self.run_id, record.to_dict(), attempt=self.attempt)
+        if not recorded:
+            self._lose("epoch")
+            return
         if self.after_epoch is not None:
             self.after_epoch()
 
@@ -204,7 +210,9 @@ class RunMonitor:
         }
         try:
             with session_scope(self.sessions) as session:
-                running = update_progress(session, self.run_id, jsonable(progress))
+                running = update_progress(
+                    session, self.run_id, jsonable(progress), attempt=self.attempt
+                )
         except Exception as exc:
             log.warning("run %s: progress not recorded: %s", self.run_id, describe_error(exc))
             return
@@ -240,13 +248,15 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
     # Import TensorFlow before the claim: loading its libraries holds the GIL for seconds, which
     # would starve the heartbeat thread of a claimed run (a first task of a fresh pool process).
     _preload()
-    config_data = claim(sessions, run_id, stale_after_s=settings.stale_after_seconds)
-    if config_data is None:
+    claimed = claim(sessions, run_id, stale_after_s=settings.stale_after_seconds)
+    if claimed is None:
         return "skipped"
+    config_data, attempt = claimed
     store = ArtifactStore.from_settings(settings)
     monitor = RunMonitor(
         sessions,
         run_id,
+        attempt=attempt,
         heartbeat_s=settings.heartbeat_seconds,
         after_epoch=lambda: store.push_checkpoint(run_id),
     )
@@ -264,15 +274,14 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         if monitor.lost.is_set():
             return "lost"
         log.exception("run %s: failed", run_id)
-        return _finish(sessions, run_id, RunStatus.FAILED, error=describe_error(exc))
+        return _finish(sessions, run_id, attempt, RunStatus.FAILED, error=describe_error(exc))
     if monitor.lost.is_set():
         return "lost"
     if result.status == "cancelled":
         note = f"cancelled on request after {result.epochs_completed} epoch(s)"
-        return _finish(sessions, run_id, RunStatus.CANCELLED, error=note)
+        return _finish(sessions, run_id, attempt, RunStatus.CANCELLED, error=note)
     summary = {k: v for k, v in result.metrics.items() if k not in _SUMMARY_SKIP}
     summary["environment"] = describe_environment()
-    summary["dtype_policy"] = result.dtype_policy
     summary.update(
         epochs_completed=result.epochs_completed,
         train_seconds=result.seconds,
@@ -280,7 +289,7 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
     )
     with session_scope(sessions) as session:
         finished = finish_run(
-            session, run_id, status=RunStatus.SUCCEEDED, metrics=jsonable(summary)
+            session, run_id, status=RunStatus.SUCCEEDED, metrics=jsonable(summary), attempt=attempt
         )
         if finished:
             for f in files:
@@ -313,10 +322,15 @@ def _train(
 
 
 def _finish(
-    sessions: sessionmaker[Session], run_id: str, status: RunStatus, *, error: str | None
+    sessions: sessionmaker[Session],
+    run_id: str,
+    attempt: int,
+    status: RunStatus,
+    *,
+    error: str | None,
 ) -> str:
     with session_scope(sessions) as session:
-        finished = finish_run(session, run_id, status=status, error=error)
+        finished = finish_run(session, run_id, status=status, error=error, attempt=attempt)
     if not finished:
         log.warning("run %s: not running any more; %s not recorded", run_id, status.value)
         return "lost"

@@ -357,19 +357,27 @@ def stale_run_ids(session: Session, *, stale_after_s: float) -> list[str]:
     return list(session.scalars(select(Run.id).where(_stale(cutoff)).order_by(Run.created_at)))
 
 
-def heartbeat(session: Session, run_id: str) -> bool:
-    """Mark a running run's worker alive. ``False``: the run is no longer running (stop)."""
+def _ours(run_id: str, attempt: int | None) -> list[Any]:
+    """WHERE clauses for writes by the worker holding a run: still running, and (when the
+    worker says which attempt it is) still its attempt. A worker that stalled long enough for
+    its run to be reclaimed and claimed again elsewhere must not write over the new attempt."""
+    clauses: list[Any] = [Run.id == run_id, Run.status == RunStatus.RUNNING]
+    if attempt is not None:
+        clauses.append(Run.attempts == attempt)
+    return clauses
+
+
+def heartbeat(session: Session, run_id: str, *, attempt: int | None = None) -> bool:
+    """Mark a running run's worker alive. ``False``: the run is no longer running, or no
+    longer in this ``attempt`` (stop)."""
     return bool(
-        _changed(
-            session,
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
-            .values(heartbeat_at=utcnow()),
-        )
+        _changed(session, update(Run).where(*_ours(run_id, attempt)).values(heartbeat_at=utcnow()))
     )
 
 
-def update_progress(session: Session, run_id: str, progress: Mapping[str, Any]) -> bool:
+def update_progress(
+    session: Session, run_id: str, progress: Mapping[str, Any], *, attempt: int | None = None
+) -> bool:
     """Store a running run's progress and bump its heartbeat.
 
     Args:
@@ -378,21 +386,25 @@ def update_progress(session: Session, run_id: str, progress: Mapping[str, Any]) 
         progress: JSON-ready: ``epoch``, ``epochs``, ``batch``, ``batches``, ``fraction``,
             ``eta_seconds``, ``images_per_second``, ...
 
+        attempt: The writer's attempt (see :func:`_ours`).
+
     Returns:
-        ``False`` if the run is not running (it was cancelled, reclaimed or finished): the
-        caller should stop.
+        ``False`` if the run is not running (it was cancelled, reclaimed or finished) or is in
+        another attempt: the caller should stop.
     """
     return bool(
         _changed(
             session,
             update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+            .where(*_ours(run_id, attempt))
             .values(progress=dict(progress), heartbeat_at=utcnow()),
         )
     )
 
 
-def record_epoch(session: Session, run_id: str, record: Mapping[str, Any]) -> None:
+def record_epoch(
+    session: Session, run_id: str, record: Mapping[str, Any], *, attempt: int | None = None
+) -> bool:
     """Store a finished epoch; recording the same epoch again overwrites it.
 
     An upsert on (run, epoch), so a run resumed from a checkpoint after a crash never
@@ -405,6 +417,11 @@ def record_epoch(session: Session, run_id: str, record: Mapping[str, Any]) -> No
         record: ``EpochRecord.to_dict()``: ``epoch`` (1-based) and any of ``loss``,
             ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``, ``seconds``,
             ``images_per_second``; other keys are ignored.
+        attempt: The writer's attempt: with it, nothing is written unless the run is running
+            in that attempt (see :func:`_ours`).
+
+    Returns:
+        Whether the epoch was recorded.
 
     Raises:
         RecordNotFound: No such run.
@@ -413,10 +430,11 @@ def record_epoch(session: Session, run_id: str, record: Mapping[str, Any]) -> No
         raise ValueError(f"An epoch record needs an 'epoch', got keys {sorted(record)}")
     epoch = int(record["epoch"])
     now = utcnow()
+    where = _ours(run_id, attempt) if attempt is not None else [Run.id == run_id]
     if not _changed(
         session,
         update(Run)
-        .where(Run.id == run_id)
+        .where(*where)
         .values(
             epochs_completed=case(
                 (Run.epochs_completed < epoch, epoch), else_=Run.epochs_completed
@@ -424,7 +442,8 @@ def record_epoch(session: Session, run_id: str, record: Mapping[str, Any]) -> No
             heartbeat_at=case((Run.status == RunStatus.RUNNING, now), else_=Run.heartbeat_at),
         ),
     ):
-        raise RecordNotFound("Run", run_id)
+        _ensure_run(session, run_id)
+        return False
     values = {name: _float_or_none(record.get(name)) for name in EPOCH_FIELDS}
     stmt = _insert(session, EpochMetric).values(
         run_id=run_id, epoch=epoch, recorded_at=now, **values
@@ -434,6 +453,7 @@ def record_epoch(session: Session, run_id: str, record: Mapping[str, Any]) -> No
         set_={**values, "recorded_at": now},
     )
     session.execute(stmt)
+    return True
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -507,8 +527,9 @@ def finish_run(
     status: RunStatus | str,
     error: str | None = None,
     metrics: Mapping[str, Any] | None = None,
+    attempt: int | None = None,
 ) -> bool:
-    """End a running run: one conditional UPDATE from ``running``.
+    """End a running run: one conditional UPDATE from ``running`` (in ``attempt``, if given).
 
     Args:
         session: The session.
@@ -536,7 +557,7 @@ def finish_run(
         values["metrics"] = dict(metrics)
     changed = _changed(
         session,
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING).values(**values),
+        update(Run).where(*_ours(run_id, attempt)).values(**values),
     )
     if not changed:
         _ensure_run(session, run_id)

@@ -436,3 +436,25 @@ def test_register_dataset_upserts_by_name(sm: sessionmaker[Session]) -> None:
     assert first.id == second.id and second.location == "/d/pets2" and second.num_images == 12
     run_id = _new_run(sm, dataset="pets", dataset_id=first.id)
     assert _run(sm, run_id).dataset_id == first.id
+
+
+def test_a_stalled_worker_cannot_write_over_the_next_attempt(sm: sessionmaker[Session]) -> None:
+    run_id = _new_run(sm, max_attempts=3)
+    assert _do(sm, claim_run, run_id, worker_host="w1")  # attempt 1
+    _age_heartbeat(sm, run_id, 120)  # w1 stalls (not dead): its run is taken over
+    assert _do(sm, reclaim_stale_run, run_id, stale_after_s=60) is ReclaimOutcome.REQUEUED
+    assert _do(sm, claim_run, run_id, worker_host="w2")  # attempt 2
+    epoch = {"epoch": 1, "loss": 9.0}
+    # w1 wakes up: every write of attempt 1 is refused, so it stops
+    assert _do(sm, heartbeat, run_id, attempt=1) is False
+    assert _do(sm, update_progress, run_id, {"batch": 3}, attempt=1) is False
+    assert _do(sm, record_epoch, run_id, epoch, attempt=1) is False
+    assert _do(sm, finish_run, run_id, status=RunStatus.FAILED, error="w1", attempt=1) is False
+    with sm() as s:
+        assert s.scalar(select(func.count()).select_from(EpochMetric)) == 0
+    # w2's writes go through
+    assert _do(sm, heartbeat, run_id, attempt=2)
+    assert _do(sm, record_epoch, run_id, {"epoch": 1, "loss": 1.0}, attempt=2)
+    assert _do(sm, finish_run, run_id, status=RunStatus.SUCCEEDED, attempt=2)
+    run = _run(sm, run_id)
+    assert (run.status, run.attempts, run.error) == (RunStatus.SUCCEEDED, 2, None)
