@@ -1,10 +1,17 @@
-"""One router per resource: runs, datasets, architectures, and health (no key needed)."""
+"""One router per resource, and what they share: error responses and pagination."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from service.errors import ErrorBody
+
+MAX_PAGE = 200
+MAX_OFFSET = 2**31 - 1  # beyond it SQLite cannot even bind the number
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")]
 
 _DESCRIPTIONS = {
     400: "Malformed request",

@@ -7,9 +7,9 @@ one that leaves it (``..``, an absolute path, a symlink pointing out) is refused
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -21,7 +21,7 @@ from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
 from service.records import dataset_name_taken, find_dataset, list_datasets
-from service.routes import AUTH_ERRORS, error_responses
+from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 
 router = APIRouter(
@@ -31,8 +31,6 @@ router = APIRouter(
     responses=error_responses(*AUTH_ERRORS, 422),
 )
 
-MAX_PAGE = 200
-MAX_OFFSET = 2**31 - 1  # beyond it SQLite cannot even bind the number
 UPLOADS = "uploads"
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -129,8 +127,8 @@ async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey)
 def list_all(
     session: SessionDep,
     key: ReadKey,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> DatasetsPublic:
     rows, total = list_datasets(session, limit=limit, offset=offset)
     return DatasetsPublic(

@@ -14,7 +14,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
@@ -42,9 +42,9 @@ from core.training.config import TrainConfig
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
 from service.records import fail_unqueued_run
-from service.routes import AUTH_ERRORS, error_responses
+from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
 from service.routes.reports import ZIP_CONTENT, zip_response
-from service.routes.runs import _queue_unavailable, _validated_config
+from service.routes.runs import queue_unavailable, validated_config
 from service.schemas import RunCreate
 
 router = APIRouter(
@@ -52,9 +52,6 @@ router = APIRouter(
     tags=["experiments"],
     responses=error_responses(*AUTH_ERRORS, 422),
 )
-
-MAX_PAGE = 200
-MAX_OFFSET = 2**31 - 1
 
 
 # --- schemas ---------------------------------------------------------------------------------
@@ -220,7 +217,7 @@ def create_experiment(
             with committed(session):
                 for unsent in run_ids[i:]:
                     fail_unqueued_run(session, unsent, f"could not enqueue: {exc}")
-            raise _queue_unavailable(
+            raise queue_unavailable(
                 f"Experiment {experiment.id} ({len(run_ids) - i} of {len(run_ids)} runs)", exc
             ) from None
     response.headers["Location"] = f"{router.prefix}/{experiment.id}"
@@ -231,8 +228,8 @@ def create_experiment(
 def list_experiments(
     session: SessionDep,
     key: ReadKey,
-    limit: int = Query(50, ge=1, le=MAX_PAGE),
-    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> ExperimentsPublic:
     rows, total = records.list_experiments(session, limit=limit, offset=offset)
     items = []
@@ -360,7 +357,7 @@ def _cell_config(
     except ValidationError as exc:
         raise _in_cell(from_pydantic(exc, prefix="body"), described, cell, axis) from None
     try:
-        return _validated_config(session, run_body)
+        return validated_config(session, run_body)
     except ApiError as exc:
         raise _in_cell(exc, described, cell, axis) from None
 

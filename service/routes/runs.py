@@ -23,7 +23,7 @@ from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, c
 from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
 from service.queue import EnqueueError, TaskQueue
 from service.records import fail_unqueued_evaluation, fail_unqueued_run, find_dataset
-from service.routes import AUTH_ERRORS, error_responses
+from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
 from service.schemas import (
     EpochPublic,
     EpochsPublic,
@@ -42,8 +42,6 @@ router = APIRouter(
     responses=error_responses(*AUTH_ERRORS, 422),
 )
 
-MAX_PAGE = 200
-MAX_OFFSET = 2**31 - 1  # beyond it SQLite cannot even bind the number
 RETRY_AFTER_S = 30
 
 
@@ -63,7 +61,7 @@ def create_run(
 ) -> RunPublic:
     """Validate the config (architecture, data, preset, hyperparameters), record the run as
     ``queued`` and send it to the workers. Invalid input is a 422 naming the field."""
-    config, dataset_id = _validated_config(session, body)
+    config, dataset_id = validated_config(session, body)
     with committed(session):
         run = records.create_run(
             session,
@@ -79,7 +77,7 @@ def create_run(
     except EnqueueError as exc:
         with committed(session):
             fail_unqueued_run(session, run.id, f"could not enqueue: {exc}")
-        raise _queue_unavailable(f"Run {run.id}", exc) from None
+        raise queue_unavailable(f"Run {run.id}", exc) from None
     response.headers["Location"] = f"{router.prefix}/{run.id}"
     return RunPublic.from_row(run)
 
@@ -96,8 +94,8 @@ def list_runs(
     dataset: Annotated[
         str | None, Query(description="A registered dataset's name or id, or a KIND:PATH source")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> RunsPublic:
     if dataset is not None:
         try:
@@ -227,7 +225,7 @@ def get_evaluation(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _validated_config(session: Session, body: RunCreate) -> tuple[TrainConfig, str | None]:
+def validated_config(session: Session, body: RunCreate) -> tuple[TrainConfig, str | None]:
     """The run's full config, and the registered dataset it trains on (if any).
 
     Raises:
@@ -284,10 +282,10 @@ def _send_evaluation(session: Session, queue: TaskQueue, evaluation_id: str) -> 
     except EnqueueError as exc:
         with committed(session):
             fail_unqueued_evaluation(session, evaluation_id, f"could not enqueue: {exc}")
-        raise _queue_unavailable(f"Evaluation {evaluation_id}", exc) from None
+        raise queue_unavailable(f"Evaluation {evaluation_id}", exc) from None
 
 
-def _queue_unavailable(what: str, exc: Exception) -> ApiError:
+def queue_unavailable(what: str, exc: Exception) -> ApiError:
     return ApiError(
         503,
         f"{what} was recorded but could not be queued, so it is marked failed "
