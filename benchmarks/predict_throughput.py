@@ -343,7 +343,7 @@ def batcher_summary(url: str) -> dict[str, float]:
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         match = re.match(
             r"resnet_predict_(batch_size|queue_seconds|compute_seconds)_(sum|count)\{", line
-        )  # noqa: E501
+        )
         if match:
             key = f"{match[1]}_{match[2]}"
             values[key] = values.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
@@ -373,6 +373,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="per concurrent phase")
     parser.add_argument("--server-cpus", help="pin the server and the raw model, e.g. 0,1")
     parser.add_argument("--client-cpus", help="pin the load generator, e.g. 2-7")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"which of {', '.join(PHASES)}")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,6 +381,7 @@ def main() -> None:
         print(json.dumps(raw_model(args.raw_only, args.seconds)))
         return
 
+    phases = {name: PHASES[name] for name in args.phases.split(",")}
     server_cpus, client_cpus = parse_cpus(args.server_cpus), parse_cpus(args.client_cpus)
     if client_cpus:
         os.sched_setaffinity(0, client_cpus)
@@ -399,7 +401,7 @@ def main() -> None:
             measured: dict[str, Any] = {
                 "raw": measure_raw(model_path, args.seconds / 2, server_cpus)
             }
-            for name, (client, kind) in PHASES.items():
+            for name, (client, kind) in phases.items():
                 measured[name] = http_phase(
                     client, url, secret, requests[kind], server.pid,
                     clients=args.clients, seconds=args.seconds,
@@ -432,7 +434,7 @@ def main() -> None:
         "batcher": batcher,
         "per_round": rounds,
     }  # fmt: skip
-    for name in PHASES:
+    for name in phases:
         summary = {key: median((name, key)) for key in rounds[0][name]}
         summary["ratio_to_raw_throughput"] = statistics.median(
             r[name]["concurrent_images_per_s"] / r["raw"]["batch256_images_per_s"] for r in rounds

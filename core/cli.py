@@ -735,12 +735,62 @@ def evaluate(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A .keras model, or a run folder holding one.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, ...).")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A .keras model, or a run folder holding one (with --server: the first image)."
+        ),
+    ],
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files (JPEG, PNG, ...).")
+    ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Most probable classes per image.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    server: Annotated[
+        str | None, typer.Option(help="Ask a running service (its URL) instead of loading a model.")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="With --server: the model's name (or a run id).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="RESNET_API_KEY", help="With --server: a 'predict' key.")
+    ] = None,
 ) -> None:
-    """Classify images; an unreadable image is reported by name and the rest still predicted."""
+    """Classify images; an unreadable image is reported by name and the rest still predicted.
+
+    Locally with a model file, or through a service:
+    ``resnet predict --server URL --model NAME IMAGE...`` (key in ``RESNET_API_KEY``).
+    """
+    if server is not None:
+        if not model_name:
+            _fail("--server needs --model NAME (a model's name or a run id).")
+        results = _predict_remote(server, model_name, [model, *(images or [])], top_k, api_key)
+    elif not images:
+        _fail("give a model (a .keras file or a run folder) and at least one image.")
+    else:
+        results = _predict_local(model, images, top_k)
+    errors = [r for r in results if "error" in r]
+    if json_out:
+        _echo_json(results)
+    else:
+        for r in results:
+            if "error" in r:
+                err_console.print(
+                    f"[red]{escape(r['image'])}: {escape(r['error'])}[/red]", highlight=False
+                )
+                continue
+            console.print(f"[bold]{escape(r['image'])}[/bold]", highlight=False)
+            for rank, p in enumerate(r["predictions"], 1):
+                console.print(
+                    f"  {rank}. {escape(p['label']):<24} {100 * p['probability']:6.2f}%",
+                    highlight=False,
+                )
+    if errors:
+        _warn(f"{len(errors)} of {len(results)} image(s) could not be read.")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _predict_local(model: Path, images: list[Path], top_k: int) -> list[dict[str, Any]]:
     from core.images import ImageDecodeError, decode_image
 
     predictor = _load_predictor(model)
@@ -760,24 +810,54 @@ def predict(
             results.append({"image": str(path), "error": errors[i]})
         else:
             results.append({"image": str(path), "predictions": by_index[i]})
-    if json_out:
-        _echo_json(results)
-    else:
-        for r in results:
-            if "error" in r:
-                err_console.print(
-                    f"[red]{escape(r['image'])}: {escape(r['error'])}[/red]", highlight=False
-                )
+    return results
+
+
+def _predict_remote(
+    server: str, name: str, images: list[Path], top_k: int, api_key: str | None
+) -> list[dict[str, Any]]:
+    """One request per image to ``POST {server}/v1/models/{name}/predict`` (stdlib only).
+
+    A refused image is reported with the service's message and the rest still predicted; an
+    error that is not about the image (no such model, a bad key, no server) stops here.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = f"{server.rstrip('/')}/v1/models/{urllib.parse.quote(name, safe='')}/predict"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    results: list[dict[str, Any]] = []
+    for path in images:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            results.append({"image": str(path), "error": str(exc)})
+            continue
+        request = urllib.request.Request(
+            f"{url}?top_k={top_k}", data=data, method="POST",
+            headers={**headers, "Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            message = _service_error(exc)
+            if exc.code in (413, 415, 422) and "image" in message.lower():
+                results.append({"image": str(path), "error": message})
                 continue
-            console.print(f"[bold]{escape(r['image'])}[/bold]", highlight=False)
-            for rank, p in enumerate(r["predictions"], 1):
-                console.print(
-                    f"  {rank}. {escape(p['label']):<24} {100 * p['probability']:6.2f}%",
-                    highlight=False,
-                )
-    if errors:
-        _warn(f"{len(errors)} of {len(images)} image(s) could not be read.")
-        raise typer.Exit(EXIT_FAILED)
+            _fail(f"{server}: {exc.code} {message}", EXIT_FAILED)
+        except (urllib.error.URLError, OSError) as exc:
+            _fail(f"{server}: {getattr(exc, 'reason', exc)}", EXIT_FAILED)
+        results.append({"image": str(path), "predictions": answer["predictions"][0]["labels"]})
+    return results
+
+
+def _service_error(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.read())["error"]["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(exc.reason)
 
 
 # --------------------------------------------------------------------------- bench

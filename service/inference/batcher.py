@@ -62,7 +62,11 @@ class Reservation:
     _open: bool = field(default=True, repr=False)
 
     def submit(self, arrays: Sequence[np.ndarray]) -> list[asyncio.Future[np.ndarray]]:
-        """Queue the decoded images (at most the reserved count); one future per image."""
+        """Queue the decoded images (at most the reserved count); one future per image.
+
+        Raises:
+            BatcherClosed: the batcher stopped meanwhile (its model was evicted).
+        """
         if not self._open:
             raise RuntimeError("this reservation was already used")
         if len(arrays) > self.count:
@@ -112,6 +116,7 @@ class DynamicBatcher:
         self.max_delay_s = max_delay_s
         self.queue_limit = queue_limit
         self._items: deque[_Item] = deque()
+        self._running: list[_Item] = []  # the batch in the model right now
         self._reserved = 0
         self._closed = False
         self._wakeup: asyncio.Event | None = None
@@ -145,6 +150,8 @@ class DynamicBatcher:
 
     def _enqueue(self, arrays: Sequence[np.ndarray]) -> list[asyncio.Future[np.ndarray]]:
         loop = asyncio.get_running_loop()
+        if self._task is not None and self._task.done():
+            raise BatcherClosed  # closed while this request was decoding
         if self._task is None:
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._loop(), name="dynamic-batcher")
@@ -161,12 +168,24 @@ class DynamicBatcher:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def close(self) -> None:
-        """Refuse new work, finish what is queued, and stop the thread."""
+    async def close(self, grace_s: float = 30.0) -> None:
+        """Refuse new work, finish what is queued (and what reserved places submits), stop.
+
+        After ``grace_s`` the batch task is cancelled: images still queued fail with
+        :class:`BatcherClosed`, and places reserved but never used are forgotten.
+        """
         self._closed = True
         self._wake()
         if self._task is not None:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
+            except TimeoutError:
+                log.warning("batcher closed with %d image(s) left after %g s", self.depth, grace_s)
+                self._task.cancel()
+        for item in [*self._running, *self._items]:
+            if not item.future.done():
+                item.future.set_exception(BatcherClosed())
+        self._items.clear()
         self._executor.shutdown(wait=False)
 
     async def _wait(self, timeout: float | None) -> None:
@@ -193,7 +212,7 @@ class DynamicBatcher:
                 if left <= 0:
                     break
                 await self._wait(left)
-            batch = self._take()
+            batch = self._running = self._take()
             if not batch:
                 continue
             started = time.perf_counter()

@@ -39,7 +39,7 @@ from core.records import repository as records
 from core.records.models import ModelVersion
 from core.records.repository import hash_api_key
 from service.deps import ReadKey, SessionDep, TrainKey, committed, require
-from service.errors import ApiError, ErrorDetail
+from service.errors import ApiError, ErrorBody, ErrorDetail
 from service.inference.batcher import BatcherClosed, Overloaded
 from service.inference.cache import LoadedModel, ModelRef, ModelUnavailable
 from service.inference.images import ImageRejected
@@ -282,8 +282,11 @@ def get_model_version(
 # --- predictions -----------------------------------------------------------------------------
 
 _PREDICT_ERRORS = error_responses(404, 409, 413, 415, 503)
-_PREDICT_ERRORS[504] = {"description": "The prediction took longer than predict_timeout_s"}
-_SECURITY = [{"ApiKey": []}]  # the scheme service.deps declares; read by hand here
+_PREDICT_ERRORS[504] = {
+    "model": ErrorBody,
+    "description": "The prediction took longer than predict_timeout_s",
+}
+_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]  # service.deps declares the scheme
 _PREDICT_BODY: dict[str, Any] = {
     "security": _SECURITY,
     "requestBody": {
@@ -393,12 +396,11 @@ async def _predict(request: Request, name: str, version: int | None) -> Response
     inference = get_inference(request.app)
     ref = await inference.resolve(name, version)
     top_k, threshold = query_options(request)
-    payload = await read_predict(request, max_images=inference.settings.predict_max_images)
-    top_k_field = "body.top_k" if payload.top_k is not None else "query.top_k"
+    payload = await read_predict(request, max_images=_max_images(inference))
     top_k = payload.top_k if payload.top_k is not None else top_k
     threshold = payload.threshold if payload.threshold is not None else threshold
-    model, rows = await _run(inference, ref, payload.images, top_k=(top_k, top_k_field))
-    k = min(top_k or DEFAULT_TOP_K, model.num_classes)
+    model, rows = await _run(inference, ref, payload.images)
+    k = min(top_k or DEFAULT_TOP_K, model.num_classes)  # as the core Predictor clamps it
     cut = model.threshold if threshold is None else threshold
     names = model.class_names
     body = {
@@ -418,8 +420,8 @@ async def _predict(request: Request, name: str, version: int | None) -> Response
 async def _tf_serving(request: Request, name: str, version: int | None) -> Response:
     inference = get_inference(request.app)
     ref = await inference.resolve(name, version)
-    images = await read_tf_serving(request, max_images=inference.settings.predict_max_images)
-    _, rows = await _run(inference, ref, images, top_k=(None, ""))
+    images = await read_tf_serving(request, max_images=_max_images(inference))
+    _, rows = await _run(inference, ref, images)
     body = {"predictions": [row.tolist() for row in rows]}
     return Response(json.dumps(body).encode(), media_type=JSON_TYPE)
 
@@ -428,8 +430,6 @@ async def _run(
     inference: Inference,
     ref: ModelRef,
     images: Sequence[EncodedImage],
-    *,
-    top_k: tuple[int | None, str],
 ) -> tuple[LoadedModel, list[np.ndarray]]:
     """Load (or find) the model, decode the images off the loop, and batch them through it,
     all within ``predict_timeout_s``."""
@@ -438,7 +438,6 @@ async def _run(
         async with asyncio.timeout(timeout):
             while True:
                 model = await _model(inference, ref)
-                _check_top_k(model, *top_k)
                 try:
                     reservation = model.batcher.reserve(len(images))
                 except BatcherClosed:
@@ -456,7 +455,10 @@ async def _run(
                         arrays = await inference.decode(images, model.spec)
                     except ImageRejected as exc:
                         raise _image_error(exc) from None
-                    futures = reservation.submit(arrays)
+                    try:
+                        futures = reservation.submit(arrays)
+                    except BatcherClosed:
+                        continue  # evicted while decoding: load it again
                 return model, list(await asyncio.gather(*futures))
     except TimeoutError:
         inference.metrics.refused.labels("timeout").inc()
@@ -465,6 +467,12 @@ async def _run(
             f"The prediction did not finish within {timeout:g} s (predict_timeout_s)",
             code="timeout",
         ) from None
+
+
+def _max_images(inference: Inference) -> int:
+    settings = inference.settings
+    # A request larger than the queue could never be taken: refuse it as too many images.
+    return min(settings.predict_max_images, settings.predict_queue_limit)
 
 
 async def _model(inference: Inference, ref: ModelRef) -> LoadedModel:
@@ -476,21 +484,6 @@ async def _model(inference: Inference, ref: ModelRef) -> LoadedModel:
             f"The model of run {ref.run_id} could not be loaded: {exc}",
             code="model_unavailable",
         ) from None
-
-
-def _check_top_k(model: LoadedModel, top_k: int | None, field: str) -> None:
-    if top_k is not None and not model.multi_label and top_k > model.num_classes:
-        raise ApiError(
-            422,
-            f"{field}: the model has {model.num_classes} classes; top_k must be at most that",
-            details=[
-                ErrorDetail(
-                    field=field,
-                    message=f"must be between 1 and {model.num_classes}",
-                    received=top_k,
-                )
-            ],
-        )
 
 
 def _image_error(exc: ImageRejected) -> ApiError:

@@ -336,6 +336,11 @@ def test_http_matches_the_predictor_and_the_keras_model(served: Served) -> None:
         "/v1/models/tiny/predict", files=files(("a.png", blobs[0])), headers=headers
     )
     assert len(default_k.json()["predictions"][0]["labels"]) == CLASSES
+    many = client.post(  # as the Predictor: more than the classes gives every class
+        "/v1/models/tiny/predict", json={"images": [{"b64": b64(blobs[0])}], "top_k": 10},
+        headers=headers,
+    )  # fmt: skip
+    assert len(many.json()["predictions"][0]["labels"]) == CLASSES
 
     # other formats and sizes take the Predictor's decoding and resizing path exactly
     others = {"photo.jpg": encode(pixels(1, 45, 60, seed=4)[0], "JPEG", quality=90),
@@ -350,6 +355,39 @@ def test_http_matches_the_predictor_and_the_keras_model(served: Served) -> None:
             [x["probability"] for x in mine["labels"]],
             [x["probability"] for x in theirs],
             atol=1e-5,
+        )
+
+
+def test_a_multi_label_model_answers_every_label_over_the_threshold(
+    served: Served, tmp_path: Path
+) -> None:
+    from core.inference import Predictor
+    from core.models import build_model
+
+    model = build_model("resnet8", num_classes=4, input_shape=(16, 16, 3), multi_label=True)
+    model.get_layer("logits").set_weights(  # fixed sigmoid outputs: 0.88, 0.27, 0.62, 0.05
+        [np.zeros_like(model.get_layer("logits").get_weights()[0]),
+         np.array([2.0, -1.0, 0.5, -3.0], np.float32)]
+    )  # fmt: skip
+    model.save(tmp_path / "model.keras")
+    labels = {"class_names": ["cat", "dog", "sky", "car"], "multi_label": True}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    run = served.make_succeeded_run(str(tmp_path / "model.keras"))
+    blob = encode(pixels(1, 16, 16)[0], "PNG")
+    predictor = Predictor.load(tmp_path / "model.keras")
+    for threshold, expected in ((None, ["cat", "sky"]), (0.2, ["cat", "sky", "dog"]), (0.9, [])):
+        query = "" if threshold is None else f"?threshold={threshold}&top_k=1"  # top_k: n/a
+        response = served.client.post(
+            f"/v1/models/{run}/predict{query}", files=files(("a.png", blob)),
+            headers=served.predictor_key,
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        got = response.json()["predictions"][0]["labels"]
+        assert [x["label"] for x in got] == expected
+        want = predictor.predict_bytes([blob], threshold=threshold)[0]
+        assert [x["label"] for x in want] == expected
+        np.testing.assert_allclose(
+            [x["probability"] for x in got], [x["probability"] for x in want], atol=1e-5
         )
 
 
@@ -453,7 +491,7 @@ def bad_inputs(queued_run: str) -> list[Bad]:
         Bad("too many images (multipart)", 422, invalid, upload(*nine)),
         # JSON
         Bad("top_k 0", 422, invalid, send_json({"images": one, "top_k": 0})),
-        Bad("top_k over the classes", 422, invalid, send_json({"images": one, "top_k": 4})),
+        Bad("top_k over 1000", 422, invalid, send_json({"images": one, "top_k": 1001})),
         Bad("too many images (JSON)", 422, invalid, send_json({"images": one * 9})),
         Bad("JSON that does not parse", 422, invalid, send_raw(b"{images: [", "application/json")),
         Bad("JSON without images", 422, invalid, send_json({"top_k": 2})),
@@ -511,7 +549,7 @@ def test_bad_inputs_get_their_4xx_and_the_server_stays_healthy(served: Served) -
     assert "400000000 pixels" in answers["20000x20000 PNG"]["message"]
     assert "'TIFF' is not allowed" in answers["TIFF"]["message"]
     assert answers["broken base64"]["details"][0]["field"] == "body.images[0].b64"
-    assert answers["top_k over the classes"]["details"][0]["field"] == "body.top_k"
+    assert answers["top_k over 1000"]["details"][0]["field"] == "body.top_k"
 
     assert client.get("/healthz").status_code == 200
     ok = post(client, upload(("a.png", encode(pixels(1)[0], "PNG"))), key)
@@ -535,8 +573,8 @@ def test_a_model_that_cannot_be_loaded_is_503(served: Served) -> None:
 
 
 def _loaded(served: Served) -> Any:
-    inference = served.app.state.inference
-    return next(iter(inference.cache._models.values()))
+    """The loaded ``tiny`` model (other tests load other models into the same cache)."""
+    return served.app.state.inference.cache._models[str(served.run_dir / "model.keras")]
 
 
 def _hold_model_thread(served: Served) -> threading.Event:
@@ -576,8 +614,10 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     decoding = on_loop(client, batcher.reserve, 1)
     with ThreadPoolExecutor(12) as pool:
         results = [pool.submit(one, i) for i in range(12)]
-        _wait_for(lambda: batcher.depth == 13)
-        on_loop(client, decoding.release)
+        try:
+            _wait_for(lambda: batcher.depth == 13)
+        finally:
+            on_loop(client, decoding.release)
         got = np.stack([r.result() for r in results])
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert _metric(client, "resnet_predict_batch_size_count") - batches_before == 1
@@ -592,8 +632,10 @@ def test_a_full_queue_is_503_and_a_slow_answer_is_504(
     assert client.post("/v1/models/tiny/predict", **request).status_code == 200
     batcher = _loaded(served).batcher
     everything = on_loop(client, batcher.reserve, served.settings.predict_queue_limit)
-    full = client.post("/v1/models/tiny/predict", **request)
-    on_loop(client, everything.release)
+    try:
+        full = client.post("/v1/models/tiny/predict", **request)
+    finally:
+        on_loop(client, everything.release)
     assert full.status_code == 503 and full.json()["error"]["code"] == "overloaded"
     assert full.headers["retry-after"] == "1"
 
@@ -697,3 +739,63 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.005)
+
+
+# --- the CLI through the service -------------------------------------------------------------
+
+
+def test_the_cli_predicts_through_the_service(served: Served, tmp_path: Path) -> None:
+    """``resnet predict --server URL --model NAME IMAGE...`` against uvicorn on a real port."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from core.cli import app as cli
+    from core.inference import Predictor
+    from tests.fixtures.servers import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(served.settings), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait_for(lambda: server.started)
+    arrays = pixels(2, seed=31)
+    paths = []
+    for i, arr in enumerate(arrays):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(encode(arr, "PNG"))
+    (tmp_path / "notes.png").write_text("not an image")
+    secret = served.predictor_key["Authorization"].removeprefix("Bearer ")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        runner = CliRunner()
+        args = ["predict", "--server", url, "--model", "tiny", "--top-k", "2", "--json"]
+        result = runner.invoke(
+            cli, [*args, *map(str, paths), str(tmp_path / "notes.png")],
+            env={"RESNET_API_KEY": secret},
+        )  # fmt: skip
+        assert result.exit_code == 1, result.output  # one image could not be read
+        answers = json.loads(result.stdout)
+        want = Predictor.load(served.run_dir / "model.keras").predict_arrays(arrays, top_k=2)
+        for answer, expected in zip(answers[:2], want, strict=True):
+            assert [p["index"] for p in answer["predictions"]] == [p["index"] for p in expected]
+            assert answer["predictions"][0]["probability"] == pytest.approx(
+                expected[0]["probability"], abs=1e-5
+            )
+        assert "not a recognised image file" in answers[2]["error"]
+
+        unknown = runner.invoke(
+            cli, ["predict", "--server", url, "--model", "nope", str(paths[0])],
+            env={"RESNET_API_KEY": secret},
+        )  # fmt: skip
+        assert unknown.exit_code == 1 and "404" in unknown.output
+        no_key = runner.invoke(
+            cli, ["predict", "--server", url, "--model", "tiny", str(paths[0])],
+            env={"RESNET_API_KEY": ""},
+        )  # fmt: skip
+        assert no_key.exit_code == 1 and "401" in no_key.output
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -172,6 +172,27 @@ def test_close_finishes_what_is_queued() -> None:
     run(test)
 
 
+def test_close_does_not_wait_forever_for_places_never_used() -> None:
+    model = StandIn()
+
+    async def test() -> None:
+        b = batcher(model)
+        forgotten = b.reserve(1)  # a request that will never submit
+        model.gate.clear()
+        queued = asyncio.ensure_future(predict(b, 1))
+        await asyncio.sleep(0.05)
+        queued_later = b.reserve(1)
+        closing = asyncio.ensure_future(b.close(grace_s=0.2))
+        model.gate.set()
+        await closing
+        assert await queued == [4.0]
+        with pytest.raises(BatcherClosed):  # the batcher has stopped
+            queued_later.submit([image(2)])
+        del forgotten
+
+    run(test)
+
+
 def test_the_body_limit_counts_streamed_bytes() -> None:
     async def test() -> None:
         chunks = iter([b"x" * 40, b"x" * 40, b"x" * 40])

@@ -139,7 +139,7 @@ def test_every_protected_route_is_403_for_a_key_lacking_its_scope(
         assert scope.value in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("scopes", [("admin",), ("read", "train")])
+@pytest.mark.parametrize("scopes", [("admin",), ("read", "train", "predict")])
 def test_a_key_with_the_scope_gets_past_auth(
     client: TestClient,
     app: FastAPI,
