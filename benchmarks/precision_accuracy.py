@@ -31,8 +31,15 @@ def main() -> None:
     dataset = load_dataset(args.data)
     results = {}
     for precision in ("float32", "auto"):
-        cfg = make_config(args.arch, args.data, preset="cifar-fast", epochs=args.epochs,
-                          train_limit=args.train_limit, precision=precision, tensorboard=False)
+        cfg = make_config(
+            args.arch,
+            args.data,
+            preset="cifar-fast",
+            epochs=args.epochs,
+            train_limit=args.train_limit,
+            precision=precision,
+            tensorboard=False,
+        )
         with tempfile.TemporaryDirectory() as out:
             r = train(cfg, out, dataset=dataset)
         results[precision] = {
@@ -45,8 +52,11 @@ def main() -> None:
         }
         print(precision, json.dumps(results[precision]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":
