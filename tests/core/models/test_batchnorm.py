@@ -49,3 +49,39 @@ def test_bfloat16_training_stays_close_to_float32():
     assert b16.compute_dtype == "bfloat16"
     np.testing.assert_allclose(y16, y32, atol=0.05)
     np.testing.assert_allclose(dx16, dx32, atol=0.05)
+
+
+JAX_CHECK = """
+import jax, jax.numpy as jnp, keras, numpy as np
+from core.models.layers import BatchNorm
+rng = np.random.default_rng(0)
+x = rng.normal(0.5, 2.0, (8, 5, 5, 6)).astype("float32")
+w = rng.normal(size=x.shape).astype("float32")
+g = (np.arange(1, 7) / 3).astype("float32")
+b = np.linspace(-0.3, 0.3, 6).astype("float32")
+outs = []
+for layer in (keras.layers.BatchNormalization(epsilon=1e-5), BatchNorm(epsilon=1e-5)):
+    layer.build(x.shape)
+    def loss(xv, gv, bv):
+        layer.gamma.assign(gv)
+        layer.beta.assign(bv)
+        y = layer(xv, training=True)
+        return jnp.sum(y * w), y
+    (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(x, g, b)
+    outs.append([np.asarray(y)] + [np.asarray(v) for v in grads])
+print(max(float(np.max(np.abs(a - c))) for a, c in zip(*outs)))
+"""
+
+
+def test_under_jax_too(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    proc = subprocess.run(
+        [sys.executable, "-c", JAX_CHECK], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) < 2e-5
