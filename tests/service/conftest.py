@@ -8,7 +8,6 @@ filesystem broker unless a test asks for the throwaway Redis (``redis_settings``
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,17 +16,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-# `pytest` run directly does not put the repository root on sys.path: make `tests.fixtures`
-# importable either way (as tests/core/records/conftest.py does).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head  # noqa: E402
-from core.records import repository as records  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from service.app import create_app  # noqa: E402
-from tests.fixtures.servers import RedisServer  # noqa: E402
+from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
+from core.records import repository as records
+from core.settings import Settings
+from service.app import create_app
+from tests.fixtures.servers import RedisServer
 
 UPLOAD_LIMIT = 64 * 1024
 

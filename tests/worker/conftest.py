@@ -5,7 +5,6 @@ against the embedded SQLite + filesystem queue (see :mod:`tests.worker.harness`)
 from __future__ import annotations
 
 import contextlib
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-# `pytest` run directly does not put the repository root on sys.path (see tests/core/records).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from core.records import make_engine, make_sessionmaker, upgrade_to_head  # noqa: E402
-from tests.fixtures.servers import PostgresServer, RedisServer  # noqa: E402
-from tests.worker.harness import (  # noqa: E402
+from core.records import make_engine, make_sessionmaker, upgrade_to_head
+from tests.fixtures.servers import PostgresServer, RedisServer
+from tests.worker.harness import (
     TEMPLATE_DB,
     Stack,
     embedded_stack_context,

@@ -8,7 +8,6 @@ migrations run once per dialect, into a template that each test's database is co
 from __future__ import annotations
 
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +16,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-# `pytest` run directly (rather than `python -m pytest`) does not put the repository root on
-# sys.path, and `tests` is a namespace package: make `tests.fixtures` importable either way.
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from core.records import make_engine, make_sessionmaker, upgrade_to_head  # noqa: E402
-from tests.fixtures.servers import PostgresServer  # noqa: E402
+from core.records import make_engine, make_sessionmaker, upgrade_to_head
+from tests.fixtures.servers import PostgresServer
 
 DIALECTS = ["sqlite", "postgresql"]
 PG_TEMPLATE = "records_at_head"

@@ -2,12 +2,4 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `pytest` run directly does not put the repository root on sys.path (see tests/service).
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.fixtures.servers import postgres_server, postgres_url  # noqa: E402, F401
+from tests.fixtures.servers import postgres_server, postgres_url  # noqa: F401
