@@ -74,6 +74,13 @@ def read_events(lines: Any) -> list[tuple[str, dict[str, Any], str | None]]:
     return events
 
 
+def first_line_sets(flag: threading.Event, lines: Any) -> Any:
+    """Pass lines through, setting ``flag`` once the first one arrived (the client is connected)."""
+    for line in lines:
+        flag.set()
+        yield line
+
+
 def test_events_stream_progress_and_epochs_until_the_run_ends(
     client: TestClient, make_key: Callable[..., dict[str, str]], db: sessionmaker[Session]
 ) -> None:
@@ -92,8 +99,11 @@ def test_events_stream_progress_and_epochs_until_the_run_ends(
             },
         )
 
+    listening = threading.Event()
+
     def train() -> None:  # what a worker writes while the client listens
-        time.sleep(0.4)
+        assert listening.wait(timeout=60)
+        time.sleep(0.2)
         for n, (loss, acc) in enumerate([(1.02, 0.6), (1.4, 0.45)], 1):
             with session_scope(db) as session:
                 records.record_epoch(session, run_id, epoch(n, loss, acc))
@@ -114,8 +124,9 @@ def test_events_stream_progress_and_epochs_until_the_run_ends(
         ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            events = read_events(response.iter_lines())
+            events = read_events(first_line_sets(listening, response.iter_lines()))
     finally:
+        listening.set()
         worker.join()
     names = [n for n, _, _ in events]
     assert names[0] == "progress" and names[-1] == "end"
