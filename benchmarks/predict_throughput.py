@@ -7,6 +7,8 @@ real API under uvicorn (one worker, uvloop + httptools) as a separate process, t
 
 (a) the raw model: a ``tf.function`` forward at batch 256 (images/s), in a separate process
     pinned to the server's CPUs;
+(a') the same at batch ``--clients``: the most that many single-image clients can ever batch
+    together, hence the ceiling of (c) with a free HTTP stack;
 (b) the raw model at batch 1: p50 latency of one call, numpy in and out (ms);
 (c) ``--clients`` concurrent HTTP clients (asyncio + httpx, keep-alive), each sending one
     32×32 PNG per request as a multipart file, back to back: images/s, and the ratio to (a);
@@ -165,8 +167,9 @@ def own_cpu_seconds() -> float:
 # --- (a), (b): the raw model, in its own process ---------------------------------------------
 
 
-def raw_model(model_path: Path, seconds: float) -> dict[str, float]:
-    """Batch-256 images/s and batch-1 latency of a tf.function over the Keras model."""
+def raw_model(model_path: Path, seconds: float, clients: int) -> dict[str, float]:
+    """Images/s at batch 256 and at batch ``clients`` (the largest batch that many single-image
+    clients can form), and batch-1 latency, of a tf.function over the Keras model."""
     import keras
     import tensorflow as tf
 
@@ -187,6 +190,14 @@ def raw_model(model_path: Path, seconds: float) -> dict[str, float]:
         forward(tf.constant(big)).numpy()
         calls += 1
     throughput = calls * 256 / (time.perf_counter() - started)
+    small = rng.integers(0, 256, (clients, *SHAPE)).astype(np.float32)
+    for _ in range(3):
+        forward(tf.constant(small)).numpy()
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds / 2 or calls < 20:
+        forward(tf.constant(small)).numpy()
+        calls += 1
+    at_clients = calls * clients / (time.perf_counter() - started)
     for _ in range(20):
         forward(tf.constant(one)).numpy()
     latencies = []
@@ -197,13 +208,17 @@ def raw_model(model_path: Path, seconds: float) -> dict[str, float]:
         latencies.append(time.perf_counter() - t)
     return {
         "batch256_images_per_s": throughput,
+        "batch_clients_images_per_s": at_clients,
         "batch1_p50_ms": statistics.median(latencies) * 1e3,
     }
 
 
-def measure_raw(model_path: Path, seconds: float, cpus: set[int] | None) -> dict[str, float]:
+def measure_raw(
+    model_path: Path, seconds: float, clients: int, cpus: set[int] | None
+) -> dict[str, float]:
+    command = [sys.executable, __file__, "--raw-only", str(model_path)]
     done = subprocess.run(
-        [sys.executable, __file__, "--raw-only", str(model_path), "--seconds", str(seconds)],
+        [*command, "--seconds", str(seconds), "--clients", str(clients)],
         capture_output=True, text=True, check=True, preexec_fn=pinned(cpus),
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -378,7 +393,7 @@ def main() -> None:
     parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_only:
-        print(json.dumps(raw_model(args.raw_only, args.seconds)))
+        print(json.dumps(raw_model(args.raw_only, args.seconds, args.clients)))
         return
 
     phases = {name: PHASES[name] for name in args.phases.split(",")}
@@ -399,7 +414,7 @@ def main() -> None:
         requests = {kind: bodies(images, kind) for kind in ("multipart", "png")}
         for index in range(args.rounds):
             measured: dict[str, Any] = {
-                "raw": measure_raw(model_path, args.seconds / 2, server_cpus)
+                "raw": measure_raw(model_path, args.seconds / 2, args.clients, server_cpus)
             }
             for name, (client, kind) in phases.items():
                 measured[name] = http_phase(

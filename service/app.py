@@ -33,6 +33,7 @@ from service.routes import (
     experiments,
     health,
     models,
+    predictions,
     reports,
     runs,
 )
@@ -94,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # models first: routes are matched in order, and its predict routes are the hot path
-    for module in (models, runs, experiments, reports, datasets, architectures, health, dashboard):
+    routers = (models, predictions, runs, experiments, reports, datasets, architectures, health)
+    for module in (*routers, dashboard):
         app.include_router(module.router)
     return app
 

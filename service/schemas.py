@@ -176,11 +176,28 @@ class EvaluationPublic(BaseModel):
     metrics: dict[str, Any] | None = Field(
         None, description="Everything: per-class metrics, the confusion matrix, …"
     )
+    predictions_count: int | None = Field(
+        None,
+        description="Images whose predictions are stored (GET …/predictions); None: none kept",
+    )
     worker_host: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+
+
+class BatchPredictionCreate(BaseModel):
+    """Predict every image of a split with a model version; kept as an evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(
+        None,
+        description="A registered dataset (name or id) with the model's classes; "
+        "default: the data the model's run trained on",
+    )
+    split: Literal["train", "val", "test"] = Field("test", description="Which of its splits")
 
 
 class EvaluationsPublic(BaseModel):

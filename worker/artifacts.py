@@ -152,6 +152,13 @@ class ArtifactStore:
             files.append(ArtifactFile(kind, uri, path if path.is_file() else None))
         return files
 
+    def predictions_uri(self, run_id: str, evaluation_id: str) -> str:
+        """Where an evaluation's predictions are kept: ``<run>/evaluations/<id>.npz``."""
+        name = f"evaluations/{_checked(evaluation_id)}.npz"
+        if self.remote:
+            return self._uri(run_id, name)
+        return str(self.workdir(run_id) / name)
+
     def discard_staging(self, run_id: str) -> None:
         """URL root: remove the local staging copy of a published run."""
         if self.remote:

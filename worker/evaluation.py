@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.records import EvaluationStatus, RecordNotFound, RunStatus, session_scope
 from core.records.repository import claim_evaluation, finish_evaluation, get_evaluation, get_run
 from core.settings import Settings
+from core.storage import write_bytes
 from worker.artifacts import ArtifactStore
 from worker.data import load_data
 from worker.runtime import describe_error, jsonable, worker_name
+
+if TYPE_CHECKING:
+    from core.data import ImageSet
+    from core.evaluation import Predictions
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,9 @@ def run_evaluation(
     if job is None:
         return "skipped"
     try:
-        metrics = _evaluate(job, settings)
+        metrics, predictions = _evaluate(job, settings)
+        uri = ArtifactStore.from_settings(settings).predictions_uri(job.run_id, evaluation_id)
+        write_bytes(uri, predictions.to_bytes())
     except Exception as exc:
         log.exception("evaluation %s: failed", evaluation_id)
         with session_scope(sessions) as session:
@@ -61,7 +69,12 @@ def run_evaluation(
         return "failed"
     with session_scope(sessions) as session:
         finish_evaluation(
-            session, evaluation_id, status=EvaluationStatus.SUCCEEDED, metrics=jsonable(metrics)
+            session,
+            evaluation_id,
+            status=EvaluationStatus.SUCCEEDED,
+            metrics=jsonable(metrics),
+            predictions_uri=uri,
+            predictions_count=len(predictions),
         )
     log.info(
         "evaluation %s: run %s on %s: accuracy %s",
@@ -94,9 +107,9 @@ def _claim(sessions: sessionmaker[Session], evaluation_id: str) -> _Job | None:
         )
 
 
-def _evaluate(job: _Job, settings: Settings) -> dict[str, Any]:
+def _evaluate(job: _Job, settings: Settings) -> tuple[dict[str, Any], Predictions]:
     from core.data import make_pipeline
-    from core.evaluation import evaluate_model
+    from core.evaluation import score_dataset
     from core.inference import Predictor
     from core.training import TrainConfig
     from core.training.trainer import prepare_splits
@@ -135,12 +148,31 @@ def _evaluate(job: _Job, settings: Settings) -> dict[str, Any]:
         image_shape=predictor.input_shape,
         augment="none",
     )
-    metrics = evaluate_model(
+    metrics, predictions = score_dataset(
         predictor.model,
         batches,
         class_names=predictor.class_names,
         multi_label=predictor.multi_label,
+        ids=image_ids(images, job.split, settings.data_dir),
     )
+    if len(predictions) != len(images):
+        # Files that failed to decode were skipped by the pipeline: names no longer line up.
+        positions = [f"{job.split}/{i}" for i in range(len(predictions))]
+        predictions = replace(predictions, ids=positions)
+        metrics["ids"] = f"positional: {len(images) - len(predictions)} images could not be read"
     metrics["split"] = job.split
     metrics["dataset"] = spec
-    return metrics
+    return metrics, predictions
+
+
+def image_ids(images: ImageSet, split: str, root: Path) -> list[str]:
+    """A name per image, in the split's order: its file under the data root, else its index."""
+    if images.paths is None:
+        return [f"{split}/{i}" for i in range(len(images))]
+    names = []
+    for i, path in enumerate(images.paths):
+        file = Path(path)
+        # Inside an archive or outside the root (never for registered data): keep the index.
+        inside = file.is_relative_to(root)
+        names.append(file.relative_to(root).as_posix() if inside else f"{split}/{i}")
+    return names

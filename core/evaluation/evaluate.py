@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.evaluation.metrics import classification_metrics, multilabel_metrics
+from core.evaluation.predictions import Predictions
 
 
 def make_forward(model: keras.Model, *, ten_crop: bool = False) -> Any:
@@ -76,33 +76,18 @@ def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, k), np.float32)
 
 
-def evaluate_model(
+def predict_dataset(
     model: keras.Model,
     dataset: tf.data.Dataset,
     *,
-    class_names: Sequence[str],
-    multi_label: bool = False,
     steps: int | None = None,
     ten_crop: bool = False,
-    threshold: float = 0.5,
-) -> dict[str, Any]:
-    """Score a model on a batched dataset of ``(images, labels)``.
-
-    Args:
-        model: a model from :func:`core.models.build_model` (pixels in [0, 255] in).
-        dataset: batches of images (B, H, W, C) and labels: class indices (B,) or (B, 1), or
-            one-hot (B, K) for single-label data, an indicator matrix (B, K) for multi-label data.
-        class_names: the K class names.
-        multi_label: score with :func:`multilabel_metrics` instead of
-            :func:`classification_metrics`.
-        steps: evaluate only the first ``steps`` batches.
-        ten_crop: average over ten crops (see :func:`make_forward`); images may then be larger
-            than the model's input.
-        threshold: the multi-label decision threshold.
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The model's outputs on a batched dataset of ``(images, labels)``, in the dataset's order.
 
     Returns:
-        The metrics, plus ``seconds`` (wall time of the pass, input pipeline included, tracing
-        excluded), ``images_per_second`` and ``ten_crop``.
+        ``(probabilities (N, K), labels as the dataset yields them, seconds)``: the wall time
+        of the pass, input pipeline included, tracing excluded.
     """
     forward = make_forward(model, ten_crop=ten_crop)
     h, w, c = _input_shape(model)
@@ -130,23 +115,77 @@ def evaluate_model(
     seconds = time.perf_counter() - start
     if not all_probs:
         raise ValueError("the dataset yielded no batches.")
+    return np.concatenate(all_probs), np.concatenate(all_labels), seconds
 
-    probs = np.concatenate(all_probs)
-    y = np.concatenate(all_labels)
-    if multi_label:
-        metrics = multilabel_metrics(y, probs, class_names, threshold=threshold)
-    else:
-        if y.ndim == 2 and y.shape[1] == 1:  # (B, 1) class indices
-            y = y[:, 0]
-        elif y.ndim == 2:  # one-hot (or smoothed) targets
-            y = y.argmax(axis=1)
-        metrics = classification_metrics(y.astype(np.int64), probs, class_names)
-    return {
+
+def evaluate_model(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    class_names: Sequence[str],
+    multi_label: bool = False,
+    steps: int | None = None,
+    ten_crop: bool = False,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Score a model on a batched dataset: :func:`score_dataset`'s metrics alone."""
+    metrics, _ = score_dataset(
+        model,
+        dataset,
+        class_names=class_names,
+        multi_label=multi_label,
+        steps=steps,
+        ten_crop=ten_crop,
+        threshold=threshold,
+    )
+    return metrics
+
+
+def score_dataset(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    class_names: Sequence[str],
+    multi_label: bool = False,
+    steps: int | None = None,
+    ten_crop: bool = False,
+    threshold: float = 0.5,
+    ids: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], Predictions]:
+    """Score a model on a batched dataset of ``(images, labels)``, keeping its predictions.
+
+    Args:
+        model: a model from :func:`core.models.build_model` (pixels in [0, 255] in).
+        dataset: batches of images (B, H, W, C) and labels: class indices (B,) or (B, 1), or
+            one-hot (B, K) for single-label data, an indicator matrix (B, K) for multi-label data.
+        class_names: the K class names.
+        multi_label: score with :func:`multilabel_metrics` instead of
+            :func:`classification_metrics`.
+        steps: evaluate only the first ``steps`` batches.
+        ten_crop: average over ten crops (see :func:`make_forward`); images may then be larger
+            than the model's input.
+        threshold: the multi-label decision threshold.
+        ids: one name per image of the dataset, in its order (default: ``"0"``, ``"1"``, …).
+
+    Returns:
+        The metrics, plus ``seconds`` (wall time of the pass, input pipeline included, tracing
+        excluded), ``images_per_second`` and ``ten_crop``; and the predictions they were
+        computed from (:meth:`Predictions.score` gives the same metrics again).
+    """
+    probs, labels, seconds = predict_dataset(model, dataset, steps=steps, ten_crop=ten_crop)
+    n = len(probs)
+    names = [str(i) for i in range(n)] if ids is None else list(ids)[:n]
+    predictions = Predictions.from_outputs(
+        probs, labels, class_names, multi_label=multi_label, ids=names
+    )
+    metrics = predictions.score(threshold=threshold)
+    summary = {
         **metrics,
         "seconds": seconds,
-        "images_per_second": len(probs) / seconds if seconds > 0 else None,
+        "images_per_second": n / seconds if seconds > 0 else None,
         "ten_crop": ten_crop,
     }
+    return summary, predictions
 
 
 def _input_shape(model: keras.Model) -> tuple[int, int, int]:

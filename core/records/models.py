@@ -290,6 +290,10 @@ class Evaluation(Base):
     loss: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
     images_per_second: Mapped[float | None] = mapped_column(Float)
+    # The model's output on every image (core.evaluation.Predictions), written by the worker:
+    # any metric can be recomputed from it without the model.
+    predictions_uri: Mapped[str | None] = mapped_column(Text)
+    predictions_count: Mapped[int | None] = mapped_column(Integer)
     worker_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -661,6 +661,8 @@ def finish_evaluation(
     status: EvaluationStatus | str,
     metrics: Mapping[str, Any] | None = None,
     error: str | None = None,
+    predictions_uri: str | None = None,
+    predictions_count: int | None = None,
 ) -> bool:
     """End a running evaluation (conditional UPDATE from ``running``).
 
@@ -672,6 +674,8 @@ def finish_evaluation(
             macro precision/recall/F1, loss, seconds and images per second also fill the
             columns of the same names.
         error: What went wrong, for ``failed``.
+        predictions_uri: Where the worker stored the predictions the metrics came from.
+        predictions_count: How many images they cover.
 
     Returns:
         ``False`` if the evaluation was not running: nothing changed.
@@ -683,7 +687,13 @@ def finish_evaluation(
     status = EvaluationStatus(status)
     if status not in (EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED):
         raise ValueError(f"Cannot finish an evaluation as {status.value!r}")
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": utcnow(),
+        "error": error,
+        "predictions_uri": predictions_uri,
+        "predictions_count": predictions_count,
+    }
     if metrics is not None:
         values["metrics"] = dict(metrics)
         for column, keys in _EVALUATION_COLUMNS.items():

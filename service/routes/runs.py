@@ -191,7 +191,7 @@ def create_evaluation(
         evaluation = records.create_evaluation(
             session, run_id=run_id, split=body.split, dataset=source
         )
-    _send_evaluation(session, queue, evaluation.id)
+    send_evaluation(session, queue, evaluation.id)
     return EvaluationPublic.model_validate(evaluation)
 
 
@@ -276,7 +276,7 @@ def validated_config(session: Session, body: RunCreate) -> tuple[TrainConfig, st
     return config, dataset_id
 
 
-def _send_evaluation(session: Session, queue: TaskQueue, evaluation_id: str) -> None:
+def send_evaluation(session: Session, queue: TaskQueue, evaluation_id: str) -> None:
     try:
         queue.enqueue_evaluation(evaluation_id)
     except EnqueueError as exc:

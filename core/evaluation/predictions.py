@@ -1,0 +1,202 @@
+"""Stored predictions: what a model said about every image of a split, kept so that any metric
+can be recomputed later (another threshold, another top-k, a subset) without the model.
+
+A predictions file is a NumPy ``.npz`` archive written with ``allow_pickle=False`` (plain arrays
+only: loading one never runs code) holding
+
+- ``probabilities``: (N, K) float32, the model's outputs (softmax or sigmoid);
+- ``labels``: (N,) int64 class indices, or (N, K) uint8 indicators for multi-label data;
+- ``class_names``: (K,) unicode;
+- ``multi_label``: a 0-d bool;
+- ``ids``: (N,) unicode, one per image, in the order of the split: the file's path relative to
+  the data root where images are files, else ``<split>/<index>``.
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from core.evaluation.metrics import classification_metrics, multilabel_metrics
+
+FORMAT_VERSION = 1
+_KEYS = ("probabilities", "labels", "class_names", "multi_label", "ids", "format")
+
+
+class PredictionsError(ValueError):
+    """A predictions file is not one this module wrote, or is inconsistent."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One model's outputs on one split, with the true labels and an id per image."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    multi_label: bool
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        probs, labels = self.probabilities, self.labels
+        if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
+            raise PredictionsError(
+                f"probabilities must be (N, {len(self.class_names)}); got {probs.shape}"
+            )
+        n = probs.shape[0]
+        expected = (n, probs.shape[1]) if self.multi_label else (n,)
+        if labels.shape != expected:
+            raise PredictionsError(f"labels must have shape {expected}; got {labels.shape}")
+        if len(self.ids) != n:
+            raise PredictionsError(f"{len(self.ids)} ids for {n} predictions")
+
+    def __len__(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @classmethod
+    def from_outputs(
+        cls,
+        probabilities: np.ndarray,
+        labels: np.ndarray,
+        class_names: Sequence[str],
+        *,
+        multi_label: bool,
+        ids: Sequence[str],
+    ) -> Predictions:
+        """From a forward pass: labels as a pipeline yields them (indices, (N, 1) or one-hot)."""
+        y = np.asarray(labels)
+        if multi_label:
+            y = (y > 0.5).astype(np.uint8)
+        elif y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0].astype(np.int64)
+        elif y.ndim == 2:  # one-hot (or smoothed) targets
+            y = y.argmax(axis=1).astype(np.int64)
+        else:
+            y = y.astype(np.int64)
+        return cls(
+            probabilities=np.asarray(probabilities, np.float32),
+            labels=y,
+            class_names=list(class_names),
+            multi_label=multi_label,
+            ids=list(ids),
+        )
+
+    def score(self, *, threshold: float = 0.5) -> dict[str, Any]:
+        """The evaluation's metrics, recomputed (``threshold`` applies to multi-label data)."""
+        if self.multi_label:
+            return multilabel_metrics(
+                self.labels, self.probabilities, self.class_names, threshold=threshold
+            )
+        return classification_metrics(self.labels, self.probabilities, self.class_names)
+
+    def save(self, target: str | Path | IO[bytes]) -> None:
+        """Write the ``.npz`` archive (to a path or a binary file object)."""
+        np.savez_compressed(
+            target,
+            probabilities=self.probabilities,
+            labels=self.labels,
+            class_names=np.asarray(self.class_names, dtype=np.str_),
+            multi_label=np.asarray(self.multi_label),
+            ids=np.asarray(self.ids, dtype=np.str_),
+            format=np.asarray(FORMAT_VERSION),
+        )
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def load(cls, source: str | Path | IO[bytes]) -> Predictions:
+        """Read an archive written by :meth:`save`.
+
+        Raises:
+            PredictionsError: not such an archive, or inconsistent arrays.
+        """
+        try:
+            with np.load(source, allow_pickle=False) as archive:
+                missing = [key for key in _KEYS if key not in archive.files]
+                if missing:
+                    raise PredictionsError(f"not a predictions file: no {', '.join(missing)}")
+                if int(archive["format"]) != FORMAT_VERSION:
+                    raise PredictionsError(f"unknown predictions format {archive['format']}")
+                return cls(
+                    probabilities=archive["probabilities"].astype(np.float32, copy=False),
+                    labels=archive["labels"],
+                    class_names=[str(name) for name in archive["class_names"]],
+                    multi_label=bool(archive["multi_label"]),
+                    ids=[str(i) for i in archive["ids"]],
+                )
+        except PredictionsError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise PredictionsError(f"not a predictions file: {exc}") from exc
+
+    def rows(
+        self, *, top_k: int = 1, threshold: float = 0.5, start: int = 0, stop: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """One JSON-able row per image of ``[start, stop)``: id, true label(s), predicted
+        label(s) with scores.
+
+        Single-label rows give the ``top_k`` classes; multi-label rows every class whose score
+        is at least ``threshold``.
+        """
+        names = self.class_names
+        for i in range(max(0, start), min(len(self), len(self) if stop is None else stop)):
+            p = self.probabilities[i]
+            if self.multi_label:
+                truth: Any = [names[j] for j in np.flatnonzero(self.labels[i])]
+                picked = [j for j in np.argsort(-p, kind="stable") if p[j] >= threshold]
+            else:
+                truth = names[int(self.labels[i])]
+                picked = list(np.argsort(-p, kind="stable")[:top_k])
+            yield {
+                "index": i,
+                "id": self.ids[i],
+                "label": truth,
+                "predictions": [{"label": names[j], "score": float(p[j])} for j in picked],
+            }
+
+    def csv_lines(self) -> Iterator[str]:
+        """CSV text, a line at a time: ``index,id,label,predicted,score,p_<class>...``.
+
+        Multi-label labels are joined with ``|``; ``predicted`` is the top class.
+        """
+        header = ["index", "id", "label", "predicted", "score"]
+        header += [f"p_{name}" for name in self.class_names]
+        yield ",".join(_csv_field(h) for h in header) + "\n"
+        names = self.class_names
+        for i in range(len(self)):
+            p = self.probabilities[i]
+            top = int(p.argmax())
+            if self.multi_label:
+                truth = "|".join(names[j] for j in np.flatnonzero(self.labels[i]))
+            else:
+                truth = names[int(self.labels[i])]
+            fields = [str(i), self.ids[i], truth, names[top], f"{p[top]:.6g}"]
+            fields += [f"{value:.6g}" for value in p]
+            yield ",".join(_csv_field(f) for f in fields) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    # A field a spreadsheet would take for a formula is prefixed with ', as OWASP advises.
+    if text[:1] in ("=", "+", "-", "@") and not _is_number(text):
+        text = "'" + text
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

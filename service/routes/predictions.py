@@ -1,0 +1,293 @@
+"""Batch predictions, and the predictions every evaluation keeps.
+
+- ``POST /v1/models/{name}[/versions/{version}]/batch-predictions`` ``{"dataset", "split"}``:
+  a worker predicts every image of a split of a registered dataset (default: the run's own
+  data) with that model version. It is an evaluation of the version's run: it is followed, and
+  its metrics read, at ``/v1/runs/{run_id}/evaluations/{id}`` (the ``Location`` header).
+- ``GET /v1/runs/{run_id}/evaluations/{id}/predictions``: what the model said about each image
+  — a page of JSON rows, the whole split as CSV, or the ``.npz`` archive of
+  :class:`core.evaluation.Predictions` (probabilities, labels, class names, image ids).
+- ``POST /v1/runs/{run_id}/evaluations/{id}/rescore`` ``{"threshold"}``: the evaluation's
+  metrics recomputed from the stored predictions (another multi-label threshold), no model
+  and no worker needed.
+
+Batch predictions need the ``predict`` scope, reading and rescoring ``read``. Nothing here
+imports TensorFlow (predictions are numpy; a URL artifact root is read through core.storage).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from core.evaluation import Predictions, PredictionsError
+from core.records import ApiKey, EvaluationStatus, RecordNotFound, Run, RunStatus, Scope
+from core.records import repository as records
+from core.records.models import Evaluation
+from core.storage import read_bytes
+from service.data import not_found_dataset
+from service.deps import QueueDep, ReadKey, SessionDep, committed, require
+from service.errors import ApiError
+from service.inference.runtime import RUN_ID
+from service.records import find_dataset
+from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
+from service.routes.runs import send_evaluation
+from service.schemas import BatchPredictionCreate, EvaluationPublic
+
+router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
+
+PredictKey = Annotated[ApiKey, Depends(require(Scope.PREDICT))]
+_Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+MAX_TOP_K = 1000
+
+
+class PredictionScore(BaseModel):
+    label: str
+    score: float
+
+
+class PredictionRow(BaseModel):
+    index: int = Field(..., description="Position in the split")
+    id: str = Field(..., description="The image's file under the data root, or split/index")
+    label: str | list[str] = Field(..., description="The true label (multi-label: all of them)")
+    predictions: list[PredictionScore] = Field(
+        ..., description="Top-k labels (multi-label: every label at or over the threshold)"
+    )
+
+
+class PredictionsPage(BaseModel):
+    evaluation_id: str
+    run_id: str
+    count: int = Field(..., description="Images in the split")
+    class_names: list[str]
+    multi_label: bool
+    offset: int
+    limit: int
+    items: list[PredictionRow]
+
+
+class Rescore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Multi-label decision threshold")
+
+
+class RescorePublic(BaseModel):
+    evaluation_id: str
+    threshold: float
+    metrics: dict[str, Any]
+
+
+# --- batch predictions -----------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/models/{name}/batch-predictions",
+    status_code=202,
+    summary="Predict a whole dataset split with the newest version of a model (on a worker)",
+    responses=error_responses(404, 409, 503),
+)
+def batch_predict(
+    name: str,
+    body: BatchPredictionCreate,
+    response: Response,
+    session: SessionDep,
+    queue: QueueDep,
+    key: PredictKey,
+) -> EvaluationPublic:
+    return _queue(session, queue, response, _model_run(session, name, None), body)
+
+
+@router.post(
+    "/v1/models/{name}/versions/{version}/batch-predictions",
+    status_code=202,
+    summary="Predict a whole dataset split with one version of a model (on a worker)",
+    responses=error_responses(404, 409, 503),
+)
+def batch_predict_version(
+    name: str,
+    version: _Version,
+    body: BatchPredictionCreate,
+    response: Response,
+    session: SessionDep,
+    queue: QueueDep,
+    key: PredictKey,
+) -> EvaluationPublic:
+    return _queue(session, queue, response, _model_run(session, name, version), body)
+
+
+def _model_run(session: Session, name: str, version: int | None) -> Run:
+    """The run behind a model version (``name`` may also be a succeeded run's id)."""
+    try:
+        return records.get_model_version(session, name, version).run
+    except RecordNotFound:
+        run = session.get(Run, name) if version is None and RUN_ID.fullmatch(name) else None
+        if run is None:
+            raise
+        return run
+
+
+def _queue(
+    session: Session, queue: QueueDep, response: Response, run: Run, body: BatchPredictionCreate
+) -> EvaluationPublic:
+    if run.status != RunStatus.SUCCEEDED:
+        raise ApiError(409, f"Run {run.id} is {run.status.value}: it has no model to predict with")
+    source: str | None = None
+    if body.dataset is not None:
+        try:
+            row = find_dataset(session, body.dataset)
+        except RecordNotFound:
+            raise not_found_dataset("body.dataset", body.dataset) from None
+        source = f"{row.kind}:{row.location}"
+    with committed(session):
+        evaluation = records.create_evaluation(
+            session, run_id=run.id, split=body.split, dataset=source
+        )
+    send_evaluation(session, queue, evaluation.id)
+    response.headers["Location"] = f"/v1/runs/{run.id}/evaluations/{evaluation.id}"
+    return EvaluationPublic.model_validate(evaluation)
+
+
+# --- stored predictions ----------------------------------------------------------------------
+
+_BASE = "/v1/runs/{run_id}/evaluations/{evaluation_id}"
+
+
+@router.get(
+    f"{_BASE}/predictions",
+    tags=["runs"],
+    summary="An evaluation's predictions: JSON pages, the whole split as CSV, or the .npz",
+    responses={
+        **error_responses(404, 409),
+        200: {
+            "content": {
+                "application/json": {"schema": PredictionsPage.model_json_schema()},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+    response_model=None,
+)
+def get_predictions(
+    run_id: str,
+    evaluation_id: str,
+    session: SessionDep,
+    key: ReadKey,
+    format: Annotated[
+        Literal["json", "csv", "npz"], Query(description="json: a page of rows")
+    ] = "json",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="json: rows per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="json: rows to skip")] = 0,
+    top_k: Annotated[
+        int, Query(ge=1, le=MAX_TOP_K, description="json, single-label: labels per image")
+    ] = 5,
+    threshold: Annotated[
+        float, Query(ge=0.0, le=1.0, description="json, multi-label: the cut")
+    ] = 0.5,
+) -> Response:
+    evaluation = _succeeded(session, run_id, evaluation_id)
+    data = _read(evaluation)
+    filename = f"predictions-{evaluation_id}"
+    if format == "npz":
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.npz"'},
+        )
+    predictions = _load(data, evaluation_id)
+    if format == "csv":
+        return StreamingResponse(
+            _chunks(predictions.csv_lines()),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        )
+    k = min(top_k, len(predictions.class_names))
+    page = predictions.rows(top_k=k, threshold=threshold, start=offset, stop=offset + limit)
+    body = PredictionsPage(
+        evaluation_id=evaluation_id,
+        run_id=run_id,
+        count=len(predictions),
+        class_names=predictions.class_names,
+        multi_label=predictions.multi_label,
+        offset=offset,
+        limit=limit,
+        items=[PredictionRow.model_validate(row) for row in page],
+    )
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    f"{_BASE}/rescore",
+    tags=["runs"],
+    summary="Recompute an evaluation's metrics from its stored predictions",
+    responses=error_responses(404, 409),
+)
+def rescore(
+    run_id: str, evaluation_id: str, body: Rescore, session: SessionDep, key: ReadKey
+) -> RescorePublic:
+    evaluation = _succeeded(session, run_id, evaluation_id)
+    predictions = _load(_read(evaluation), evaluation_id)
+    return RescorePublic(
+        evaluation_id=evaluation_id,
+        threshold=body.threshold,
+        metrics=predictions.score(threshold=body.threshold),
+    )
+
+
+def _succeeded(session: Session, run_id: str, evaluation_id: str) -> Evaluation:
+    evaluation = records.get_evaluation(session, evaluation_id)
+    if evaluation.run_id != run_id:
+        raise RecordNotFound("Evaluation", evaluation_id)
+    if evaluation.status != EvaluationStatus.SUCCEEDED:
+        raise ApiError(
+            409,
+            f"Evaluation {evaluation_id} is {evaluation.status.value}: "
+            "predictions exist once it has succeeded",
+        )
+    if evaluation.predictions_uri is None:
+        raise ApiError(
+            404,
+            f"Evaluation {evaluation_id} kept no predictions (it ran before evaluations kept "
+            "them); queue a new evaluation",
+        )
+    return evaluation
+
+
+def _read(evaluation: Evaluation) -> bytes:
+    assert evaluation.predictions_uri is not None  # checked by _succeeded
+    try:
+        return read_bytes(evaluation.predictions_uri)
+    except FileNotFoundError:
+        raise ApiError(
+            404,
+            f"The predictions of evaluation {evaluation.id} are gone from the artifact store",
+        ) from None
+
+
+def _load(data: bytes, evaluation_id: str) -> Predictions:
+    try:
+        return Predictions.load(io.BytesIO(data))
+    except PredictionsError as exc:
+        raise ApiError(
+            409, f"The predictions of evaluation {evaluation_id} cannot be read: {exc}"
+        ) from None
+
+
+def _chunks(lines: Iterator[str], size: int = 1 << 16) -> Iterator[bytes]:
+    buffer: list[str] = []
+    held = 0
+    for line in lines:
+        buffer.append(line)
+        held += len(line)
+        if held >= size:
+            yield "".join(buffer).encode()
+            buffer, held = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
