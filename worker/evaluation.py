@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -153,7 +152,7 @@ def _evaluate(job: _Job, settings: Settings) -> tuple[dict[str, Any], Prediction
         batches,
         class_names=predictor.class_names,
         multi_label=predictor.multi_label,
-        ids=image_ids(images, job.split, settings.data_dir),
+        ids=image_ids(images, job.split),
     )
     if len(predictions) != len(images):
         # Files that failed to decode were skipped by the pipeline: names no longer line up.
@@ -165,14 +164,8 @@ def _evaluate(job: _Job, settings: Settings) -> tuple[dict[str, Any], Prediction
     return metrics, predictions
 
 
-def image_ids(images: ImageSet, split: str, root: Path) -> list[str]:
-    """A name per image, in the split's order: its file under the data root, else its index."""
-    if images.paths is None:
-        return [f"{split}/{i}" for i in range(len(images))]
-    names = []
-    for i, path in enumerate(images.paths):
-        file = Path(path)
-        # Inside an archive or outside the root (never for registered data): keep the index.
-        inside = file.is_relative_to(root)
-        names.append(file.relative_to(root).as_posix() if inside else f"{split}/{i}")
-    return names
+def image_ids(images: ImageSet, split: str) -> list[str]:
+    """A name per image, in the split's order: its file in the dataset, else its position."""
+    if images.names is not None:
+        return list(images.names)
+    return [f"{split}/{i}" for i in range(len(images))]

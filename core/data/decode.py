@@ -115,6 +115,7 @@ def load_files(
                 labels=labels[keep],
                 images=np.stack(arrays),
                 image_shape=next(iter(shapes)),
+                names=[names[i] for i in keep],
             )
         if not arrays:
             return ImageSet(
@@ -134,6 +135,7 @@ def load_files(
         labels=labels[keep],
         paths=good,
         image_shape=None,
+        names=[names[i] for i in keep],
     )
 
 

@@ -35,6 +35,9 @@ class ImageSet:
     # TFRecord only: stored label minus this is the class index (1 for the ImageNet build
     # scripts, which keep 0 for "background").
     label_offset: int = 0
+    # Sources of files: each image's file relative to the dataset's root, so stored predictions
+    # can say which image each one is.
+    names: list[str] | None = None
 
     def __post_init__(self) -> None:
         held = sum(x is not None for x in (self.images, self.paths, self.tfrecords))
@@ -43,6 +46,8 @@ class ImageSet:
         n = self._stored_len()
         if len(self.labels) and len(self.labels) != n:
             raise ValueError(f"{len(self.labels)} labels for {n} images")
+        if self.names is not None and len(self.names) != n:
+            raise ValueError(f"{len(self.names)} names for {n} images")
 
     def _stored_len(self) -> int:
         if self.images is not None:
@@ -85,6 +90,7 @@ class ImageSet:
             labels=self.labels[idx],
             images=None if self.images is None else self.images[idx],
             paths=None if self.paths is None else [self.paths[i] for i in idx],
+            names=None if self.names is None else [self.names[i] for i in idx],
             size=None,
         )
 

@@ -17,6 +17,7 @@ Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,7 @@ class Predictions:
                 )
         except PredictionsError:
             raise
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise PredictionsError(f"not a predictions file: {exc}") from exc
 
     def rows(

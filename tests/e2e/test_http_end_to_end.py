@@ -6,12 +6,14 @@ each started with its docker-compose command) and once on the embedded default (
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 
 import httpx
 import pytest
 
+from core.evaluation import Predictions
 from tests.e2e.stacks import Stack, embedded_stack, production_stack, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -87,6 +89,52 @@ def train_and_evaluate(stack: Stack) -> None:
         assert len(matrix) == 3 and sum(map(sum, matrix)) == metrics["n"] == 36
         # Colours are easy: three epochs learn them.
         assert metrics["accuracy"] > 0.6, metrics
+        batch_predict(api, stack, run["id"])
+
+
+def wait_evaluation(api: httpx.Client, path: str, stack: Stack) -> dict:
+    deadline = time.monotonic() + 120
+    while (ev := api.get(path).json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, ev
+        time.sleep(0.3)
+    assert ev["status"] == "succeeded", (ev, stack.log_tail())
+    return ev
+
+
+def batch_predict(api: httpx.Client, stack: Stack, run_id: str) -> None:
+    """Promote the run, predict the whole registered folder with it on the worker, and get
+    every metric back from the stored predictions alone."""
+    assert api.post("/v1/models", json={"run_id": run_id, "name": "colours"}).status_code == 201
+    queued = api.post(
+        "/v1/models/colours/versions/1/batch-predictions",
+        json={"dataset": "colours", "split": "train"},
+    )
+    assert queued.status_code == 202, queued.text
+    job = wait_evaluation(api, queued.headers["location"], stack)
+    assert job["predictions_count"] == job["metrics"]["n"] == 180  # the whole folder
+    path = f"{queued.headers['location']}/predictions"
+
+    kept = Predictions.load(io.BytesIO(api.get(path, params={"format": "npz"}).content))
+    assert kept.class_names == ["class_0", "class_1", "class_2"]
+    # Each id is the image's file in the dataset, lined up with its true label.
+    assert sorted(kept.ids) == sorted(
+        f"{p.parent.name}/{p.name}" for p in (stack.data_root / "colours").rglob("*.png")
+    )
+    assert all(
+        i.split("/")[0] == kept.class_names[y] for i, y in zip(kept.ids, kept.labels, strict=True)
+    )
+    recomputed = kept.score()
+    assert recomputed == {k: job["metrics"][k] for k in recomputed}
+    rescored = api.post(f"{queued.headers['location']}/rescore", json={}).json()
+    assert rescored["metrics"] == recomputed
+
+    page = api.get(path, params={"limit": 3, "offset": 10, "top_k": 1}).json()
+    assert [row["id"] for row in page["items"]] == kept.ids[10:13]
+    for row in page["items"]:
+        top = kept.class_names[int(kept.probabilities[row["index"]].argmax())]
+        assert row["predictions"][0]["label"] == top
+    lines = api.get(path, params={"format": "csv"}).text.splitlines()
+    assert len(lines) == 181
 
 
 def test_production_stack_trains_and_evaluates_over_http(postgres_server, redis_server, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from core.evaluation import Predictions
 from core.records import EvaluationStatus, Run, RunStatus, session_scope
 from core.records.repository import create_run, request_cancel
 from tests.worker.harness import Stack, embedded_stack_context, tiny_config, wait_for
@@ -127,6 +128,12 @@ def test_run_goes_queued_running_succeeded_then_evaluates(redis_stack: Stack) ->
         assert getattr(evaluation, column) is not None
     assert len(evaluation.metrics["confusion_matrix"]) == 3
     assert sum(map(sum, evaluation.metrics["confusion_matrix"])) == 64  # a quarter of 256
+    # The predictions it kept give every metric back, without the model.
+    assert evaluation.predictions_count == 64 and evaluation.predictions_uri
+    kept = Predictions.load(evaluation.predictions_uri)
+    assert kept.ids == [f"val/{i}" for i in range(64)]  # in-memory images: named by position
+    rescored = kept.score()
+    assert {k: evaluation.metrics[k] for k in rescored} == rescored
 
     missing = redis_stack.evaluate(run_id, "test")  # synthetic data has no test split
     failed = wait_for(
