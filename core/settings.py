@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a predict route trusts a key check or model lookup."
     )
     predict_decode_threads: int = Field(2, ge=1, le=64, description="Image-decoding threads.")
+    predict_compute_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="TensorFlow's intra-op threads in an API process (default: the usable "
+        "cores but one, at least one: the event loop keeps a core).",
+    )
     model_cache_bytes: int = Field(
         2 * 1024**3, ge=1, description="Weights of loaded models kept in memory (LRU beyond)."
     )

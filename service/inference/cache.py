@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,7 @@ class ModelCache:
         """Runs in the loader thread: the first call imports TensorFlow."""
         from core.inference import ModelLoadError, Predictor
 
+        limit_compute_threads(self.settings.predict_compute_threads)
         path = self._local_copy(ref)
         batch = self.settings.predict_max_batch_size
         try:
@@ -233,6 +235,37 @@ class ModelCache:
         self._models.clear()
         await asyncio.gather(*(m.batcher.close() for m in models), return_exceptions=True)
         self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def compute_threads(configured: int | None) -> int:
+    """The intra-op threads to use: ``configured``, else the usable cores but one (at least 1)."""
+    if configured is not None:
+        return configured
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def limit_compute_threads(configured: int | None) -> None:
+    """Give TensorFlow's kernels all cores but one, and run ops one at a time (inter-op 1).
+
+    With every core in TensorFlow's pool, its threads and the event loop take turns on the
+    same cores and both slow down: on 2 cores, one intra-op thread served 1.6x the images/s of
+    two (docs/benchmarks.md). Applied once, before TensorFlow starts; where it has already
+    started (another part of the process used it) the setting cannot change and is left.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    threads = compute_threads(configured)
+    try:
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            log.info("prediction: %d TensorFlow compute thread(s)", threads)
+    except RuntimeError:  # TensorFlow is already initialised in this process
+        log.info("prediction: TensorFlow already initialised; its thread pools are kept")
 
 
 def _weight_bytes(predictor: Predictor) -> int:
