@@ -74,11 +74,39 @@ def read_events(lines: Any) -> list[tuple[str, dict[str, Any], str | None]]:
     return events
 
 
-def first_line_sets(flag: threading.Event, lines: Any) -> Any:
-    """Pass lines through, setting ``flag`` once the first one arrived (the client is connected)."""
-    for line in lines:
-        flag.set()
-        yield line
+class Listener:
+    """Passes a stream's lines through, noting what the client has received so far: that it is
+    connected, and which epochs a progress event has judged. The fake worker below waits on
+    these instead of sleeping, so a slow machine cannot reorder what the test expects."""
+
+    def __init__(self) -> None:
+        self.connected = threading.Event()
+        self.judged: set[int] = set()
+        self._changed = threading.Condition()
+
+    def lines(self, lines: Any) -> Any:
+        name = None
+        for line in lines:
+            self.connected.set()
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name == "progress":
+                behind = json.loads(line[5:]).get("behind")
+                if behind:
+                    with self._changed:
+                        self.judged.add(behind["epoch"])
+                        self._changed.notify_all()
+            yield line
+
+    def wait_judged(self, epoch: int) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: epoch in self.judged, timeout=60)
+
+    def release(self) -> None:
+        self.connected.set()
+        with self._changed:
+            self.judged.update(range(100))
+            self._changed.notify_all()
 
 
 def test_events_stream_progress_and_epochs_until_the_run_ends(
@@ -99,22 +127,24 @@ def test_events_stream_progress_and_epochs_until_the_run_ends(
             },
         )
 
-    listening = threading.Event()
+    listener = Listener()
 
     def train() -> None:  # what a worker writes while the client listens
-        assert listening.wait(timeout=60)
-        time.sleep(0.2)
-        for n, (loss, acc) in enumerate([(1.02, 0.6), (1.4, 0.45)], 1):
+        try:
+            assert listener.connected.wait(timeout=60)
+            time.sleep(0.2)
+            for n, (loss, acc) in enumerate([(1.02, 0.6), (1.4, 0.45)], 1):
+                with session_scope(db) as session:
+                    records.record_epoch(session, run_id, epoch(n, loss, acc))
+                    records.update_progress(
+                        session,
+                        run_id,
+                        {"epoch": n + 1, "epochs": 3, "fraction": 0.0, "eta_seconds": 6.0 / n},
+                    )
+                listener.wait_judged(n)
+        finally:  # the stream ends with the run, whatever happened above
             with session_scope(db) as session:
-                records.record_epoch(session, run_id, epoch(n, loss, acc))
-                records.update_progress(
-                    session,
-                    run_id,
-                    {"epoch": n + 1, "epochs": 3, "fraction": 0.0, "eta_seconds": 6.0 / n},
-                )
-            time.sleep(0.4)
-        with session_scope(db) as session:
-            records.finish_run(session, run_id, status="failed", error="diverged")
+                records.finish_run(session, run_id, status="failed", error="diverged")
 
     worker = threading.Thread(target=train)
     worker.start()
@@ -124,9 +154,9 @@ def test_events_stream_progress_and_epochs_until_the_run_ends(
         ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            events = read_events(first_line_sets(listening, response.iter_lines()))
+            events = read_events(listener.lines(response.iter_lines()))
     finally:
-        listening.set()
+        listener.release()
         worker.join()
     names = [n for n, _, _ in events]
     assert names[0] == "progress" and names[-1] == "end"
