@@ -166,15 +166,15 @@ def test_log_in_and_filter_the_runs(page: Any, served: Served, shots: Path) -> N
     page.goto(served.url + "/dashboard/login")
     page.fill("#api-key", "rsk_wrong")
     page.click("#login-form button[type=submit]")
-    page.wait_for_function("document.querySelector('#login-error').textContent.length > 0")
+    page.wait_for_function("document.querySelector('#login-error')?.textContent.length > 0")
     assert "not valid" in page.inner_text("#login-error")
     log_in(page, served)
     page.wait_for_selector("#runs-table tbody tr")
     assert page.locator("#runs-table tbody tr").count() >= 3
     page.select_option("#filter-status", "queued")
     page.wait_for_function(
-        "[...document.querySelectorAll('#runs-table tbody tr')].every("
-        "r => r.textContent.includes('queued'))"
+        "(rows => rows.length > 0 && rows.every(r => r.textContent.includes('queued')))"
+        "([...document.querySelectorAll('#runs-table tbody tr')])"
     )
     assert waiting_id in page.locator("#runs-table tbody tr").first.get_attribute("data-id")
     assert "status=queued" in page.url
@@ -206,7 +206,7 @@ def test_a_running_runs_curves_grow_live(page: Any, served: Served, shots: Path)
         run_id = run.id
     log_in(page, served, f"/dashboard/runs/{run_id}")
     charts = page.locator("#live-charts")
-    page.wait_for_function("document.querySelector('#live-charts').dataset.epochs === '1'")
+    page.wait_for_function("document.querySelector('#live-charts')?.dataset.epochs === '1'")
     assert page.inner_text("#stat-eta") == "1 min 35 s"
     train_loss = charts.locator("svg[data-chart=Loss] g[data-series=train]")
     assert train_loss.get_attribute("data-points") == "1"
@@ -219,7 +219,7 @@ def test_a_running_runs_curves_grow_live(page: Any, served: Served, shots: Path)
             records.update_progress(
                 session, run_id, {"epoch": n + 1, "epochs": 4, "fraction": 0.0, "eta_seconds": 30.0}
             )
-        page.wait_for_function(f"document.querySelector('#live-charts').dataset.epochs === '{n}'")
+        page.wait_for_function(f"document.querySelector('#live-charts')?.dataset.epochs === '{n}'")
         assert train_loss.get_attribute("data-points") == str(n)
     page.wait_for_selector("#behind-flag")
     assert "behind the curve" in page.inner_text("#behind-flag")
@@ -231,8 +231,8 @@ def test_a_running_runs_curves_grow_live(page: Any, served: Served, shots: Path)
         records.finish_run(
             session, run_id, status="succeeded", metrics={"accuracy": 0.7, "f1_macro": 0.69}
         )
-    page.wait_for_function("document.querySelector('#run-status').textContent === 'succeeded'")
-    page.wait_for_function("document.querySelector('#live-charts').dataset.epochs === '4'")
+    page.wait_for_function("document.querySelector('#run-status')?.textContent === 'succeeded'")
+    page.wait_for_function("document.querySelector('#live-charts')?.dataset.epochs === '4'")
     page.wait_for_selector("#metrics .stat")
     assert "70.00 %" in page.inner_text("#metrics")
 
