@@ -674,10 +674,16 @@ def evaluate(
     json_out: Annotated[
         bool, typer.Option("--json", help="All metrics as JSON on stdout.")
     ] = False,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write every image's probabilities here (.npz); `resnet rescore` reads it."
+        ),
+    ] = None,
 ) -> None:
     """Score a trained model on a data split: accuracy, error, precision/recall/F1."""
     from core.data import load_dataset, make_pipeline
-    from core.evaluation import evaluate_model
+    from core.evaluation import score_dataset
 
     predictor = _load_predictor(model)
     try:
@@ -706,19 +712,55 @@ def evaluate(
     )
     target = err_console if json_out else console
     with target.status(f"evaluating on {len(images)} {split} images"):
-        metrics = evaluate_model(
+        metrics, predictions = score_dataset(
             predictor.model,
             ds,
             class_names=predictor.class_names,
             multi_label=predictor.multi_label,
+            ids=images.names,
         )
     metrics["split"] = split
+    if save_predictions is not None:
+        try:
+            predictions.save(save_predictions)
+        except OSError as exc:
+            _fail(f"--save-predictions {save_predictions}: {exc.strerror or exc}", EXIT_FAILED)
+        _warn(f"predictions of {len(predictions)} images written to {save_predictions}")
+    _show_metrics(f"{model} on {data} ({split})", metrics, json_out=json_out)
+
+
+@app.command()
+def rescore(
+    predictions: Annotated[
+        Path, typer.Argument(help="A predictions file (.npz) from evaluate or the service.")
+    ],
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Multi-label decision threshold.")
+    ] = 0.5,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="All metrics as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Recompute an evaluation's metrics from its stored predictions, without the model."""
+    from core.evaluation import Predictions, PredictionsError
+
+    if not predictions.is_file():
+        _fail(f"{predictions}: not found.")
+    try:
+        kept = Predictions.load(predictions)
+    except PredictionsError as exc:
+        _fail(f"{predictions}: {exc}")
+    metrics = kept.score(threshold=threshold)
+    if kept.multi_label:
+        metrics["threshold"] = threshold
+    _show_metrics(f"{predictions} ({len(kept)} images)", metrics, json_out=json_out)
+
+
+def _show_metrics(title: str, metrics: dict[str, Any], *, json_out: bool) -> None:
     if json_out:
         _echo_json(metrics)
         return
-    console.print(
-        f"{escape(str(model))} on {escape(data)} ({split}):", highlight=False, soft_wrap=True
-    )
+    console.print(f"{escape(title)}:", highlight=False, soft_wrap=True)
     console.print(metrics_table(metrics))
     per_class = metrics.get("per_class") or []
     if 0 < len(per_class) <= 20:

@@ -222,6 +222,27 @@ def test_evaluate_the_trained_model(trained, runner):
     assert "accuracy" in table.stdout and "class_2" in table.stdout
 
 
+def test_saved_predictions_give_the_metrics_back(trained, runner, tmp_path):
+    out, _ = trained
+    kept = tmp_path / "predictions.npz"
+    scored = invoke(runner, "evaluate", out, "--data", DATA, "--split", "train", "--json",
+                    "--save-predictions", kept)  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    assert "predictions of 256 images written" in scored.stderr
+    metrics = json.loads(scored.stdout)
+    again = invoke(runner, "rescore", kept, "--json")
+    assert again.exit_code == 0, again.output
+    recomputed = json.loads(again.stdout)
+    assert recomputed == {k: metrics[k] for k in recomputed}
+    assert "accuracy" in invoke(runner, "rescore", kept).stdout
+
+    assert invoke(runner, "rescore", tmp_path / "none.npz").exit_code == 2
+    (tmp_path / "bad.npz").write_text("text")
+    bad = invoke(runner, "rescore", tmp_path / "bad.npz")
+    assert bad.exit_code == 2 and "not a predictions file" in bad.stderr
+    assert invoke(runner, "rescore", kept, "--threshold", "2").exit_code == 2
+
+
 def test_evaluate_a_missing_split_or_model_exits_2(trained, runner, tmp_path):
     out, _ = trained
     result = invoke(runner, "evaluate", out, "--data", DATA)  # synthetic data has no test split
