@@ -180,6 +180,7 @@ class EvaluationPublic(BaseModel):
         None,
         description="Images whose predictions are stored (GET …/predictions); None: none kept",
     )
+    attempts: int = Field(0, description="Claims by a worker (more than 1: a worker died)")
     worker_host: str | None
     created_at: datetime
     started_at: datetime | None

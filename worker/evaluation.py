@@ -9,12 +9,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.records import EvaluationStatus, RecordNotFound, RunStatus, session_scope
-from core.records.repository import claim_evaluation, finish_evaluation, get_evaluation, get_run
+from core.records.repository import (
+    claim_evaluation,
+    evaluation_heartbeat,
+    finish_evaluation,
+    get_evaluation,
+    get_run,
+)
 from core.settings import Settings
 from core.storage import write_bytes
 from worker.artifacts import ArtifactStore
 from worker.data import load_data
-from worker.runtime import describe_error, jsonable, worker_name
+from worker.runtime import Heartbeat, describe_error, jsonable, worker_name
 
 if TYPE_CHECKING:
     from core.data import ImageSet
@@ -34,6 +40,7 @@ class _Job:
     split: str
     dataset: str | None  # None: the run's own data, split as the run split it
     run_config: dict[str, Any]
+    attempt: int
 
 
 def run_evaluation(
@@ -42,7 +49,9 @@ def run_evaluation(
     """Handle one delivery of ``worker.evaluate_run``.
 
     Claims the evaluation (a conditional UPDATE: a second delivery does nothing), loads the
-    run's ``model.keras`` in safe mode, scores it on the split and records every metric.
+    run's ``model.keras`` in safe mode, scores it on the split, stores the predictions beside
+    the run's files and records every metric. A heartbeat thread keeps the evaluation alive;
+    if this worker dies, the sweeper queues the evaluation again (``worker.sweeper``).
 
     The split of the run's own data is the one training used: ``val`` is the validation set
     the run's config carved out of the training images (``validation``), ``train`` the rest,
@@ -55,26 +64,40 @@ def run_evaluation(
     job = _claim(sessions, evaluation_id)
     if job is None:
         return "skipped"
+    heartbeat = Heartbeat(
+        lambda: _beat(sessions, evaluation_id, job.attempt),
+        interval_s=settings.heartbeat_seconds,
+        name=f"heartbeat-{evaluation_id}",
+    )
     try:
-        metrics, predictions = _evaluate(job, settings)
-        uri = ArtifactStore.from_settings(settings).predictions_uri(job.run_id, evaluation_id)
-        write_bytes(uri, predictions.to_bytes())
+        with heartbeat:
+            metrics, predictions = _evaluate(job, settings)
+            uri = ArtifactStore.from_settings(settings).predictions_uri(job.run_id, evaluation_id)
+            write_bytes(uri, predictions.to_bytes())
     except Exception as exc:
         log.exception("evaluation %s: failed", evaluation_id)
         with session_scope(sessions) as session:
             finish_evaluation(
-                session, evaluation_id, status=EvaluationStatus.FAILED, error=describe_error(exc)
+                session,
+                evaluation_id,
+                status=EvaluationStatus.FAILED,
+                error=describe_error(exc),
+                attempt=job.attempt,
             )
         return "failed"
     with session_scope(sessions) as session:
-        finish_evaluation(
+        finished = finish_evaluation(
             session,
             evaluation_id,
             status=EvaluationStatus.SUCCEEDED,
             metrics=jsonable(metrics),
             predictions_uri=uri,
             predictions_count=len(predictions),
+            attempt=job.attempt,
         )
+    if not finished:  # reclaimed while this worker stalled: the newer attempt records it
+        log.warning("evaluation %s: attempt %d no longer holds it", evaluation_id, job.attempt)
+        return "skipped"
     log.info(
         "evaluation %s: run %s on %s: accuracy %s",
         evaluation_id,
@@ -88,7 +111,8 @@ def run_evaluation(
 def _claim(sessions: sessionmaker[Session], evaluation_id: str) -> _Job | None:
     with session_scope(sessions) as session:
         try:
-            if not claim_evaluation(session, evaluation_id, worker_host=worker_name()):
+            attempt = claim_evaluation(session, evaluation_id, worker_host=worker_name())
+            if attempt is None:
                 log.info("evaluation %s: not queued any more; nothing to do", evaluation_id)
                 return None
         except RecordNotFound:
@@ -103,7 +127,14 @@ def _claim(sessions: sessionmaker[Session], evaluation_id: str) -> _Job | None:
             split=evaluation.split,
             dataset=evaluation.dataset,
             run_config=dict(run.config),
+            attempt=attempt,
         )
+
+
+def _beat(sessions: sessionmaker[Session], evaluation_id: str, attempt: int) -> None:
+    with session_scope(sessions) as session:
+        if not evaluation_heartbeat(session, evaluation_id, attempt=attempt):
+            log.warning("evaluation %s: attempt %d no longer holds it", evaluation_id, attempt)
 
 
 def _evaluate(job: _Job, settings: Settings) -> tuple[dict[str, Any], Predictions]:

@@ -1,4 +1,4 @@
-"""Notice runs whose worker died and queue them again.
+"""Notice runs and evaluations whose worker died and queue them again.
 
 A worker killed mid-run (``kill -9``, the OOM killer, a lost host) leaves its run ``running``
 with a heartbeat that stops. The broker does not bring the message back soon: Redis holds it
@@ -10,6 +10,9 @@ run whose heartbeat is older than ``stale_after_seconds``, ``reclaim_stale_run``
 queued again, failed after ``max_attempts``, or cancelled if a cancel was pending — and a
 requeued run's task is sent again, after the commit. Sweepers on several workers may race: the
 reclaim is one conditional UPDATE, so one of them wins and sends.
+
+Evaluations (batch predictions among them) beat too, and are swept the same way: queued
+again, or failed after ``max_attempts``.
 
 Why a thread and not ``celery beat`` (``-B``): a sweep task would wait in the queue behind the
 very training jobs that keep every worker busy, and every ``-B`` worker would run its own beat.
@@ -26,7 +29,13 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.records import session_scope
-from core.records.repository import ReclaimOutcome, reclaim_stale_run, stale_run_ids
+from core.records.repository import (
+    ReclaimOutcome,
+    reclaim_stale_evaluation,
+    reclaim_stale_run,
+    stale_evaluation_ids,
+    stale_run_ids,
+)
 from worker.runtime import describe_error
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,31 @@ def requeue_stale_runs(
         if outcome is ReclaimOutcome.REQUEUED:
             # Committed above: the worker that takes it sees it queued.
             send(run_id)
+    return outcomes
+
+
+def requeue_stale_evaluations(
+    sessions: sessionmaker[Session],
+    *,
+    stale_after_s: float,
+    max_attempts: int,
+    send: Callable[[str], object],
+) -> dict[str, ReclaimOutcome]:
+    """Reclaim every evaluation whose heartbeat is stale; ``send`` the task of requeued ones."""
+    with session_scope(sessions) as session:
+        evaluation_ids = stale_evaluation_ids(session, stale_after_s=stale_after_s)
+    outcomes: dict[str, ReclaimOutcome] = {}
+    for evaluation_id in evaluation_ids:
+        with session_scope(sessions) as session:
+            outcome = reclaim_stale_evaluation(
+                session, evaluation_id, stale_after_s=stale_after_s, max_attempts=max_attempts
+            )
+        outcomes[evaluation_id] = outcome
+        if outcome is ReclaimOutcome.NOT_STALE:
+            continue
+        log.warning("evaluation %s: its worker stopped beating: %s", evaluation_id, outcome.value)
+        if outcome is ReclaimOutcome.REQUEUED:
+            send(evaluation_id)
     return outcomes
 
 

@@ -12,7 +12,8 @@ Tasks are acknowledged late and the pool process is expected to die sometimes (O
 in native code): a message redelivered after that finds its run still ``running`` with a
 fresh heartbeat and does nothing; the sweeper queues the run again once the heartbeat is
 stale, and the new attempt resumes from the last checkpoint. A run that kills its worker every
-time ends ``failed`` after ``max_attempts`` claims.
+time ends ``failed`` after ``max_attempts`` claims. Evaluations beat and are swept the same
+way (an evaluation starts over: it has no checkpoint).
 
 Only the pool process that runs a task imports TensorFlow (on its first task).
 """
@@ -30,7 +31,7 @@ from core.settings import get_settings
 from worker.celery_app import app
 from worker.evaluation import run_evaluation
 from worker.runtime import sessions
-from worker.sweeper import Sweeper
+from worker.sweeper import Sweeper, requeue_stale_evaluations
 from worker.sweeper import requeue_stale_runs as _requeue_stale_runs
 from worker.training import run_training
 
@@ -65,13 +66,21 @@ def send_train(run_id: str) -> None:
     app.send_task(TRAIN_TASK, kwargs={"run_id": run_id})
 
 
+def send_evaluate(evaluation_id: str) -> None:
+    """Enqueue ``worker.evaluate_run`` for an evaluation (already committed as queued)."""
+    app.send_task(EVALUATE_TASK, kwargs={"evaluation_id": evaluation_id})
+
+
 def sweep() -> list[str]:
-    """One sweep: the ids of the runs queued again."""
+    """One sweep: the ids of the runs and evaluations queued again."""
     settings = get_settings()
-    outcomes = _requeue_stale_runs(
-        sessions(settings.db_url), stale_after_s=settings.stale_after_seconds, send=send_train
+    db = sessions(settings.db_url)
+    stale_after_s = settings.stale_after_seconds
+    outcomes = _requeue_stale_runs(db, stale_after_s=stale_after_s, send=send_train)
+    outcomes |= requeue_stale_evaluations(
+        db, stale_after_s=stale_after_s, max_attempts=settings.max_attempts, send=send_evaluate
     )
-    return [run_id for run_id, outcome in outcomes.items() if outcome == "requeued"]
+    return [record_id for record_id, outcome in outcomes.items() if outcome == "requeued"]
 
 
 @app.task(name=SWEEP_TASK)

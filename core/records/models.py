@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -294,6 +295,9 @@ class Evaluation(Base):
     # any metric can be recomputed from it without the model.
     predictions_uri: Mapped[str | None] = mapped_column(Text)
     predictions_count: Mapped[int | None] = mapped_column(Integer)
+    # As for runs: a worker that dies mid-evaluation stops beating, and the sweeper requeues it.
+    heartbeat_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -82,6 +82,7 @@ __all__ = [
     "create_evaluation",
     "create_run",
     "delete_run",
+    "evaluation_heartbeat",
     "finish_evaluation",
     "finish_run",
     "get_evaluation",
@@ -92,11 +93,13 @@ __all__ = [
     "list_epochs",
     "list_evaluations",
     "list_runs",
+    "reclaim_stale_evaluation",
     "reclaim_stale_run",
     "record_epoch",
     "register_dataset",
     "request_cancel",
     "revoke_api_key",
+    "stale_evaluation_ids",
     "stale_run_ids",
     "update_progress",
 ]
@@ -624,21 +627,109 @@ def list_evaluations(session: Session, run_id: str) -> list[Evaluation]:
     )
 
 
-def claim_evaluation(session: Session, evaluation_id: str, *, worker_host: str) -> bool:
-    """Take a queued evaluation (conditional UPDATE); ``False`` if someone else has it.
+def claim_evaluation(session: Session, evaluation_id: str, *, worker_host: str) -> int | None:
+    """Take a queued evaluation (conditional UPDATE): it becomes ``running`` with a fresh
+    heartbeat and ``attempts`` incremented.
+
+    Returns:
+        The attempt now held (1 the first time); ``None`` if the evaluation was not queued
+        (a second delivery, or someone else has it): do nothing.
 
     Raises:
         RecordNotFound: No such evaluation.
     """
+    now = utcnow()
     changed = _changed(
         session,
         update(Evaluation)
         .where(Evaluation.id == evaluation_id, Evaluation.status == EvaluationStatus.QUEUED)
-        .values(status=EvaluationStatus.RUNNING, started_at=utcnow(), worker_host=worker_host),
+        .values(
+            status=EvaluationStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=Evaluation.attempts + 1,
+            worker_host=worker_host,
+        ),
     )
     if not changed:
         _get(session, Evaluation, evaluation_id, fresh=False)
-    return bool(changed)
+        return None
+    return int(
+        session.scalars(select(Evaluation.attempts).where(Evaluation.id == evaluation_id)).one()
+    )
+
+
+def _evaluation_ours(evaluation_id: str, attempt: int | None) -> list[Any]:
+    clauses: list[Any] = [
+        Evaluation.id == evaluation_id,
+        Evaluation.status == EvaluationStatus.RUNNING,
+    ]
+    if attempt is not None:
+        clauses.append(Evaluation.attempts == attempt)
+    return clauses
+
+
+def evaluation_heartbeat(session: Session, evaluation_id: str, *, attempt: int) -> bool:
+    """Mark a running evaluation's worker alive. ``False``: no longer running in ``attempt``."""
+    return bool(
+        _changed(
+            session,
+            update(Evaluation)
+            .where(*_evaluation_ours(evaluation_id, attempt))
+            .values(heartbeat_at=utcnow()),
+        )
+    )
+
+
+def _stale_evaluation(cutoff: datetime) -> ColumnElement[bool]:
+    return and_(
+        Evaluation.status == EvaluationStatus.RUNNING,
+        or_(Evaluation.heartbeat_at.is_(None), Evaluation.heartbeat_at < cutoff),
+    )
+
+
+def stale_evaluation_ids(session: Session, *, stale_after_s: float) -> list[str]:
+    """Running evaluations whose heartbeat is older than ``stale_after_s`` (or missing)."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    query = select(Evaluation.id).where(_stale_evaluation(cutoff)).order_by(Evaluation.created_at)
+    return list(session.scalars(query))
+
+
+def reclaim_stale_evaluation(
+    session: Session, evaluation_id: str, *, stale_after_s: float, max_attempts: int
+) -> ReclaimOutcome:
+    """Recover an evaluation whose worker stopped beating, as :func:`reclaim_stale_run` does
+    for runs: back to ``queued`` (the caller sends its task again), or ``failed`` once it has
+    had ``max_attempts``. Each outcome is one conditional UPDATE.
+
+    Raises:
+        RecordNotFound: No such evaluation.
+    """
+    now = utcnow()
+    stale = and_(
+        Evaluation.id == evaluation_id, _stale_evaluation(now - timedelta(seconds=stale_after_s))
+    )
+    gave_up = (
+        literal("gave up after ", String)
+        + sql_cast(Evaluation.attempts, String)
+        + literal(f" attempts: the worker stopped (no heartbeat for {stale_after_s:g} s)", String)
+    )
+    if _changed(
+        session,
+        update(Evaluation)
+        .where(stale, Evaluation.attempts >= max_attempts)
+        .values(status=EvaluationStatus.FAILED, finished_at=now, error=gave_up),
+    ):
+        return ReclaimOutcome.GAVE_UP
+    if _changed(
+        session,
+        update(Evaluation)
+        .where(stale, Evaluation.attempts < max_attempts)
+        .values(status=EvaluationStatus.QUEUED),
+    ):
+        return ReclaimOutcome.REQUEUED
+    _get(session, Evaluation, evaluation_id, fresh=False)
+    return ReclaimOutcome.NOT_STALE
 
 
 # Headline columns and the metric keys they come from: single-label names first, then the
@@ -663,6 +754,7 @@ def finish_evaluation(
     error: str | None = None,
     predictions_uri: str | None = None,
     predictions_count: int | None = None,
+    attempt: int | None = None,
 ) -> bool:
     """End a running evaluation (conditional UPDATE from ``running``).
 
@@ -676,6 +768,8 @@ def finish_evaluation(
         error: What went wrong, for ``failed``.
         predictions_uri: Where the worker stored the predictions the metrics came from.
         predictions_count: How many images they cover.
+        attempt: The attempt the caller holds: a worker whose evaluation was reclaimed and
+            taken by another must not finish it.
 
     Returns:
         ``False`` if the evaluation was not running: nothing changed.
@@ -701,9 +795,7 @@ def finish_evaluation(
             values[column] = _float_or_none(found)
     changed = _changed(
         session,
-        update(Evaluation)
-        .where(Evaluation.id == evaluation_id, Evaluation.status == EvaluationStatus.RUNNING)
-        .values(**values),
+        update(Evaluation).where(*_evaluation_ours(evaluation_id, attempt)).values(**values),
     )
     if not changed:
         _get(session, Evaluation, evaluation_id, fresh=False)

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from core.evaluation import Predictions
+from core.queue import EVALUATE_TASK
 from core.records import EvaluationStatus, Run, RunStatus, session_scope
-from core.records.repository import create_run, request_cancel
-from tests.worker.harness import Stack, embedded_stack_context, tiny_config, wait_for
+from core.records.repository import create_evaluation, create_run, request_cancel
+from tests.worker.harness import RUN_TIMEOUT_S, Stack, embedded_stack_context, tiny_config, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -50,12 +51,12 @@ def _local(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def _wait_evaluation(stack: Stack, evaluation_id: str) -> Any:
+def _wait_evaluation(stack: Stack, evaluation_id: str, timeout: float = 60) -> Any:
     return wait_for(
         lambda: (
             (e := stack.evaluation(evaluation_id)).status.value in ("succeeded", "failed") and e
         ),
-        timeout=60,
+        timeout=timeout,
         what=f"evaluation {evaluation_id}",
         details=stack.logs,
     )
@@ -256,6 +257,36 @@ def test_a_run_that_always_kills_its_worker_fails_after_max_attempts(
     assert run.attempts == 2
     assert run.error is not None and "gave up after 2 attempts" in run.error
     assert worker.proc is not None and worker.proc.poll() is None  # the worker carried on
+
+
+def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    run_id = stack.submit(tiny_config(epochs=1))
+    assert stack.wait_finished(run_id).status == RunStatus.SUCCEEDED
+    # A batch prediction over many images, so that it is still running when its worker dies.
+    big = "synthetic:40000:16x16x3:3"
+    with session_scope(stack.sessions) as session:
+        evaluation_id = create_evaluation(session, run_id=run_id, split="train", dataset=big).id
+    stack.sender.send_task(EVALUATE_TASK, kwargs={"evaluation_id": evaluation_id})
+    running = wait_for(
+        lambda: (e := stack.evaluation(evaluation_id)).status.value == "running" and e,
+        timeout=60,
+        what="the evaluation to start",
+        details=stack.logs,
+    )
+    pid = int(running.worker_host.rsplit("/", 1)[1])
+    assert pid != worker.pid and worker.owns(pid)
+    os.kill(pid, signal.SIGKILL)  # the pool process dies mid-evaluation
+
+    # The redelivered message finds it running and leaves it; the sweeper queues it again once
+    # the heartbeat is stale, and the next attempt does it all.
+    # A fresh pool process imports TensorFlow again before the second attempt.
+    done = _wait_evaluation(stack, evaluation_id, timeout=RUN_TIMEOUT_S)
+    assert done.status == EvaluationStatus.SUCCEEDED, (done.error, stack.logs())
+    assert done.attempts == 2 and done.predictions_count == 40000
+    assert f"evaluation {evaluation_id}: its worker stopped beating: requeued" in stack.logs()
+    assert worker.proc is not None and worker.proc.poll() is None
 
 
 # --- the embedded default ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from core.records.repository import (
     create_evaluation,
     create_run,
     delete_run,
+    evaluation_heartbeat,
     finish_evaluation,
     finish_run,
     get_evaluation,
@@ -43,11 +44,13 @@ from core.records.repository import (
     is_cancel_requested,
     list_epochs,
     list_runs,
+    reclaim_stale_evaluation,
     reclaim_stale_run,
     record_epoch,
     register_dataset,
     request_cancel,
     revoke_api_key,
+    stale_evaluation_ids,
     stale_run_ids,
     update_progress,
 )
@@ -391,8 +394,8 @@ def test_evaluation_lifecycle(sm: sessionmaker[Session]) -> None:
     run_id = _new_run(sm)
     eval_id = _do(sm, create_evaluation, run_id=run_id, split="test").id
     assert _do(sm, finish_evaluation, eval_id, status="succeeded") is False  # not running
-    assert _do(sm, claim_evaluation, eval_id, worker_host="w") is True
-    assert _do(sm, claim_evaluation, eval_id, worker_host="w") is False
+    assert _do(sm, claim_evaluation, eval_id, worker_host="w") == 1  # the attempt held
+    assert _do(sm, claim_evaluation, eval_id, worker_host="w") is None
     metrics = {
         "n": 4, "accuracy": 0.75, "precision_macro": 0.7, "recall_macro": 0.65, "f1_macro": 0.6,
         "loss": 0.5, "seconds": 2.0, "images_per_second": 2.0,
@@ -409,6 +412,47 @@ def test_evaluation_lifecycle(sm: sessionmaker[Session]) -> None:
         _do(sm, create_evaluation, run_id="0" * 32, split="test")
     with pytest.raises(RecordNotFound):
         _do(sm, claim_evaluation, "0" * 32, worker_host="w")
+
+
+def test_stale_evaluation_is_requeued_then_given_up_and_fenced(
+    sm: sessionmaker[Session],
+) -> None:
+    eval_id = _do(sm, create_evaluation, run_id=_new_run(sm), split="test").id
+    reclaim = {"stale_after_s": 60, "max_attempts": 2}
+    assert _do(sm, claim_evaluation, eval_id, worker_host="w1") == 1
+    assert _do(sm, reclaim_stale_evaluation, eval_id, **reclaim) is ReclaimOutcome.NOT_STALE
+    assert _do(sm, evaluation_heartbeat, eval_id, attempt=1) is True
+
+    def age(seconds: float) -> None:
+        with session_scope(sm) as s:
+            s.execute(
+                update(Evaluation)
+                .where(Evaluation.id == eval_id)
+                .values(heartbeat_at=utcnow() - timedelta(seconds=seconds))
+            )
+
+    age(120)  # worker 1 died
+    with sm() as s:
+        assert stale_evaluation_ids(s, stale_after_s=60) == [eval_id]
+    assert _do(sm, reclaim_stale_evaluation, eval_id, **reclaim) is ReclaimOutcome.REQUEUED
+    assert _do(sm, reclaim_stale_evaluation, eval_id, **reclaim) is ReclaimOutcome.NOT_STALE
+    assert _do(sm, claim_evaluation, eval_id, worker_host="w2") == 2
+    # Worker 1 was only stalled: it can neither beat nor finish over attempt 2.
+    assert _do(sm, evaluation_heartbeat, eval_id, attempt=1) is False
+    assert _do(sm, finish_evaluation, eval_id, status="succeeded", attempt=1) is False
+    with sm() as s:
+        ev = get_evaluation(s, eval_id)
+        assert (ev.status.value, ev.attempts, ev.worker_host) == ("running", 2, "w2")
+
+    age(120)  # worker 2 died too: out of attempts
+    assert _do(sm, reclaim_stale_evaluation, eval_id, **reclaim) is ReclaimOutcome.GAVE_UP
+    with sm() as s:
+        ev = get_evaluation(s, eval_id)
+        assert ev.status.value == "failed" and ev.finished_at is not None
+        assert ev.error is not None and ev.error.startswith("gave up after 2 attempts")
+    assert _do(sm, claim_evaluation, eval_id, worker_host="w3") is None
+    with pytest.raises(RecordNotFound):
+        _do(sm, reclaim_stale_evaluation, "0" * 32, **reclaim)
 
 
 def test_artifact_size_hash_and_upsert(sm: sessionmaker[Session], tmp_path: Path) -> None:
