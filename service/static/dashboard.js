@@ -352,6 +352,7 @@
     const charts = el("div", { class: "charts", id: "live-charts", "data-epochs": 0 });
     const epochsTable = el("div", { id: "epochs" });
     const metrics = el("div", { id: "metrics" });
+    const evaluations = el("div", { id: "evaluations" });
     const bar = el("div", { class: "progress", id: "run-progress" }, el("div", { style: "width:0%" }));
     const cancel = el("button", { class: "danger", id: "cancel-run", hidden: run.status !== "queued" && run.status !== "running",
       onclick: async () => { await request(`/v1/runs/${run.id}/cancel`, { method: "POST" }); } }, "Cancel");
@@ -372,6 +373,7 @@
         el("p", { class: "error", id: "run-error" }, run.error || "")),
       el("h2", {}, "Training curves (live)"), charts,
       el("h2", {}, "Test metrics"), metrics,
+      el("h2", {}, "Evaluations and batch predictions"), evaluations,
       el("h2", {}, "Epochs"), epochsTable,
       el("h2", {}, "Config"), el("pre", { class: "card" }, JSON.stringify(run.config, null, 2)));
 
@@ -421,8 +423,41 @@
       drawEpochs();
     }
 
+    async function drawEvaluations() {
+      let items;
+      try {
+        items = (await getJson(`/v1/runs/${run.id}/evaluations`)).items;
+      } catch (error) {
+        showError(evaluations, error);
+        return;
+      }
+      if (!items.length) {
+        evaluations.replaceChildren(el("p", { class: "muted" }, "None yet."));
+        return;
+      }
+      const predictions = (e) => `/v1/runs/${run.id}/evaluations/${e.id}/predictions`;
+      evaluations.replaceChildren(table([
+        { title: "Split", cell: (e) => e.split },
+        { title: "Data", cell: (e) => e.dataset || "the run's own" },
+        { title: "Status", cell: (e) => badge(e.status) },
+        { title: "Accuracy (%)", num: true, cell: (e) => (e.accuracy === null ? "—" : fmt.pct(100 * e.accuracy)) },
+        { title: "F1 macro (%)", num: true, cell: (e) => (e.f1_macro === null ? "—" : fmt.pct(100 * e.f1_macro)) },
+        { title: "Images", num: true, cell: (e) => fmt.int(e.predictions_count) },
+        { title: "Predictions", cell: (e) => (e.predictions_count
+          ? el("span", {},
+            el("button", { class: "link", "data-format": "csv",
+              onclick: () => download(`${predictions(e)}?format=csv`, `predictions-${e.id}.csv`) }, "CSV"), " ",
+            el("button", { class: "link", "data-format": "npz",
+              onclick: () => download(`${predictions(e)}?format=npz`, `predictions-${e.id}.npz`) }, ".npz"))
+          : "—") },
+        { title: "Finished", cell: (e) => fmt.time(e.finished_at) },
+      ], items, { id: "evaluations-table" }));
+    }
+
     drawEpochs();
     drawMetrics(run);
+    drawEvaluations();
+    every(5000, drawEvaluations);
     const done = async () => {
       run = await getJson(`/v1/runs/${run.id}`);
       drawMetrics(run);

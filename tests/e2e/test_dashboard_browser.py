@@ -3,7 +3,8 @@
 The API runs under uvicorn in this process on a migrated SQLite file. The test logs in with a
 key, filters the runs list, watches a running run's curves grow while it writes epoch rows into
 the database (as a worker would) until the run ends, opens an experiment's report and figures,
-and predicts an uploaded image with a real (tiny) trained model promoted to a named model.
+predicts an uploaded image with a real (tiny) trained model promoted to a named model, and
+downloads an evaluation's stored predictions from the run page.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright`` Python
 package; no browser is downloaded. Either missing: the test is skipped and says which.
@@ -329,3 +330,50 @@ def test_predict_an_uploaded_image(
     assert 0.0 < sum(probabilities) <= 1.0 + 1e-3
     assert "sample.png" in page.inner_text("#predict-result")
     page.screenshot(path=str(shots / "models.png"), full_page=True)
+
+
+def test_a_runs_evaluations_and_their_predictions(
+    page: Any, served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import numpy as np
+
+    from core.evaluation import Predictions
+
+    names = ["cat", "dog", "ship"]
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=12)
+    kept = Predictions.from_outputs(
+        probs, rng.integers(0, 3, 12), names, multi_label=False,
+        ids=[f"pets/{i:02d}.png" for i in range(12)],
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("predictions")
+    with session_scope(served.db) as session:
+        run = records.create_run(
+            session, architecture="resnet20", dataset="cifar10", config={**RUN_CONFIG, "seed": 7}
+        )
+        records.claim_run(session, run.id, worker_host="gpu-3")
+        records.finish_run(session, run.id, status="succeeded", metrics={"accuracy": 0.5})
+        evaluation = records.create_evaluation(session, run_id=run.id, split="test")
+        records.claim_evaluation(session, evaluation.id, worker_host="gpu-3")
+        uri = str(folder / f"{evaluation.id}.npz")
+        kept.save(uri)
+        records.finish_evaluation(
+            session, evaluation.id, status="succeeded", metrics=kept.score(),
+            predictions_uri=uri, predictions_count=len(kept),
+        )  # fmt: skip
+        records.create_evaluation(session, run_id=run.id, split="val")  # still queued
+        run_id, evaluation_id = run.id, evaluation.id
+
+    log_in(page, served, f"/dashboard/runs/{run_id}")
+    page.wait_for_selector("#evaluations-table tbody tr")
+    rows = page.locator("#evaluations-table tbody tr")
+    assert rows.count() == 2
+    finished = page.locator(f"#evaluations-table tbody tr[data-id='{evaluation_id}']")
+    assert f"{100 * kept.score()['accuracy']:.2f}" in finished.inner_text()
+    with page.expect_download() as download:
+        finished.locator("button[data-format=csv]").click()
+    assert download.value.suggested_filename == f"predictions-{evaluation_id}.csv"
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == 13 and lines[1].split(",")[1] == "pets/00.png"
+    queued = rows.filter(has_text="queued")
+    assert queued.count() == 1 and queued.locator("button").count() == 0
