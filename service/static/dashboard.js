@@ -611,7 +611,33 @@
         el("label", {}, "Model", choose), el("label", {}, "Image", file), el("label", {}, "Top k", topK),
         el("button", { class: "primary", type: "submit" }, "Predict")),
       preview, result);
-    app.replaceChildren(el("h1", {}, "Models"), list, el("h2", {}, "Predict an image"), form);
+    const batchModel = el("select", { id: "batch-model", name: "model", required: true });
+    const batchData = el("select", { id: "batch-dataset", name: "dataset", required: true });
+    const batchSplit = el("select", { id: "batch-split", name: "split" },
+      ["test", "train", "val"].map((v) => el("option", { value: v }, v)));
+    const batchResult = el("div", { id: "batch-result" });
+    const batchForm = el("form", { class: "card", id: "batch-form" },
+      el("div", { class: "filters" },
+        el("label", {}, "Model", batchModel), el("label", {}, "Dataset", batchData),
+        el("label", {}, "Split", batchSplit),
+        el("button", { class: "primary", type: "submit" }, "Queue")),
+      el("p", { class: "muted" }, "A worker predicts every image; the predictions and metrics appear on the model's run page."),
+      batchResult);
+    app.replaceChildren(el("h1", {}, "Models"), list, el("h2", {}, "Predict an image"), form,
+      el("h2", {}, "Predict a whole dataset"), batchForm);
+    batchForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (!batchModel.value || !batchData.value) return;
+      try {
+        const job = await (await request(`/v1/models/${encodeURIComponent(batchModel.value)}/batch-predictions`,
+          { method: "POST", body: { dataset: batchData.value, split: batchSplit.value } })).json();
+        batchResult.replaceChildren(el("p", {}, "Queued: ",
+          el("a", { href: `/dashboard/runs/${job.run_id}`, id: "batch-run" }, `run ${fmt.short(job.run_id)}`),
+          ` — evaluation ${fmt.short(job.id)}, ${job.split} split.`));
+      } catch (error) {
+        showError(batchResult, error);
+      }
+    });
     file.addEventListener("change", () => {
       preview.replaceChildren(file.files.length
         ? el("img", { src: URL.createObjectURL(file.files[0]), alt: "the image", style: "max-height:160px" }) : "");
@@ -656,6 +682,13 @@
     ], models, { id: "models-table" }) : el("p", { class: "muted" },
       "No models yet: promote a succeeded run with POST /v1/models. A run id also works below."));
     choose.replaceChildren(...models.map((m) => el("option", { value: m.name ?? m.run_id }, m.name ?? m.run_id)));
+    batchModel.replaceChildren(...models.map((m) => el("option", { value: m.name ?? m.run_id }, m.name ?? m.run_id)));
+    try {
+      const datasets = (await getJson("/v1/datasets?limit=200")).items;
+      batchData.replaceChildren(...datasets.map((d) => el("option", { value: d.name }, d.name)));
+    } catch (error) {
+      showError(batchResult, error);
+    }
   }
 
   // --- routing -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,6 +330,30 @@ def test_predict_an_uploaded_image(
     assert probabilities == sorted(probabilities, reverse=True)
     assert 0.0 < sum(probabilities) <= 1.0 + 1e-3
     assert "sample.png" in page.inner_text("#predict-result")
+
+    # A batch prediction of a registered dataset, queued from the same page.
+    for c, colour in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250)]):
+        folder = served.settings.data_dir / "shapes" / f"c{c}"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (32, 32), colour).save(folder / "a.png")
+    registered = httpx.post(
+        f"{served.url}/v1/datasets",
+        json={"name": "shapes", "kind": "folder", "path": "shapes"},
+        headers={"Authorization": f"Bearer {served.key}"},
+    )
+    assert registered.status_code == 201, registered.text
+    page.reload()
+    page.wait_for_selector("#batch-dataset option[value=shapes]", state="attached")
+    page.select_option("#batch-model", "tiny-synthetic")
+    page.select_option("#batch-dataset", "shapes")
+    page.select_option("#batch-split", "train")
+    page.click("#batch-form button[type=submit]")
+    page.wait_for_selector("#batch-run")
+    assert page.get_attribute("#batch-run", "href") == f"/dashboard/runs/{run.id}"
+    with session_scope(served.db) as session:
+        (job,) = records.list_evaluations(session, run.id)
+        assert (job.split, job.status.value) == ("train", "queued")
+        assert job.dataset is not None and job.dataset.endswith("shapes")
     page.screenshot(path=str(shots / "models.png"), full_page=True)
 
 
