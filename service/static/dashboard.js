@@ -445,9 +445,9 @@
         { title: "Images", num: true, cell: (e) => fmt.int(e.predictions_count) },
         { title: "Predictions", cell: (e) => (e.predictions_count
           ? el("span", {},
-            el("button", { class: "link", "data-format": "csv",
+            el("button", { class: "download", "data-format": "csv",
               onclick: () => download(`${predictions(e)}?format=csv`, `predictions-${e.id}.csv`) }, "CSV"), " ",
-            el("button", { class: "link", "data-format": "npz",
+            el("button", { class: "download", "data-format": "npz",
               onclick: () => download(`${predictions(e)}?format=npz`, `predictions-${e.id}.npz`) }, ".npz"))
           : "—") },
         { title: "Finished", cell: (e) => fmt.time(e.finished_at) },

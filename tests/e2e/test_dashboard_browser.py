@@ -330,6 +330,7 @@ def test_predict_an_uploaded_image(
     assert probabilities == sorted(probabilities, reverse=True)
     assert 0.0 < sum(probabilities) <= 1.0 + 1e-3
     assert "sample.png" in page.inner_text("#predict-result")
+    page.screenshot(path=str(shots / "models.png"), full_page=True)
 
     # A batch prediction of a registered dataset, queued from the same page.
     for c, colour in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250)]):
@@ -354,11 +355,10 @@ def test_predict_an_uploaded_image(
         (job,) = records.list_evaluations(session, run.id)
         assert (job.split, job.status.value) == ("train", "queued")
         assert job.dataset is not None and job.dataset.endswith("shapes")
-    page.screenshot(path=str(shots / "models.png"), full_page=True)
 
 
 def test_a_runs_evaluations_and_their_predictions(
-    page: Any, served: Served, tmp_path_factory: pytest.TempPathFactory
+    page: Any, served: Served, shots: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     import numpy as np
 
@@ -402,3 +402,4 @@ def test_a_runs_evaluations_and_their_predictions(
     assert len(lines) == 13 and lines[1].split(",")[1] == "pets/00.png"
     queued = rows.filter(has_text="queued")
     assert queued.count() == 1 and queued.locator("button").count() == 0
+    page.locator("#evaluations").screenshot(path=str(shots / "evaluations.png"))
