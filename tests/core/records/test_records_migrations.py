@@ -97,3 +97,32 @@ def test_offline_sql(url: str) -> None:
     assert "CREATE TABLE runs" in sql
     assert "ck_runs_run_status" in sql
     assert "ON DELETE CASCADE" in sql
+
+
+def test_migration_0004_keeps_evaluations_recorded_before_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    cfg = alembic_config(f"sqlite:///{path}")
+    command.upgrade(cfg, "0003")
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO runs (id, status, cancel_requested, architecture, dataset, config, "
+        "created_at, attempts, max_attempts, epochs_completed) VALUES "
+        "('r1', 'succeeded', 0, 'resnet20', 'cifar10', '{}', '2026-01-01 00:00:00', 1, 3, 1)"
+    )
+    db.execute(
+        "INSERT INTO evaluations (id, run_id, split, status, created_at) VALUES "
+        "('e1', 'r1', 'test', 'succeeded', '2026-01-01 00:00:00')"
+    )
+    db.commit()
+    command.upgrade(cfg, "0004")
+    row = db.execute(
+        "SELECT id, predictions_uri, predictions_count, heartbeat_at, attempts FROM evaluations"
+    ).fetchall()
+    assert row == [("e1", None, None, None, 0)]  # no predictions kept: the API says so (404)
+    command.downgrade(cfg, "0003")
+    columns = {r[1] for r in db.execute("PRAGMA table_info(evaluations)")}
+    assert not columns & {"predictions_uri", "predictions_count", "heartbeat_at", "attempts"}
+    assert db.execute("SELECT id FROM evaluations").fetchall() == [("e1",)]
+    db.close()
