@@ -51,20 +51,13 @@ def requeue_stale_runs(
     Returns:
         What happened to each stale run.
     """
-    with session_scope(sessions) as session:
-        run_ids = stale_run_ids(session, stale_after_s=stale_after_s)
-    outcomes: dict[str, ReclaimOutcome] = {}
-    for run_id in run_ids:
-        with session_scope(sessions) as session:
-            outcome = reclaim_stale_run(session, run_id, stale_after_s=stale_after_s)
-        outcomes[run_id] = outcome
-        if outcome is ReclaimOutcome.NOT_STALE:
-            continue
-        log.warning("run %s: its worker stopped beating: %s", run_id, outcome.value)
-        if outcome is ReclaimOutcome.REQUEUED:
-            # Committed above: the worker that takes it sees it queued.
-            send(run_id)
-    return outcomes
+    return _requeue(
+        sessions,
+        "run",
+        lambda session: stale_run_ids(session, stale_after_s=stale_after_s),
+        lambda session, run_id: reclaim_stale_run(session, run_id, stale_after_s=stale_after_s),
+        send,
+    )
 
 
 def requeue_stale_evaluations(
@@ -75,20 +68,37 @@ def requeue_stale_evaluations(
     send: Callable[[str], object],
 ) -> dict[str, ReclaimOutcome]:
     """Reclaim every evaluation whose heartbeat is stale; ``send`` the task of requeued ones."""
+    return _requeue(
+        sessions,
+        "evaluation",
+        lambda session: stale_evaluation_ids(session, stale_after_s=stale_after_s),
+        lambda session, evaluation_id: reclaim_stale_evaluation(
+            session, evaluation_id, stale_after_s=stale_after_s, max_attempts=max_attempts
+        ),
+        send,
+    )
+
+
+def _requeue(
+    sessions: sessionmaker[Session],
+    what: str,
+    stale_ids: Callable[[Session], list[str]],
+    reclaim: Callable[[Session, str], ReclaimOutcome],
+    send: Callable[[str], object],
+) -> dict[str, ReclaimOutcome]:
     with session_scope(sessions) as session:
-        evaluation_ids = stale_evaluation_ids(session, stale_after_s=stale_after_s)
+        ids = stale_ids(session)
     outcomes: dict[str, ReclaimOutcome] = {}
-    for evaluation_id in evaluation_ids:
+    for record_id in ids:
         with session_scope(sessions) as session:
-            outcome = reclaim_stale_evaluation(
-                session, evaluation_id, stale_after_s=stale_after_s, max_attempts=max_attempts
-            )
-        outcomes[evaluation_id] = outcome
+            outcome = reclaim(session, record_id)  # one transaction each: a race loses cleanly
+        outcomes[record_id] = outcome
         if outcome is ReclaimOutcome.NOT_STALE:
             continue
-        log.warning("evaluation %s: its worker stopped beating: %s", evaluation_id, outcome.value)
+        log.warning("%s %s: its worker stopped beating: %s", what, record_id, outcome.value)
         if outcome is ReclaimOutcome.REQUEUED:
-            send(evaluation_id)
+            # Committed above: the worker that takes it sees it queued.
+            send(record_id)
     return outcomes
 
 

@@ -331,11 +331,7 @@ def reclaim_stale_run(session: Session, run_id: str, *, stale_after_s: float) ->
         ),
     ):
         return ReclaimOutcome.CANCELLED
-    gave_up = (
-        literal("gave up after ", String)
-        + sql_cast(Run.attempts, String)
-        + literal(f" attempts: the worker stopped (no heartbeat for {stale_after_s:g} s)", String)
-    )
+    gave_up = _gave_up(Run.attempts, stale_after_s)
     if _changed(
         session,
         update(Run)
@@ -352,6 +348,15 @@ def reclaim_stale_run(session: Session, run_id: str, *, stale_after_s: float) ->
         return ReclaimOutcome.REQUEUED
     _ensure_run(session, run_id)
     return ReclaimOutcome.NOT_STALE
+
+
+def _gave_up(attempts: Any, stale_after_s: float) -> ColumnElement[str]:
+    """The error of a record given up on, computed in SQL from its attempts column."""
+    return (
+        literal("gave up after ", String)
+        + sql_cast(attempts, String)
+        + literal(f" attempts: the worker stopped (no heartbeat for {stale_after_s:g} s)", String)
+    )
 
 
 def stale_run_ids(session: Session, *, stale_after_s: float) -> list[str]:
@@ -709,11 +714,7 @@ def reclaim_stale_evaluation(
     stale = and_(
         Evaluation.id == evaluation_id, _stale_evaluation(now - timedelta(seconds=stale_after_s))
     )
-    gave_up = (
-        literal("gave up after ", String)
-        + sql_cast(Evaluation.attempts, String)
-        + literal(f" attempts: the worker stopped (no heartbeat for {stale_after_s:g} s)", String)
-    )
+    gave_up = _gave_up(Evaluation.attempts, stale_after_s)
     if _changed(
         session,
         update(Evaluation)

@@ -27,17 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.evaluation import Predictions, PredictionsError
-from core.records import ApiKey, EvaluationStatus, RecordNotFound, Run, RunStatus, Scope
+from core.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
 from core.records import repository as records
 from core.records.models import Evaluation
 from core.storage import read_bytes
-from service.data import not_found_dataset
-from service.deps import QueueDep, ReadKey, SessionDep, committed, require
+from service.deps import QueueDep, ReadKey, SessionDep, require
 from service.errors import ApiError
 from service.inference.runtime import RUN_ID
-from service.records import find_dataset
 from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
-from service.routes.runs import send_evaluation
+from service.routes.runs import queue_evaluation
 from service.schemas import BatchPredictionCreate, EvaluationPublic
 
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
@@ -136,20 +134,7 @@ def _model_run(session: Session, name: str, version: int | None) -> Run:
 def _queue(
     session: Session, queue: QueueDep, response: Response, run: Run, body: BatchPredictionCreate
 ) -> EvaluationPublic:
-    if run.status != RunStatus.SUCCEEDED:
-        raise ApiError(409, f"Run {run.id} is {run.status.value}: it has no model to predict with")
-    source: str | None = None
-    if body.dataset is not None:
-        try:
-            row = find_dataset(session, body.dataset)
-        except RecordNotFound:
-            raise not_found_dataset("body.dataset", body.dataset) from None
-        source = f"{row.kind}:{row.location}"
-    with committed(session):
-        evaluation = records.create_evaluation(
-            session, run_id=run.id, split=body.split, dataset=source
-        )
-    send_evaluation(session, queue, evaluation.id)
+    evaluation = queue_evaluation(session, queue, run, split=body.split, dataset=body.dataset)
     response.headers["Location"] = f"/v1/runs/{run.id}/evaluations/{evaluation.id}"
     return EvaluationPublic.model_validate(evaluation)
 

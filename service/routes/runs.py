@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.models.specs import CATALOGUE_NAMES, parse_architecture
-from core.records import RecordNotFound, RunStatus
+from core.records import Evaluation, RecordNotFound, Run, RunStatus
 from core.records import repository as records
 from core.training.config import PRESETS, TrainConfig, make_config
 from service.data import check_run_data, not_found_dataset
@@ -176,22 +176,7 @@ def create_evaluation(
     key: TrainKey,
 ) -> EvaluationPublic:
     run = records.get_run(session, run_id)
-    if run.status != RunStatus.SUCCEEDED:
-        raise ApiError(
-            409, f"Run {run_id} is {run.status.value}: only a succeeded run has a model to evaluate"
-        )
-    source: str | None = None
-    if body.dataset is not None:
-        try:
-            row = find_dataset(session, body.dataset)
-        except RecordNotFound:
-            raise not_found_dataset("body.dataset", body.dataset) from None
-        source = f"{row.kind}:{row.location}"
-    with committed(session):
-        evaluation = records.create_evaluation(
-            session, run_id=run_id, split=body.split, dataset=source
-        )
-    send_evaluation(session, queue, evaluation.id)
+    evaluation = queue_evaluation(session, queue, run, split=body.split, dataset=body.dataset)
     return EvaluationPublic.model_validate(evaluation)
 
 
@@ -274,6 +259,30 @@ def validated_config(session: Session, body: RunCreate) -> tuple[TrainConfig, st
     except ValueError as exc:
         raise invalid("body", str(exc)) from None
     return config, dataset_id
+
+
+def queue_evaluation(
+    session: Session, queue: TaskQueue, run: Run, *, split: str, dataset: str | None
+) -> Evaluation:
+    """Record and enqueue an evaluation of a succeeded run's model (a batch prediction too).
+
+    ``dataset``: a registered dataset's name or id (422 if unknown); None: the run's own data.
+    """
+    if run.status != RunStatus.SUCCEEDED:
+        raise ApiError(
+            409, f"Run {run.id} is {run.status.value}: only a succeeded run has a model to evaluate"
+        )
+    source: str | None = None
+    if dataset is not None:
+        try:
+            row = find_dataset(session, dataset)
+        except RecordNotFound:
+            raise not_found_dataset("body.dataset", dataset) from None
+        source = f"{row.kind}:{row.location}"
+    with committed(session):
+        evaluation = records.create_evaluation(session, run_id=run.id, split=split, dataset=source)
+    send_evaluation(session, queue, evaluation.id)
+    return evaluation
 
 
 def send_evaluation(session: Session, queue: TaskQueue, evaluation_id: str) -> None:
