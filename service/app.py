@@ -24,6 +24,7 @@ from core.records import make_engine, make_sessionmaker
 from core.settings import Settings, get_settings
 from service.catalogue import Catalogue
 from service.errors import install_error_handlers
+from service.fastpath import ServiceApp
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue import TaskQueue
 from service.routes import (
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue.close()
         engine.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="resnet-service",
         version=core.__version__,
         description=DESCRIPTION,

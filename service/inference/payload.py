@@ -77,7 +77,12 @@ class LimitedRoute(APIRoute):
             await super().handle(scope, receive, send)
             return
         limit: int = scope["app"].state.settings.predict_max_body_bytes
-        await super().handle(scope, _limited(receive, limit, _content_length(scope)), send)
+        await super().handle(scope, limited_receive(scope, receive, limit), send)
+
+
+def limited_receive(scope: Scope, receive: Receive, limit: int) -> Receive:
+    """``receive``, failing with 413 once the body (declared or received) passes ``limit``."""
+    return _limited(receive, limit, _content_length(scope))
 
 
 def _content_length(scope: Scope) -> int | None:

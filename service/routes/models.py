@@ -94,7 +94,7 @@ def get_inference(app: FastAPI) -> Inference:
 _check_predict_key = require(Scope.PREDICT)
 
 
-async def _predict_key(request: Request) -> ApiKey:
+async def predict_key(request: Request) -> ApiKey:
     """``require(Scope.PREDICT)``, with a key that passed trusted for ``predict_cache_ttl_s``.
 
     A prediction then costs no database round trip; a revoked key stops working within the
@@ -128,8 +128,8 @@ def _check_key(
         return _check_predict_key(session, credentials)
 
 
-_predict_key.required_scope = Scope.PREDICT  # type: ignore[attr-defined]  # for the route walk
-PredictKey = Annotated[ApiKey, Depends(_predict_key)]
+predict_key.required_scope = Scope.PREDICT  # type: ignore[attr-defined]  # for the route walk
+PredictKey = Annotated[ApiKey, Depends(predict_key)]
 
 
 # --- schemas ---------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ async def predict(name: str, request: Request, key: PredictKey) -> Response:
     """Send images as multipart files, as JSON ``{"images": [{"b64": ...}], "top_k": 3}``,
     or as a bare body with ``Content-Type: image/png`` (``top_k``/``threshold`` then as query
     parameters). A bad image is a 4xx naming it (which one, what is wrong)."""
-    return await _predict(request, name, None)
+    return await run_predict(request, name, None)
 
 
 @router.post(
@@ -363,7 +363,7 @@ async def predict(name: str, request: Request, key: PredictKey) -> Response:
 async def predict_version(
     name: str, version: _Version, request: Request, key: PredictKey
 ) -> Response:
-    return await _predict(request, name, version)
+    return await run_predict(request, name, version)
 
 
 @router.post(
@@ -376,7 +376,7 @@ async def predict_version(
 async def tf_serving_predict(name: str, request: Request, key: PredictKey) -> Response:
     """``{"instances": [{"b64": "..."}]}`` → ``{"predictions": [[p0, p1, …], …]}``: every
     class probability per instance, as TF Serving answers for a classifier."""
-    return await _tf_serving(request, name, None)
+    return await run_tf_serving(request, name, None)
 
 
 @router.post(
@@ -389,10 +389,10 @@ async def tf_serving_predict(name: str, request: Request, key: PredictKey) -> Re
 async def tf_serving_predict_version(
     name: str, version: _Version, request: Request, key: PredictKey
 ) -> Response:
-    return await _tf_serving(request, name, version)
+    return await run_tf_serving(request, name, version)
 
 
-async def _predict(request: Request, name: str, version: int | None) -> Response:
+async def run_predict(request: Request, name: str, version: int | None) -> Response:
     inference = get_inference(request.app)
     ref = await inference.resolve(name, version)
     top_k, threshold = query_options(request)
@@ -417,7 +417,7 @@ async def _predict(request: Request, name: str, version: int | None) -> Response
     return Response(json.dumps(body).encode(), media_type=JSON_TYPE)
 
 
-async def _tf_serving(request: Request, name: str, version: int | None) -> Response:
+async def run_tf_serving(request: Request, name: str, version: int | None) -> Response:
     inference = get_inference(request.app)
     ref = await inference.resolve(name, version)
     images = await read_tf_serving(request, max_images=_max_images(inference))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import struct
 import threading
 import zlib
@@ -799,3 +800,40 @@ def test_the_cli_predicts_through_the_service(served: Served, tmp_path: Path) ->
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_predict_routes_answer_as_registered_routes_and_are_counted(served: Served) -> None:
+    """The predict paths bypass FastAPI's request stack (service.fastpath); what a client sees
+    and what /metrics counts must not tell the difference."""
+    client, key = served.client, served.predictor_key
+    image = encode(pixels(1)[0], "PNG")
+
+    def counted(route: str, status: int) -> float:
+        pattern = (
+            rf'resnet_http_requests_total\{{method="POST",route="{re.escape(route)}",'
+            rf'status="{status}"\}} ([0-9.e+]+)'
+        )
+        found = re.search(pattern, client.get("/metrics").text)
+        return float(found.group(1)) if found else 0.0
+
+    routes = {
+        "/v1/models/tiny/predict": "/v1/models/{name}/predict",
+        "/v1/models/tiny/versions/1/predict": "/v1/models/{name}/versions/{version}/predict",
+    }
+    for path, route in routes.items():
+        before_ok, before_bad = counted(route, 200), counted(route, 415)
+        assert client.post(path, content=image, headers={**key, "content-type": "image/png"}).json()
+        refused = client.post(path, content=b"x", headers={**key, "content-type": "text/plain"})
+        assert refused.status_code == 415 and refused.json()["error"]["code"]
+        assert counted(route, 200) == before_ok + 1 and counted(route, 415) == before_bad + 1
+    alias = "/v1/models/{name}:predict"
+    before = counted(alias, 401)
+    assert client.post("/v1/models/tiny:predict", json={"instances": []}).status_code == 401
+    assert counted(alias, 401) == before + 1
+
+    # Paths FastAPI refuses still get FastAPI's answers: 422 for a bad version, 405 for GET.
+    for version in ("0", "2147483648", "x"):
+        response = client.post(f"/v1/models/tiny/versions/{version}/predict", headers=key)
+        assert response.status_code == 422, (version, response.text)
+        assert response.json()["error"]["details"][0]["field"] == "path.version"
+    assert client.get("/v1/models/tiny/predict", headers=key).status_code == 405
