@@ -285,7 +285,7 @@ def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) 
     done = _wait_evaluation(stack, evaluation_id, timeout=RUN_TIMEOUT_S)
     assert done.status == EvaluationStatus.SUCCEEDED, (done.error, stack.logs())
     assert done.attempts == 2 and done.predictions_count == 40000
-    assert f"evaluation {evaluation_id}: its worker stopped beating: requeued" in stack.logs()
+    assert f"evaluation {evaluation_id}: its worker stopped beating: requeued" in worker.log()
     assert worker.proc is not None and worker.proc.poll() is None
 
 
