@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY core ./core
+COPY jobs ./jobs
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations

@@ -83,8 +83,8 @@ def build_model(folder: Path) -> Path:
 
 def record(db_url: str, model_path: Path) -> str:
     """A succeeded run with the model artifact, promoted to ``r20``; returns a predict key."""
-    from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
-    from core.records import repository as records
+    from jobs.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
+    from jobs.records import repository as records
 
     upgrade_to_head(db_url)
     engine = make_engine(db_url)

@@ -1,6 +1,6 @@
 """Alembic environment for the run-record tables.
 
-The URL, in order: the one code set on the config (``core.records.db.upgrade_to_head``), the
+The URL, in order: the one code set on the config (``jobs.records.db.upgrade_to_head``), the
 ``RESNET_DATABASE_URL`` environment variable (for the ``alembic`` command line), then
 ``sqlite:///./resnet.db``.
 """
@@ -13,7 +13,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, make_url, pool
 
-from core.records.models import Base
+from jobs.records.models import Base
 
 DEFAULT_URL = "sqlite:///./resnet.db"
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, make_url
 
 import core
-from core.records import make_engine, make_sessionmaker
-from core.settings import Settings, get_settings
+from jobs.records import make_engine, make_sessionmaker
+from jobs.settings import Settings, get_settings
 from service.catalogue import Catalogue
 from service.errors import install_error_handlers
 from service.fastpath import ServiceApp

@@ -18,9 +18,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import ApiKey, Scope
-from core.records.repository import authenticate
-from core.settings import Settings
+from jobs.records import ApiKey, Scope
+from jobs.records.repository import authenticate
+from jobs.settings import Settings
 from service.errors import ApiError
 from service.queue import TaskQueue
 

@@ -28,7 +28,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.exc import DataError as DBAPIDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.records import RecordConflict, RecordNotFound
+from jobs.records import RecordConflict, RecordNotFound
 
 log = logging.getLogger(__name__)
 

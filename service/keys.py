@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from core.records import ApiKey, RecordNotFound, Scope, make_engine, make_sessionmaker
-from core.records import repository as records
-from core.records.db import session_scope
-from core.settings import get_settings
+from jobs.records import ApiKey, RecordNotFound, Scope, make_engine, make_sessionmaker
+from jobs.records import repository as records
+from jobs.records.db import session_scope
+from jobs.settings import get_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

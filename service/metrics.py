@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.records import RunStatus
+from jobs.records import RunStatus
 from service.records import count_runs_by_status
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import sys
 
 from sqlalchemy import make_url
 
-from core.records import upgrade_to_head
-from core.settings import Settings, get_settings
+from jobs.records import upgrade_to_head
+from jobs.settings import Settings, get_settings
 
 
 def migrate(settings: Settings) -> str:

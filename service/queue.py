@@ -1,7 +1,7 @@
 """The API's side of the job queue: send tasks by name, and check the broker is reachable.
 
 The API never imports the worker's task modules (they import TensorFlow); it builds a sending-only
-Celery app from the same :func:`core.queue.celery_config` the workers use and enqueues by task
+Celery app from the same :func:`jobs.queue.celery_config` the workers use and enqueues by task
 name. Callers send only after the row the task names is committed (a task re-reads its run).
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from celery import Celery
 
-from core.queue import EVALUATE_TASK, TRAIN_TASK, celery_config
-from core.settings import Settings
+from jobs.queue import EVALUATE_TASK, TRAIN_TASK, celery_config
+from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 

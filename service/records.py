@@ -1,4 +1,4 @@
-"""Record queries the API needs that :mod:`core.records.repository` does not have (yet).
+"""Record queries the API needs that :mod:`jobs.records.repository` does not have (yet).
 
 Reads (datasets by id or name, pages of datasets, runs per status) and the two writes that mark
 a job failed when the broker would not take its message. They follow the repository's rules —
@@ -13,8 +13,8 @@ import re
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from core.records import DatasetRecord, Evaluation, EvaluationStatus, RecordNotFound, Run, RunStatus
-from core.records.models import utcnow
+from jobs.records import DatasetRecord, Evaluation, EvaluationStatus, RecordNotFound, Run, RunStatus
+from jobs.records.models import utcnow
 
 _ID = re.compile(r"[0-9a-f]{32}")
 

@@ -1,6 +1,6 @@
 """Request and response bodies, split by direction: ``XCreate`` in, ``XPublic``/``XsPublic`` out.
 
-The ORM rows (:mod:`core.records.models`) never leave the service as they are; responses are
+The ORM rows (:mod:`jobs.records.models`) never leave the service as they are; responses are
 built from them with ``model_validate(row)``.
 """
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from core.data import KINDS
-from core.records import EvaluationStatus, RunStatus
 from core.training.config import PRESETS, TrainConfig
+from jobs.records import EvaluationStatus, RunStatus
 
 # --- runs ------------------------------------------------------------------------------------
 

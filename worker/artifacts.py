@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.records import ArtifactKind
-from core.settings import Settings
+from jobs.records import ArtifactKind
+from jobs.settings import Settings
 
 if TYPE_CHECKING:
     from core.training.rundir import RunDir

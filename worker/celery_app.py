@@ -1,4 +1,4 @@
-"""The workers' Celery app, configured from :func:`core.queue.celery_config`.
+"""The workers' Celery app, configured from :func:`jobs.queue.celery_config`.
 
 Start a worker (the docker compose ``worker`` service runs exactly this)::
 
@@ -18,8 +18,8 @@ import os
 
 from celery import Celery
 
-from core.queue import celery_config
-from core.settings import get_settings
+from jobs.queue import celery_config
+from jobs.settings import get_settings
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) drowns the worker's log.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.settings import Settings
+from jobs.settings import Settings
 
 if TYPE_CHECKING:
     from core.data import Dataset

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import EvaluationStatus, RecordNotFound, RunStatus, session_scope
-from core.records.repository import (
+from jobs.records import EvaluationStatus, RecordNotFound, RunStatus, session_scope
+from jobs.records.repository import (
     claim_evaluation,
     evaluation_heartbeat,
     finish_evaluation,
     get_evaluation,
     get_run,
 )
-from core.settings import Settings
-from core.storage import write_bytes
+from jobs.settings import Settings
+from jobs.storage import write_bytes
 from worker.artifacts import ArtifactStore
 from worker.data import load_data
 from worker.runtime import Heartbeat, describe_error, jsonable, worker_name

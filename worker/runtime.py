@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import make_engine, make_sessionmaker
+from jobs.records import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
 

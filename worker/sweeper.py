@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import session_scope
-from core.records.repository import (
+from jobs.records import session_scope
+from jobs.records.repository import (
     ReclaimOutcome,
     reclaim_stale_evaluation,
     reclaim_stale_run,

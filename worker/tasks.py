@@ -26,8 +26,8 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
-from core.queue import EVALUATE_TASK, SWEEP_TASK, TRAIN_TASK
-from core.settings import get_settings
+from jobs.queue import EVALUATE_TASK, SWEEP_TASK, TRAIN_TASK
+from jobs.settings import get_settings
 from worker.celery_app import app
 from worker.evaluation import run_evaluation
 from worker.runtime import sessions

@@ -1,6 +1,6 @@
 """One delivery of a training task: claim the run, train it with core, record the outcome.
 
-The protocol (see :mod:`core.records.repository`):
+The protocol (see :mod:`jobs.records.repository`):
 
 - **Claim.** ``claim_run`` is a conditional UPDATE from ``queued``. If it fails the run is
   running, finished or cancelled. A running run whose heartbeat went stale lost its worker
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.environment import describe_environment
-from core.records import RecordNotFound, RunStatus, session_scope
-from core.records.repository import (
+from jobs.records import RecordNotFound, RunStatus, session_scope
+from jobs.records.repository import (
     ReclaimOutcome,
     add_artifact,
     claim_run,
@@ -45,7 +45,7 @@ from core.records.repository import (
     record_epoch,
     update_progress,
 )
-from core.settings import Settings
+from jobs.settings import Settings
 from worker.artifacts import ArtifactStore
 from worker.data import load_data
 from worker.runtime import describe_error, jsonable, worker_name

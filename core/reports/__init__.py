@@ -11,12 +11,11 @@ database, a web server or TensorFlow:
 - :mod:`core.reports.experiments`: grid and random-search cells, mean ± std over seeds;
 - :mod:`core.reports.progress`: live progress and the "behind the curve" check;
 - :mod:`core.reports.bundle`: reproducibility zips;
-- :mod:`core.reports.runs`: turning run records into :class:`RunData` (the one module that reads
-  the database).
+- :mod:`core.reports.runs`: the :class:`RunData` shape (``jobs.reports`` fills it from records).
 """
 
 from core.reports.figures import FIGURES, FigureDataError, figure
-from core.reports.runs import RunData, load_experiment_runs, load_runs, run_data
+from core.reports.runs import RunData
 from core.reports.tables import Table, large_dataset_table, table1
 
 __all__ = [
@@ -26,8 +25,5 @@ __all__ = [
     "Table",
     "figure",
     "large_dataset_table",
-    "load_experiment_runs",
-    "load_runs",
-    "run_data",
     "table1",
 ]

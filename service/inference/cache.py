@@ -35,7 +35,7 @@ from service.inference.metrics import PredictMetrics
 
 if TYPE_CHECKING:
     from core.inference import Predictor
-    from core.settings import Settings
+    from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.images import ImageDecodeError
-from core.records import ApiKey, RecordConflict, RecordNotFound, Run, RunStatus
-from core.records.repository import get_model_artifact, get_model_version
+from jobs.records import ApiKey, RecordConflict, RecordNotFound, Run, RunStatus
+from jobs.records.repository import get_model_artifact, get_model_version
 from service.inference.cache import ModelCache, ModelRef
 from service.inference.images import InputSpec, decode_for_model, rejection
 from service.inference.metrics import PredictMetrics
@@ -32,7 +32,7 @@ from service.inference.payload import EncodedImage
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from core.settings import Settings
+    from jobs.settings import Settings
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ENTRIES = 4096  # lookups remembered at most (expired ones are dropped past it)

@@ -18,9 +18,6 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
-from core.records import RunStatus
-from core.records import repository as records
-from core.records.models import Experiment, ExperimentKind
 from core.reports.bundle import api_environment, experiment_bundle
 from core.reports.experiments import (
     MAX_CELLS,
@@ -36,9 +33,13 @@ from core.reports.experiments import (
     sample_random,
     with_plain_twins,
 )
-from core.reports.runs import RunData, finite, load_experiment_runs
+from core.reports.runs import RunData, finite
 from core.reports.tables import headline
 from core.training.config import TrainConfig
+from jobs.records import RunStatus
+from jobs.records import repository as records
+from jobs.records.models import Experiment, ExperimentKind
+from jobs.reports import load_experiment_runs
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
 from service.records import fail_unqueued_run

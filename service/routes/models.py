@@ -34,10 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from core.records import ApiKey, RecordNotFound, Run, RunStatus, Scope
-from core.records import repository as records
-from core.records.models import ModelVersion
-from core.records.repository import hash_api_key
+from jobs.records import ApiKey, RecordNotFound, Run, RunStatus, Scope
+from jobs.records import repository as records
+from jobs.records.models import ModelVersion
+from jobs.records.repository import hash_api_key
 from service.deps import ReadKey, SessionDep, TrainKey, committed, require
 from service.errors import ApiError, ErrorBody, ErrorDetail
 from service.inference.batcher import BatcherClosed, Overloaded

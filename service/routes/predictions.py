@@ -12,7 +12,7 @@
   and no worker needed.
 
 Batch predictions need the ``predict`` scope, reading and rescoring ``read``. Nothing here
-imports TensorFlow (predictions are numpy; a URL artifact root is read through core.storage).
+imports TensorFlow (predictions are numpy; a URL artifact root is read through jobs.storage).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.evaluation import Predictions, PredictionsError
-from core.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
-from core.records import repository as records
-from core.records.models import Evaluation
-from core.storage import read_bytes
+from jobs.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
+from jobs.records import repository as records
+from jobs.records.models import Evaluation
+from jobs.storage import read_bytes
 from service.deps import QueueDep, ReadKey, SessionDep, require
 from service.errors import ApiError
 from service.inference.runtime import RUN_ID

@@ -27,14 +27,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import RecordNotFound, RunStatus
-from core.records import repository as records
 from core.reports.bundle import api_environment, run_bundle
 from core.reports.figures import FIGURES, MEDIA_TYPES, FigureDataError, figure
 from core.reports.progress import behind_the_curve, snapshot, twins_of
 from core.reports.references import COCO_NOTE, all_references
-from core.reports.runs import RunData, finite, load_experiment_runs, load_runs, run_data
+from core.reports.runs import RunData, finite
 from core.reports.tables import Table, large_dataset_table, table1
+from jobs.records import RecordNotFound, RunStatus
+from jobs.records import repository as records
+from jobs.reports import load_experiment_runs, load_runs, run_data
 from service.deps import ReadKey, SessionDep
 from service.errors import invalid
 from service.routes import AUTH_ERRORS, error_responses

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.models.specs import CATALOGUE_NAMES, parse_architecture
-from core.records import Evaluation, RecordNotFound, Run, RunStatus
-from core.records import repository as records
 from core.training.config import PRESETS, TrainConfig, make_config
+from jobs.records import Evaluation, RecordNotFound, Run, RunStatus
+from jobs.records import repository as records
 from service.data import check_run_data, not_found_dataset
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, from_pydantic, invalid

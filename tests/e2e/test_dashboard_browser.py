@@ -32,9 +32,9 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head  # noqa: E402
-from core.records import repository as records  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from jobs.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head  # noqa: E402
+from jobs.records import repository as records  # noqa: E402
+from jobs.settings import Settings  # noqa: E402
 from tests.core.reports.factory import record_run  # noqa: E402
 from tests.fixtures.servers import free_port  # noqa: E402
 

@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
-from core.records import repository as records
-from core.settings import Settings
+from jobs.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
+from jobs.records import repository as records
+from jobs.settings import Settings
 from service.app import create_app
 from tests.fixtures.servers import RedisServer
 

@@ -31,9 +31,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from core.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
-from core.records import repository as records
-from core.settings import Settings
+from jobs.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
+from jobs.records import repository as records
+from jobs.settings import Settings
 from service.app import create_app
 
 CLASSES = 3
@@ -750,7 +750,7 @@ def test_the_cli_predicts_through_the_service(served: Served, tmp_path: Path) ->
     import uvicorn
     from typer.testing import CliRunner
 
-    from core.cli import app as cli
+    from jobs.cli import app as cli
     from core.inference import Predictor
     from tests.fixtures.servers import free_port
 

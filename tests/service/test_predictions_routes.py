@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.evaluation import Predictions, multilabel_metrics
-from core.records import repository as records
-from core.records import session_scope
-from core.settings import Settings
+from jobs.records import repository as records
+from jobs.records import session_scope
+from jobs.settings import Settings
 
 NAMES = ["airplane", "bird", "cat"]
 Keys = Callable[..., dict[str, str]]

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import repository as records
-from core.records import session_scope
 from core.reports.figures import FIGURES
+from jobs.records import repository as records
+from jobs.records import session_scope
 from tests.core.reports.factory import check_png, check_svg, record_run
 
 CONFUSION = [[40, 2, 1], [3, 35, 5], [0, 4, 50]]

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.queue import TRAIN_TASK
-from core.records import RunStatus, session_scope
-from core.records import repository as records
-from core.settings import Settings
+from jobs.queue import TRAIN_TASK
+from jobs.records import RunStatus, session_scope
+from jobs.records import repository as records
+from jobs.settings import Settings
 from service.app import create_app
 from tests.fixtures.servers import free_port
 

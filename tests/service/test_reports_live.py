@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import repository as records
-from core.records import session_scope
+from jobs.records import repository as records
+from jobs.records import session_scope
 from tests.core.reports.factory import check_png
 
 CONFIG = {"architecture": "resnet20", "data": "cifar10", "epochs": 3, "batch_size": 128}

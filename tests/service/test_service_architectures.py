@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from core.catalogue import cache_path
 from core.models.specs import CATALOGUE_NAMES
-from core.settings import Settings
+from jobs.settings import Settings
 from service.app import create_app
 
 

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import Scope, session_scope
-from core.records import repository as records
+from jobs.records import Scope, session_scope
+from jobs.records import repository as records
 
 PUBLIC = {
     "/healthz",

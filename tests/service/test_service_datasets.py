@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from core.settings import Settings
+from jobs.settings import Settings
 from service.app import create_app
 from tests.fixtures.servers import free_port
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core.settings import Settings
+from jobs.settings import Settings
 from service.app import create_app
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.records import make_engine, make_sessionmaker
-from core.records import repository as records
+from jobs.records import make_engine, make_sessionmaker
+from jobs.records import repository as records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from fastapi.testclient import TestClient
 from PIL import Image
-from core.settings import Settings
+from jobs.settings import Settings
 from service.app import create_app
 from service.keys import main as keys
 

@@ -11,10 +11,10 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.queue import EVALUATE_TASK, TRAIN_TASK, TRAINING_QUEUE
-from core.records import RunStatus, make_engine, make_sessionmaker, session_scope
-from core.records import repository as records
-from core.settings import Settings
+from jobs.queue import EVALUATE_TASK, TRAIN_TASK, TRAINING_QUEUE
+from jobs.records import RunStatus, make_engine, make_sessionmaker, session_scope
+from jobs.records import repository as records
+from jobs.settings import Settings
 from service.app import create_app
 from tests.fixtures.servers import free_port
 

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.queue import EVALUATE_TASK, TRAIN_TASK
-from core.records import RunStatus, session_scope
-from core.records import repository as records
-from core.settings import Settings
+from jobs.queue import EVALUATE_TASK, TRAIN_TASK
+from jobs.records import RunStatus, session_scope
+from jobs.records import repository as records
+from jobs.settings import Settings
 
 SYNTHETIC = "synthetic:64:8x8x3:2"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.records import make_engine, make_sessionmaker, upgrade_to_head
+from jobs.records import make_engine, make_sessionmaker, upgrade_to_head
 from tests.fixtures.servers import PostgresServer, RedisServer
 from tests.worker.harness import (
     TEMPLATE_DB,

@@ -27,9 +27,9 @@ import pytest
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.launcher import child_environment
-from core.queue import EVALUATE_TASK, TRAIN_TASK, celery_config
-from core.records import (
+from jobs.launcher import child_environment
+from jobs.queue import EVALUATE_TASK, TRAIN_TASK, celery_config
+from jobs.records import (
     Artifact,
     EpochMetric,
     Run,
@@ -38,14 +38,14 @@ from core.records import (
     session_scope,
     upgrade_to_head,
 )
-from core.records.repository import (
+from jobs.records.repository import (
     create_evaluation,
     create_run,
     get_evaluation,
     get_run,
     list_epochs,
 )
-from core.settings import Settings
+from jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 1.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
-from core.records import ArtifactKind
+from jobs.records import ArtifactKind
 from worker.artifacts import ArtifactStore
 from worker.runtime import describe_error, jsonable
 

@@ -1,4 +1,4 @@
-"""``python -m core.launcher`` (what ``resnet serve`` runs): migrations, the admin key, and the
+"""``python -m jobs.launcher`` (what ``resnet serve`` runs): migrations, the admin key, and the
 supervision of a real Celery worker and a uvicorn process on the embedded default.
 
 The API itself is being written elsewhere; until it exists these tests give uvicorn a minimal
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from core.records import Scope, make_engine, make_sessionmaker, session_scope
-from core.records.repository import authenticate
+from jobs.records import Scope, make_engine, make_sessionmaker, session_scope
+from jobs.records.repository import authenticate
 from tests.fixtures.servers import free_port
 from tests.worker.harness import ROOT, wait_for
 
@@ -32,13 +32,13 @@ SECRET = re.compile(r"\b(rsk_[A-Za-z0-9_-]{43})\b")
 
 
 class Launcher:
-    """``python -m core.launcher`` in its own process group, its output collected."""
+    """``python -m jobs.launcher`` in its own process group, its output collected."""
 
     def __init__(self, state_dir: Path, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_")}
         env["RESNET_STATE_DIR"] = str(state_dir)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.launcher", *args],
+            [sys.executable, "-m", "jobs.launcher", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

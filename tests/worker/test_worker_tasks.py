@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from core.evaluation import Predictions
-from core.queue import EVALUATE_TASK
-from core.records import EvaluationStatus, Run, RunStatus, session_scope
-from core.records.repository import create_evaluation, create_run, request_cancel
+from jobs.queue import EVALUATE_TASK
+from jobs.records import EvaluationStatus, Run, RunStatus, session_scope
+from jobs.records.repository import create_evaluation, create_run, request_cancel
 from tests.worker.harness import RUN_TIMEOUT_S, Stack, embedded_stack_context, tiny_config, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.records import EpochMetric, Evaluation, EvaluationStatus, Run, RunStatus
 from core.reports.runs import RunData, architecture_info, label_runs
+from jobs.records import EpochMetric, Evaluation, EvaluationStatus, Run, RunStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CLASSES = ["cat", "dog", "ship", "frog", "truck"]

@@ -12,7 +12,8 @@ from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import (
+from core.reports.tables import table1
+from jobs.records import (
     RecordNotFound,
     Run,
     RunStatus,
@@ -21,10 +22,9 @@ from core.records import (
     make_sessionmaker,
     upgrade_to_head,
 )
-from core.records import repository as records
-from core.records.models import Experiment, ExperimentKind
-from core.reports.runs import load_experiment_runs, load_runs
-from core.reports.tables import table1
+from jobs.records import repository as records
+from jobs.records.models import Experiment, ExperimentKind
+from jobs.reports import load_experiment_runs, load_runs
 from tests.core.reports.factory import record_run
 
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import Run, make_engine, session_scope
-from core.records.repository import create_run, get_run
+from jobs.records import Run, make_engine, session_scope
+from jobs.records.repository import create_run, get_run
 
 
 def test_sqlite_engine_pragmas(tmp_path: Path) -> None:

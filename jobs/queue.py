@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.settings import Settings
+from jobs.settings import Settings
 
 TRAIN_TASK = "worker.train_run"
 EVALUATE_TASK = "worker.evaluate_run"

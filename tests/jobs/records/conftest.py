@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import make_engine, make_sessionmaker, upgrade_to_head
+from jobs.records import make_engine, make_sessionmaker, upgrade_to_head
 from tests.fixtures.servers import PostgresServer
 
 DIALECTS = ["sqlite", "postgresql"]

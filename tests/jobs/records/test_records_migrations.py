@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Integer, MetaData, String, inspect
 
-from core.records import Base, alembic_config, make_engine, upgrade_to_head
+from jobs.records import Base, alembic_config, make_engine, upgrade_to_head
 
 TABLES = {
     "api_keys", "datasets", "runs", "epoch_metrics", "evaluations", "artifacts",

@@ -2,18 +2,18 @@
 
 Both doors (the FastAPI service and the Celery worker) use this package; it imports neither,
 nor FastAPI nor Celery. The schema is created and changed only by the Alembic migrations in
-``migrations/`` (see :func:`core.records.db.upgrade_to_head`).
+``migrations/`` (see :func:`jobs.records.db.upgrade_to_head`).
 """
 
-from core.records.db import (
+from jobs.records.db import (
     alembic_config,
     make_engine,
     make_sessionmaker,
     session_scope,
     upgrade_to_head,
 )
-from core.records.errors import RecordConflict, RecordError, RecordNotFound
-from core.records.models import (
+from jobs.records.errors import RecordConflict, RecordError, RecordNotFound
+from jobs.records.models import (
     ApiKey,
     Artifact,
     ArtifactKind,

@@ -1,7 +1,7 @@
 """The few functions that change the records, shared by the service and the worker.
 
 Plain functions over a :class:`~sqlalchemy.orm.Session`; the caller owns the transaction
-(:func:`core.records.db.session_scope`). State changes that can race — a second delivery of a
+(:func:`jobs.records.db.session_scope`). State changes that can race — a second delivery of a
 task, a cancel while a worker starts, two workers redelivered the same message — are single
 conditional ``UPDATE`` statements: the database decides which caller wins, and the losers get
 ``False`` and do nothing.
@@ -51,8 +51,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from core.records.errors import RecordConflict, RecordNotFound
-from core.records.models import (
+from jobs.records.errors import RecordConflict, RecordNotFound
+from jobs.records.models import (
     TERMINAL_RUN_STATUSES,
     ApiKey,
     Artifact,

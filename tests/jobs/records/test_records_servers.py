@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from sqlalchemy import text
 
-from core.records import make_engine
+from jobs.records import make_engine
 from tests.fixtures.servers import PostgresServer, RedisServer
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.records import (
+from jobs.records import (
     ApiKey,
     Artifact,
     EpochMetric,
@@ -24,8 +24,8 @@ from core.records import (
     RunStatus,
     session_scope,
 )
-from core.records.models import utcnow
-from core.records.repository import (
+from jobs.records.models import utcnow
+from jobs.records.repository import (
     ReclaimOutcome,
     add_artifact,
     authenticate,

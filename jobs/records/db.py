@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-# The repository root holds alembic.ini and migrations/ (core/records/db.py → parents[2]).
+# The repository root holds alembic.ini and migrations/ (jobs/records/db.py → parents[2]).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 MIGRATIONS_DIR = REPO_ROOT / "migrations"

@@ -1,6 +1,6 @@
 """Run the embedded deployment in one command: records, an admin key, the API and a worker.
 
-``resnet serve`` (and ``python -m core.launcher``) calls :func:`serve`: it creates the state
+``resnet serve`` (and ``python -m jobs.launcher``) calls :func:`serve`: it creates the state
 folder, brings the database to the newest migration, makes an admin API key if there is none
 (printed once), then starts two child processes with the same ``RESNET_*`` settings:
 
@@ -36,11 +36,11 @@ from types import FrameType
 
 from sqlalchemy import make_url, select
 
-from core.queue import TRAINING_QUEUE
-from core.records import ApiKey, Scope, make_engine, make_sessionmaker, session_scope
-from core.records import upgrade_to_head as _upgrade_to_head
-from core.records.repository import create_api_key
-from core.settings import Settings, get_settings
+from jobs.queue import TRAINING_QUEUE
+from jobs.records import ApiKey, Scope, make_engine, make_sessionmaker, session_scope
+from jobs.records import upgrade_to_head as _upgrade_to_head
+from jobs.records.repository import create_api_key
+from jobs.settings import Settings, get_settings
 
 API_APP = "service.app:create_app"
 # After a stop request: how long a child may take before it is asked more firmly.
@@ -319,9 +319,9 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.launcher [--host H] [--port P]``; the rest comes from ``RESNET_*``."""
+    """``python -m jobs.launcher [--host H] [--port P]``; the rest comes from ``RESNET_*``."""
     parser = argparse.ArgumentParser(
-        prog="python -m core.launcher",
+        prog="python -m jobs.launcher",
         description="Run the API and a Celery worker on the embedded default (SQLite, no Redis) "
         "or on the RESNET_* settings.",
     )
