@@ -35,8 +35,8 @@ from service.deps import QueueDep, ReadKey, SessionDep, require
 from service.errors import ApiError
 from service.inference.runtime import RUN_ID
 from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
-from service.routes.runs import queue_evaluation
 from service.schemas import BatchPredictionCreate, EvaluationPublic
+from service.submission import submit_evaluation
 
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
 
@@ -134,7 +134,7 @@ def _model_run(session: Session, name: str, version: int | None) -> Run:
 def _queue(
     session: Session, queue: QueueDep, response: Response, run: Run, body: BatchPredictionCreate
 ) -> EvaluationPublic:
-    evaluation = queue_evaluation(session, queue, run, split=body.split, dataset=body.dataset)
+    evaluation = submit_evaluation(session, queue, run, split=body.split, dataset_ref=body.dataset)
     response.headers["Location"] = f"/v1/runs/{run.id}/evaluations/{evaluation.id}"
     return EvaluationPublic.model_validate(evaluation)
 
