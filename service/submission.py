@@ -37,8 +37,11 @@ class JobKind:
     fail_unsent: Callable[[Session, str, str], bool]
 
 
-RUN = JobKind(send=TaskQueue.enqueue_run, fail_unsent=fail_unqueued_run)
-EVALUATION = JobKind(send=TaskQueue.enqueue_evaluation, fail_unsent=fail_unqueued_evaluation)
+RUN = JobKind(send=lambda queue, run_id: queue.enqueue_run(run_id), fail_unsent=fail_unqueued_run)
+EVALUATION = JobKind(
+    send=lambda queue, evaluation_id: queue.enqueue_evaluation(evaluation_id),
+    fail_unsent=fail_unqueued_evaluation,
+)
 
 
 def submit(
