@@ -10,7 +10,7 @@ taking messages part-way, the runs not sent are marked ``failed`` and the answer
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Response
 from pydantic import ValidationError
@@ -58,6 +58,11 @@ router = APIRouter(
 )
 
 
+class _Recorded(NamedTuple):
+    experiment: Experiment
+    run_ids: list[str]  # in cell order, the order they are sent
+
+
 # --- routes ----------------------------------------------------------------------------------
 
 
@@ -81,7 +86,7 @@ def create_experiment(
     cells = _cells(body)
     resolved = [_cell_config(session, body, i, cell) for i, cell in enumerate(cells)]
 
-    def record() -> tuple[Experiment, list[str]]:
+    def record() -> _Recorded:
         experiment = records.create_experiment(
             session,
             name=body.name,
@@ -96,16 +101,16 @@ def create_experiment(
             )
             records.attach_to_experiment(session, experiment, run, cell=dict(cell))
             run_ids.append(run.id)
-        return experiment, run_ids
+        return _Recorded(experiment, run_ids)
 
     experiment, _ = submit(
         session,
         queue,
         RUN,
         record,
-        job_ids=lambda recorded: recorded[1],
+        job_ids=lambda recorded: recorded.run_ids,
         describe=lambda recorded, unsent: (
-            f"Experiment {recorded[0].id} ({unsent} of {len(recorded[1])} runs)"
+            f"Experiment {recorded.experiment.id} ({unsent} of {len(recorded.run_ids)} runs)"
         ),
     )
     response.headers["Location"] = f"{router.prefix}/{experiment.id}"

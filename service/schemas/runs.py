@@ -40,10 +40,10 @@ class RunCreate(Hyperparameters, _WhatToTrain):
     """What to train: an architecture, the data, a preset, and any hyperparameters to override.
 
     Name the data with exactly one of ``dataset`` (a registered dataset's name or id) or
-    ``data`` (a source without a path). Every other field overrides the preset (or the
-    defaults), with the bounds shown; fields of ``optimizer`` and ``schedule`` merge into the
-    preset's, and ``null`` leaves a field as the preset has it. ``init_from`` is not accepted
-    over HTTP: it names a file on the workers' disks.
+    ``data`` (a source without a path). Every other field overrides the preset, within the
+    bounds shown (the defaults shown are those without a preset); fields of ``optimizer`` and
+    ``schedule`` merge into the preset's, and ``null`` leaves a field as the preset has it.
+    ``init_from`` is not accepted over HTTP: it names a file on the workers' disks.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
