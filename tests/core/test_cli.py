@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from core import catalogue as catalogue_module
 from core import cli
 from core.catalogue import cache_path, catalogue
+from core.cli import train as train_module
 from core.models import CATALOGUE_NAMES
 
 DATA = "synthetic:256:16x16x3:3"
@@ -181,7 +182,7 @@ def test_a_cancel_stops_cleanly_and_says_how_to_resume(runner, tmp_path, monkeyp
         event.set()
         yield event
 
-    monkeypatch.setattr(cli, "_cancel_on_sigint", already_interrupted)
+    monkeypatch.setattr(train_module, "_cancel_on_sigint", already_interrupted)
     out = tmp_path / "run"
     result = invoke(
         runner, "train", "resnet8", "--data", DATA, "--epochs", 2, "--batch-size", 32,
@@ -195,7 +196,7 @@ def test_a_cancel_stops_cleanly_and_says_how_to_resume(runner, tmp_path, monkeyp
 
 def test_the_first_ctrl_c_sets_a_flag_and_the_second_interrupts():
     before = signal.getsignal(signal.SIGINT)
-    with cli._cancel_on_sigint() as interrupted:
+    with train_module._cancel_on_sigint() as interrupted:
         os.kill(os.getpid(), signal.SIGINT)
         assert interrupted.wait(5)
         with pytest.raises(KeyboardInterrupt):
