@@ -130,6 +130,7 @@ def test_train_writes_the_run_and_prints_metrics(trained):
     assert json.loads((out / "metrics.json").read_text())["n"] == 24  # a quarter of 96
 
 
+@pytest.mark.slow
 def test_train_refuses_an_existing_run_and_resume_extends_it(trained, runner, tmp_path):
     out, _ = trained
     result = invoke(runner, "train", "resnet8", "--data", DATA, "--out", out)
@@ -277,6 +278,7 @@ def test_predict_reports_a_bad_image_and_predicts_the_rest(trained, runner, tmp_
 # --------------------------------------------------------------------------- bench / serve
 
 
+@pytest.mark.slow
 def test_bench_train_json(runner):
     result = invoke(runner, "bench", "train", "resnet8", "--batch-size", 8, "--steps", 2,
                     "--warmup", 1, "--json")  # fmt: skip
