@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -44,15 +43,10 @@ def warn(message: str) -> None:
 
 def echo_json(data: Any) -> None:
     """``data`` as indented JSON on stdout; arrays and paths are written as lists and strings."""
+    # The run folder's JSON files and the CLI's output convert values the same way.
+    from core.training.rundir import _jsonable
+
     typer.echo(json.dumps(data, indent=2, default=_jsonable))
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # --------------------------------------------------------------------------- number formats
