@@ -63,6 +63,7 @@ def test_option_b_adds_projection_params_and_plain_imagenet_drops_them():
     assert count_trainable_params(build_model("plain34", num_classes=1000)) < 21_797_672
 
 
+@pytest.mark.slow
 def test_flops_follow_the_papers_convention():
     # Multiply-adds: ResNet-34 3.6 G, ResNet-50 (v1.5) ~4.1 G, ResNet-18 1.8 G.
     assert round(count_flops(build_model("resnet18", num_classes=1000)) / 1e9, 1) == 1.8
