@@ -43,7 +43,6 @@ _OPTION_OF_FIELD = {
     "epochs": "--epochs",
     "batch_size": "--batch-size",
     "schedule.base_lr": "--lr",
-    "schedule": "--lr",
     "precision": "--precision",
     "train_limit": "--train-limit",
     "validation": "--validation",
@@ -102,7 +101,7 @@ def train_command(
     overrides: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
-        "schedule": {"base_lr": lr} if lr is not None else None,
+        "schedule.base_lr": lr,
         "precision": precision,
         "train_limit": train_limit,
         "validation": _parse_validation(validation),
@@ -118,7 +117,7 @@ def train_command(
                 f"{out} already holds a run (checkpoints/state.json). Continue it with "
                 f"`resnet train --resume --out {out}`, or choose another --out."
             )
-        config = build_config(arch, data, preset=preset, **overrides)
+        config = build_config(arch, data, preset=preset, overrides=overrides)
     dataset = _load_data(config.data)
     result = run_training(config, out, dataset=dataset, resume=resume)
     if result.status == "cancelled":
@@ -135,21 +134,18 @@ def _parse_validation(text: str | None) -> float | int | None:
 
 
 def build_config(
-    arch: str, data: str, *, preset: str | None = None, **overrides: Any
+    arch: str, data: str, *, preset: str | None = None, overrides: dict[str, Any]
 ) -> TrainConfig:
-    """``make_config`` with errors turned into a clean message naming the field (exit code 2)."""
+    """``resolve_config`` (the one config path, dotted-path overrides) with its errors turned
+    into a clean message naming the field and its option (exit code 2)."""
     from pydantic import ValidationError
 
-    from core.models import parse_architecture
-    from core.training import make_config
+    from core.training import resolve_config
 
     try:
-        parse_architecture(arch)  # its message lists the valid names
-        return make_config(arch, data, preset=preset, **overrides)
+        return resolve_config(arch, data, preset=preset, overrides=overrides)
     except ValidationError as exc:
         fail(_describe_validation_error(exc))
-    except ValueError as exc:
-        fail(str(exc))
 
 
 def _describe_validation_error(exc: Any) -> str:
@@ -178,7 +174,7 @@ def _resume_config(
         if arch is None or data is None:
             fail(f"nothing to resume: {rundir.config} does not exist.")
         warn(f"nothing to resume in {rundir.root}: starting a new run.")
-        return build_config(arch, data, preset=preset, **overrides)
+        return build_config(arch, data, preset=preset, overrides=overrides)
     try:
         saved = json.loads(rundir.config.read_text(encoding="utf-8"))
         config = TrainConfig.model_validate(saved)
