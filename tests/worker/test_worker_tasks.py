@@ -13,14 +13,18 @@ import os
 import re
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from core.evaluation import Predictions
 from jobs.queue import EVALUATE_TASK
-from jobs.records import EvaluationStatus, Run, RunStatus, session_scope
+from jobs.records import Evaluation, EvaluationStatus, Run, RunStatus, session_scope
+from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
+from jobs.records.models import utcnow
 from jobs.records.repository import create_evaluation, create_run, request_cancel
 from tests.worker.harness import RUN_TIMEOUT_S, Stack, embedded_stack_context, tiny_config, wait_for
 
@@ -287,6 +291,78 @@ def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) 
     assert done.attempts == 2 and done.predictions_count == 40000
     assert f"evaluation {evaluation_id}: its worker stopped beating: requeued" in worker.log()
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+def _take_away(stack: Stack, model: type[Run] | type[Evaluation], job_id: str) -> None:
+    """What a stalled worker suffers: its job looks dead, is reclaimed and claimed by another
+    worker (a "thief" that never beats), all in one transaction."""
+    jobs = RUN_JOBS if model is Run else EVALUATION_JOBS
+    with session_scope(stack.sessions) as session:
+        session.execute(
+            update(model)
+            .where(model.id == job_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+        )
+        assert jobs.reclaim_stale(session, job_id, stale_after_s=60) == "requeued"
+        assert jobs.claim(session, job_id, worker_host="thief") == 2
+
+
+def _stopped(worker_log: str, task: str) -> bool:
+    """Whether the worker's task ended because its job was taken away (it returned 'lost')."""
+    return re.search(rf"{task}\[[^\]]+\] succeeded in [\d.]+s: 'lost'", worker_log) is not None
+
+
+def test_a_run_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    run_id = stack.submit(tiny_config(data=LONG_DATA, epochs=50))
+    stack.wait_run(run_id, lambda r: r.epochs_completed >= 1, what="to record an epoch")
+    _take_away(stack, Run, run_id)
+    # The worker's next beat is refused: training stops within a batch, nothing is recorded.
+    wait_for(
+        lambda: _stopped(worker.log(), "worker.train_run"),
+        timeout=30,
+        what="the worker to stop the run",
+        details=stack.logs,
+    )
+    assert f"run {run_id}: attempt 1 no longer holds it" in worker.log()
+    with session_scope(stack.sessions) as session:
+        request_cancel(session, run_id)  # the thief never beats: the sweeper ends it cancelled
+    run = stack.wait_finished(run_id, timeout=60)
+    # Attempt 2 (the thief's), or 3 if the sweeper requeued the thief's before the cancel.
+    assert run.status == RunStatus.CANCELLED and run.attempts >= 2, run.error
+    assert run.epochs_completed < 50
+    assert worker.proc is not None and worker.proc.poll() is None  # the worker carried on
+
+
+def test_an_evaluation_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    run_id = stack.submit(tiny_config(epochs=1))
+    assert stack.wait_finished(run_id).status == RunStatus.SUCCEEDED
+    big = "synthetic:40000:16x16x3:3"  # a batch prediction still running when it is taken
+    with session_scope(stack.sessions) as session:
+        evaluation_id = create_evaluation(session, run_id=run_id, split="train", dataset=big).id
+    stack.sender.send_task(EVALUATE_TASK, kwargs={"evaluation_id": evaluation_id})
+    wait_for(
+        lambda: stack.evaluation(evaluation_id).status.value == "running",
+        timeout=60,
+        what="the evaluation to start",
+        details=stack.logs,
+    )
+    _take_away(stack, Evaluation, evaluation_id)
+    # The worker's next beat is refused: scoring stops within a batch, nothing is recorded.
+    wait_for(
+        lambda: _stopped(worker.log(), "worker.evaluate_run"),
+        timeout=30,
+        what="the worker to stop the evaluation",
+        details=stack.logs,
+    )
+    assert f"evaluation {evaluation_id}: attempt 1 no longer holds it" in worker.log()
+    # The thief never beats: the sweeper queues it again and the worker does it all.
+    done = _wait_evaluation(stack, evaluation_id, timeout=RUN_TIMEOUT_S)
+    assert done.status == EvaluationStatus.SUCCEEDED, (done.error, stack.logs())
+    assert done.attempts == 3 and done.predictions_count == 40000
 
 
 # --- the embedded default ------------------------------------------------------------------
