@@ -7,9 +7,11 @@ recorded but never sent to the broker), kept under the names the routes import.
 from __future__ import annotations
 
 from jobs.records.datasets import dataset_name_taken, find_dataset, list_datasets
-from jobs.records.evaluations import fail_unsent_evaluation as fail_unqueued_evaluation
+from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from jobs.records.runs import count_runs_by_status
-from jobs.records.runs import fail_unsent_run as fail_unqueued_run
+
+fail_unqueued_run = RUN_JOBS.fail_unsent
+fail_unqueued_evaluation = EVALUATION_JOBS.fail_unsent
 
 __all__ = [
     "count_runs_by_status",

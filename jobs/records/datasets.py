@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from jobs.records.errors import RecordNotFound
 from jobs.records.models import DatasetRecord
+from jobs.records.sql import newest_first
 
 _ID = re.compile(r"[0-9a-f]{32}")
 
@@ -68,11 +69,4 @@ def list_datasets(
     session: Session, *, limit: int = 50, offset: int = 0
 ) -> tuple[list[DatasetRecord], int]:
     """A page of datasets, newest first, and how many there are."""
-    total = session.scalar(select(func.count()).select_from(DatasetRecord)) or 0
-    rows = session.scalars(
-        select(DatasetRecord)
-        .order_by(DatasetRecord.created_at.desc(), DatasetRecord.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return newest_first(session, DatasetRecord, limit=limit, offset=offset)

@@ -1,7 +1,8 @@
 """Evaluations: scoring a run's model on a split, and batch predictions (the same table).
 
-Their job lifecycle is :data:`jobs.records.lifecycle.EVALUATION_JOBS`, the same as a run's;
-the names below are its methods under the names the callers know. An evaluation cannot be
+Their job lifecycle is :data:`jobs.records.lifecycle.EVALUATION_JOBS`, the same as a run's
+(:mod:`jobs.records.repository` lists its steps under the names callers know, such as
+``claim_evaluation``). An evaluation cannot be
 cancelled, and it starts over when it is reclaimed (it has no checkpoint).
 """
 
@@ -16,14 +17,6 @@ from sqlalchemy.orm import Session
 from jobs.records.lifecycle import EVALUATION_JOBS
 from jobs.records.models import Evaluation, EvaluationStatus, Run
 from jobs.records.sql import ensure_exists, float_or_none
-
-# The evaluation's job lifecycle, under the names its callers know.
-get_evaluation = EVALUATION_JOBS.get
-claim_evaluation = EVALUATION_JOBS.claim
-evaluation_heartbeat = EVALUATION_JOBS.beat
-stale_evaluation_ids = EVALUATION_JOBS.stale_ids
-reclaim_stale_evaluation = EVALUATION_JOBS.reclaim_stale
-fail_unsent_evaluation = EVALUATION_JOBS.fail_unsent
 
 # Headline columns and the metric keys they come from: single-label names first, then the
 # multi-label ones (subset accuracy; CP/CR/CF1 are the per-class-averaged precision/recall/F1).

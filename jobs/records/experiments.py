@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from jobs.records.errors import RecordConflict, RecordNotFound
 from jobs.records.models import Experiment, ExperimentKind, Run, RunStatus, utcnow
 from jobs.records.runs import request_cancel
-from jobs.records.sql import changed, get_row
+from jobs.records.sql import changed, get_row, newest_first
 
 
 def create_experiment(
@@ -61,14 +61,7 @@ def list_experiments(
     session: Session, *, limit: int = 50, offset: int = 0
 ) -> tuple[list[Experiment], int]:
     """A page of experiments, newest first, and how many there are."""
-    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
-    rows = session.scalars(
-        select(Experiment)
-        .order_by(Experiment.created_at.desc(), Experiment.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return newest_first(session, Experiment, limit=limit, offset=offset)
 
 
 def list_experiment_runs(session: Session, experiment_id: str) -> list[Run]:

@@ -17,17 +17,7 @@ from __future__ import annotations
 
 from jobs.records.artifacts import add_artifact, get_model_artifact
 from jobs.records.datasets import dataset_name_taken, find_dataset, list_datasets, register_dataset
-from jobs.records.evaluations import (
-    claim_evaluation,
-    create_evaluation,
-    evaluation_heartbeat,
-    fail_unsent_evaluation,
-    finish_evaluation,
-    get_evaluation,
-    list_evaluations,
-    reclaim_stale_evaluation,
-    stale_evaluation_ids,
-)
+from jobs.records.evaluations import create_evaluation, finish_evaluation, list_evaluations
 from jobs.records.experiments import (
     attach_to_experiment,
     cancel_experiment,
@@ -53,23 +43,27 @@ from jobs.records.registry import (
 )
 from jobs.records.runs import (
     EPOCH_FIELDS,
-    claim_run,
     count_runs_by_status,
     create_run,
     delete_run,
-    fail_unsent_run,
     finish_run,
-    get_run,
-    heartbeat,
     is_cancel_requested,
     list_epochs,
     list_runs,
-    reclaim_stale_run,
     record_epoch,
     request_cancel,
-    stale_run_ids,
     update_progress,
 )
+
+# The steps of the one job lifecycle (jobs.records.lifecycle), for runs and for evaluations,
+# under the names their callers know. Same step, same signature and return type.
+get_run, get_evaluation = RUN_JOBS.get, EVALUATION_JOBS.get
+claim_run, claim_evaluation = RUN_JOBS.claim, EVALUATION_JOBS.claim
+heartbeat, evaluation_heartbeat = RUN_JOBS.beat, EVALUATION_JOBS.beat
+stale_run_ids, stale_evaluation_ids = RUN_JOBS.stale_ids, EVALUATION_JOBS.stale_ids
+reclaim_stale_run = RUN_JOBS.reclaim_stale
+reclaim_stale_evaluation = EVALUATION_JOBS.reclaim_stale
+fail_unsent_run, fail_unsent_evaluation = RUN_JOBS.fail_unsent, EVALUATION_JOBS.fail_unsent
 
 __all__ = [
     "API_KEY_PREFIX",

@@ -1,8 +1,9 @@
 """Training runs: create, read, cancel and delete them; what their worker writes as they train.
 
 The run's job lifecycle (claim, beat, stale, reclaim, finish, fail-unsent) is
-:data:`jobs.records.lifecycle.RUN_JOBS`; the names below are its methods under the names the
-callers know. What only runs have is here: progress, epochs, and cancelling on request.
+:data:`jobs.records.lifecycle.RUN_JOBS` (:mod:`jobs.records.repository` lists its steps under
+the names callers know, such as ``claim_run``). What only runs have is here: progress, epochs,
+and cancelling on request.
 
 A run's life::
 
@@ -32,7 +33,14 @@ from jobs.records.models import (
     RunStatus,
     utcnow,
 )
-from jobs.records.sql import changed, dialect_insert, ensure_exists, float_or_none, get_row
+from jobs.records.sql import (
+    changed,
+    dialect_insert,
+    ensure_exists,
+    float_or_none,
+    get_row,
+    newest_first,
+)
 
 EPOCH_FIELDS = (
     "loss",
@@ -43,14 +51,6 @@ EPOCH_FIELDS = (
     "seconds",
     "images_per_second",
 )
-
-# The run's job lifecycle, under the names its callers know (see jobs.records.lifecycle).
-get_run = RUN_JOBS.get
-claim_run = RUN_JOBS.claim
-heartbeat = RUN_JOBS.beat
-stale_run_ids = RUN_JOBS.stale_ids
-reclaim_stale_run = RUN_JOBS.reclaim_stale
-fail_unsent_run = RUN_JOBS.fail_unsent
 
 
 def create_run(
@@ -121,15 +121,7 @@ def list_runs(
         conditions.append(Run.architecture == architecture)
     if dataset is not None:
         conditions.append(Run.dataset == dataset)
-    total = session.scalar(select(func.count()).select_from(Run).where(*conditions)) or 0
-    rows = session.scalars(
-        select(Run)
-        .where(*conditions)
-        .order_by(Run.created_at.desc(), Run.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return newest_first(session, Run, *conditions, limit=limit, offset=offset)
 
 
 def count_runs_by_status(session: Session) -> dict[RunStatus, int]:
@@ -151,7 +143,7 @@ def update_progress(
         run_id: The run.
         progress: JSON-ready: ``epoch``, ``epochs``, ``batch``, ``batches``, ``fraction``,
             ``eta_seconds``, ``images_per_second``, ...
-        attempt: The writer's attempt (see :meth:`JobLifecycle.held`).
+        attempt: The writer's attempt (see :meth:`~jobs.records.lifecycle.JobLifecycle.held`).
 
     Returns:
         ``False`` if the run is not running (it was cancelled, reclaimed or finished) or is in

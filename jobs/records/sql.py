@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Executable, exists, select
+from sqlalchemy import ColumnElement, CursorResult, Executable, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,29 @@ def dialect_insert(session: Session, model: type[Base]) -> Any:
     raise NotImplementedError(
         f"Unsupported database dialect: {name!r}. Expected sqlite or postgresql"
     )
+
+
+def newest_first(
+    session: Session,
+    model: type[M],
+    *conditions: ColumnElement[bool],
+    limit: int,
+    offset: int,
+) -> tuple[list[M], int]:
+    """A page of the rows that match ``conditions``, newest first, and how many match in all.
+
+    Rows of the same ``created_at`` are ordered by id, so that pages never overlap.
+    """
+    table: Any = model  # every paged table has ``id`` and ``created_at``
+    total = session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
+    rows = session.scalars(
+        select(model)
+        .where(*conditions)
+        .order_by(table.created_at.desc(), table.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
 
 
 def float_or_none(value: Any) -> float | None:
