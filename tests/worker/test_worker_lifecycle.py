@@ -26,6 +26,7 @@ from jobs.records.runs import create_run
 from jobs.settings import Settings
 from worker import evaluation, training
 from worker.lifecycle import JobHeartbeat, JobLost, claim_job
+from worker.sweeper import requeue_stale
 
 CONFIG = {"architecture": "resnet8", "data": "synthetic:64:16x16x3:3", "epochs": 50}
 BEAT_S = 0.05
@@ -64,16 +65,21 @@ def kind(request: pytest.FixtureRequest) -> tuple[JobLifecycle[Any], Callable[..
     return KINDS[request.param]
 
 
+def _stop_beating(session: Session, jobs: JobLifecycle[Any], job_id: str) -> None:
+    """The job's worker has not beaten for two minutes."""
+    session.execute(
+        update(jobs.model)
+        .where(jobs.model.id == job_id)
+        .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+    )
+
+
 def _take_away(sm: sessionmaker[Session], jobs: JobLifecycle[Any], job_id: str) -> None:
     """What happens to a worker that stalls: its job looks dead, is reclaimed and claimed by
     another worker (attempt 2). One transaction, so that no beat of the stalled worker lands
     in between."""
     with session_scope(sm) as s:
-        s.execute(
-            update(jobs.model)
-            .where(jobs.model.id == job_id)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
-        )
+        _stop_beating(s, jobs, job_id)
         assert jobs.reclaim_stale(s, job_id, stale_after_s=60) is ReclaimOutcome.REQUEUED
         assert jobs.claim(s, job_id, worker_host="thief") == 2
 
@@ -95,11 +101,7 @@ def test_claim_job_claims_once_and_takes_over_a_dead_workers_job(
     assert claimed is not None and claimed[1] == 1
     assert claim_job(sm, jobs, job_id, stale_after_s=60, read=read) is None  # worker alive
     with session_scope(sm) as s:  # ... until it stops beating
-        s.execute(
-            update(jobs.model)
-            .where(jobs.model.id == job_id)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
-        )
+        _stop_beating(s, jobs, job_id)
     taken = claim_job(sm, jobs, job_id, stale_after_s=60, read=read)
     assert taken is not None and taken[1] == 2  # a redelivery takes the job over
     assert claim_job(sm, jobs, "0" * 32, stale_after_s=60, read=read) is None  # deleted
@@ -131,6 +133,23 @@ def test_the_heartbeat_beats_and_notices_the_job_was_taken_away(
     with sm() as s:
         job = jobs.get(s, job_id)
         assert (job.status.value, job.attempts, job.worker_host) == ("running", 2, "thief")
+
+
+def test_the_sweeper_requeues_and_sends_a_dead_workers_job_of_either_kind(
+    sm: sessionmaker[Session], kind: tuple[JobLifecycle[Any], Callable[..., str]]
+) -> None:
+    jobs, create = kind
+    job_id = create(sm)
+    with session_scope(sm) as s:
+        assert jobs.claim(s, job_id, worker_host="dead") == 1
+    sent: list[str] = []
+    assert requeue_stale(sm, jobs, stale_after_s=60, send=sent.append) == {}  # alive
+    with session_scope(sm) as s:
+        _stop_beating(s, jobs, job_id)
+    outcomes = requeue_stale(sm, jobs, stale_after_s=60, send=sent.append)
+    assert outcomes == {job_id: ReclaimOutcome.REQUEUED} and sent == [job_id]
+    with sm() as s:
+        assert jobs.get(s, job_id).status.value == "queued"
 
 
 def _run_in_thread(fn: Callable[[], str]) -> tuple[threading.Thread, list[str]]:

@@ -26,7 +26,14 @@ from jobs.records import Evaluation, EvaluationStatus, Run, RunStatus, session_s
 from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from jobs.records.models import utcnow
 from jobs.records.repository import create_evaluation, create_run, request_cancel
-from tests.worker.harness import RUN_TIMEOUT_S, Stack, embedded_stack_context, tiny_config, wait_for
+from tests.worker.harness import (
+    RUN_TIMEOUT_S,
+    Stack,
+    WorkerProcess,
+    embedded_stack_context,
+    tiny_config,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -263,12 +270,11 @@ def test_a_run_that_always_kills_its_worker_fails_after_max_attempts(
     assert worker.proc is not None and worker.proc.poll() is None  # the worker carried on
 
 
-def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) -> None:
-    stack = fresh_redis_stack
-    worker = stack.start_worker()
+def _start_a_long_batch_prediction(stack: Stack) -> tuple[str, Any]:
+    """Train a run, send a batch prediction of it over many images (so that it is still running
+    when the test acts on it) and wait for it to start: its id, and its running record."""
     run_id = stack.submit(tiny_config(epochs=1))
     assert stack.wait_finished(run_id).status == RunStatus.SUCCEEDED
-    # A batch prediction over many images, so that it is still running when its worker dies.
     big = "synthetic:40000:16x16x3:3"
     with session_scope(stack.sessions) as session:
         evaluation_id = create_evaluation(session, run_id=run_id, split="train", dataset=big).id
@@ -279,6 +285,13 @@ def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) 
         what="the evaluation to start",
         details=stack.logs,
     )
+    return evaluation_id, running
+
+
+def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    evaluation_id, running = _start_a_long_batch_prediction(stack)
     pid = int(running.worker_host.rsplit("/", 1)[1])
     assert pid != worker.pid and worker.owns(pid)
     os.kill(pid, signal.SIGKILL)  # the pool process dies mid-evaluation
@@ -307,9 +320,16 @@ def _take_away(stack: Stack, model: type[Run] | type[Evaluation], job_id: str) -
         assert jobs.claim(session, job_id, worker_host="thief") == 2
 
 
-def _stopped(worker_log: str, task: str) -> bool:
-    """Whether the worker's task ended because its job was taken away (it returned 'lost')."""
-    return re.search(rf"{task}\[[^\]]+\] succeeded in [\d.]+s: 'lost'", worker_log) is not None
+def _wait_stopped(stack: Stack, worker: WorkerProcess, task: str, what: str) -> None:
+    """Wait for the worker's task to end because its job was taken away (it returns 'lost'),
+    after saying why."""
+    lost = re.compile(rf"{task}\[[^\]]+\] succeeded in [\d.]+s: 'lost'")
+    wait_for(
+        lambda: lost.search(worker.log()) is not None,
+        timeout=30,
+        what=f"the worker to stop the {what}",
+        details=stack.logs,
+    )
 
 
 def test_a_run_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
@@ -319,12 +339,7 @@ def test_a_run_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
     stack.wait_run(run_id, lambda r: r.epochs_completed >= 1, what="to record an epoch")
     _take_away(stack, Run, run_id)
     # The worker's next beat is refused: training stops within a batch, nothing is recorded.
-    wait_for(
-        lambda: _stopped(worker.log(), "worker.train_run"),
-        timeout=30,
-        what="the worker to stop the run",
-        details=stack.logs,
-    )
+    _wait_stopped(stack, worker, "worker.train_run", "run")
     assert f"run {run_id}: attempt 1 no longer holds it" in worker.log()
     with session_scope(stack.sessions) as session:
         request_cancel(session, run_id)  # the thief never beats: the sweeper ends it cancelled
@@ -338,26 +353,10 @@ def test_a_run_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
 def test_an_evaluation_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
     stack = fresh_redis_stack
     worker = stack.start_worker()
-    run_id = stack.submit(tiny_config(epochs=1))
-    assert stack.wait_finished(run_id).status == RunStatus.SUCCEEDED
-    big = "synthetic:40000:16x16x3:3"  # a batch prediction still running when it is taken
-    with session_scope(stack.sessions) as session:
-        evaluation_id = create_evaluation(session, run_id=run_id, split="train", dataset=big).id
-    stack.sender.send_task(EVALUATE_TASK, kwargs={"evaluation_id": evaluation_id})
-    wait_for(
-        lambda: stack.evaluation(evaluation_id).status.value == "running",
-        timeout=60,
-        what="the evaluation to start",
-        details=stack.logs,
-    )
+    evaluation_id, _ = _start_a_long_batch_prediction(stack)
     _take_away(stack, Evaluation, evaluation_id)
     # The worker's next beat is refused: scoring stops within a batch, nothing is recorded.
-    wait_for(
-        lambda: _stopped(worker.log(), "worker.evaluate_run"),
-        timeout=30,
-        what="the worker to stop the evaluation",
-        details=stack.logs,
-    )
+    _wait_stopped(stack, worker, "worker.evaluate_run", "evaluation")
     assert f"evaluation {evaluation_id}: attempt 1 no longer holds it" in worker.log()
     # The thief never beats: the sweeper queues it again and the worker does it all.
     done = _wait_evaluation(stack, evaluation_id, timeout=RUN_TIMEOUT_S)
