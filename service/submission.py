@@ -83,13 +83,20 @@ def submit(
 
 
 def submit_evaluation(
-    session: Session, queue: TaskQueue, run: Run, *, split: str, dataset_ref: str | None
+    session: Session,
+    queue: TaskQueue,
+    run: Run,
+    *,
+    split: str,
+    dataset_ref: str | None,
+    max_attempts: int,
 ) -> Evaluation:
     """Record and send an evaluation of a succeeded run's model (a batch prediction too).
 
     Args:
         dataset_ref: A registered dataset's name or id (422 on ``body.dataset`` if unknown);
             None: the run's own data.
+        max_attempts: The service's ``RESNET_MAX_ATTEMPTS``, as runs get it.
 
     Raises:
         ApiError: 409 unless the run succeeded; 422 as above; 503 as :func:`submit`.
@@ -105,7 +112,13 @@ def submit_evaluation(
         session,
         queue,
         EVALUATION,
-        lambda: records.create_evaluation(session, run_id=run.id, split=split, dataset=source),
+        lambda: records.create_evaluation(
+            session,
+            run_id=run.id,
+            split=split,
+            dataset=source,
+            max_attempts=max_attempts,
+        ),
         job_ids=lambda evaluation: [evaluation.id],
         describe=lambda evaluation, _: f"Evaluation {evaluation.id}",
     )

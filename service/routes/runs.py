@@ -157,10 +157,18 @@ def create_evaluation(
     body: EvaluationCreate,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     key: TrainKey,
 ) -> EvaluationPublic:
     run = records.get_run(session, run_id)
-    evaluation = submit_evaluation(session, queue, run, split=body.split, dataset_ref=body.dataset)
+    evaluation = submit_evaluation(
+        session,
+        queue,
+        run,
+        split=body.split,
+        dataset_ref=body.dataset,
+        max_attempts=settings.max_attempts,
+    )
     return EvaluationPublic.model_validate(evaluation)
 
 

@@ -312,6 +312,10 @@ def test_evaluations_are_queued_for_succeeded_runs_only(
     )
     tasks = [task_kwargs(m) for m in queued_messages(settings)]
     assert (EVALUATE_TASK, {"evaluation_id": evaluation["id"]}) in tasks
+    with session_scope(db) as session:  # the service's RESNET_MAX_ATTEMPTS, as for runs
+        assert records.get_evaluation(session, evaluation["id"]).max_attempts == (
+            settings.max_attempts
+        )
 
     with session_scope(db) as session:
         records.claim_evaluation(session, evaluation["id"], worker_host="w")
