@@ -144,15 +144,9 @@ def _warn(message: str) -> None:
 
 
 def _echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=_jsonable))
+    from core.training.rundir import jsonable
 
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    typer.echo(json.dumps(data, indent=2, default=jsonable))
 
 
 # --------------------------------------------------------------------------- number formats
@@ -603,10 +597,11 @@ def _print_result(
         target.print("No test or validation split: no metrics (see --validation).")
     if not show_files:
         return
-    files = ["model.keras", "labels.json", "config.json", "history.json", "metrics.json"]
-    present = [f for f in files if (out / f).exists()]
+    from core.training.rundir import CHECKPOINTS_DIR, RESULT_FILES
+
+    present = [f for f in RESULT_FILES if (out / f).exists()]
     target.print(
-        f"Files in {escape(str(out))}: {', '.join(present)}, checkpoints/",
+        f"Files in {escape(str(out))}: {', '.join(present)}, {CHECKPOINTS_DIR}/",
         highlight=False,
         soft_wrap=True,
     )
@@ -659,8 +654,9 @@ def metrics_table(metrics: dict[str, Any], *, title: str | None = None) -> Table
 def _load_predictor(path: Path) -> Any:
     """A :class:`core.inference.Predictor` for a ``.keras`` file or a run folder."""
     from core.inference import ModelLoadError, Predictor
+    from core.training.rundir import MODEL_FILE
 
-    model_path = path / "model.keras" if path.is_dir() else path
+    model_path = path / MODEL_FILE if path.is_dir() else path
     with err_console.status(f"loading {escape(str(model_path))}"):
         try:
             return Predictor.load(model_path)

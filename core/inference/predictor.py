@@ -22,8 +22,8 @@ from PIL import Image
 
 from core.images import ImageDecodeError, decode_image, resize_for_model, to_array
 from core.models import CUSTOM_OBJECTS, Preprocess
+from core.training.rundir import LABELS_FILE
 
-LABELS_FILE = "labels.json"
 # A .keras archive's config.json is kilobytes even for ResNet-1202; refuse anything absurd.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 

@@ -34,10 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from core.training.rundir import LABELS_FILE
 from jobs.records import ApiKey, RecordNotFound, Run, RunStatus, Scope
 from jobs.records import repository as records
 from jobs.records.models import ModelVersion
 from jobs.records.repository import hash_api_key
+from jobs.storage import is_url
 from service.deps import ReadKey, SessionDep, TrainKey, committed, require
 from service.errors import ApiError, ErrorBody, ErrorDetail
 from service.inference.batcher import BatcherClosed, Overloaded
@@ -549,10 +551,10 @@ def _labels(model_uri: str) -> tuple[list[str] | None, bool | None]:
     system); its classes show once it is loaded… or not at all: ``None``.
     """
     path = model_uri.removeprefix("file://")
-    if "://" in path:
+    if is_url(path):
         return None, None
     try:
-        data = json.loads((FilePath(path).parent / "labels.json").read_text(encoding="utf-8"))
+        data = json.loads((FilePath(path).parent / LABELS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None, None
     if not isinstance(data, dict):
