@@ -8,15 +8,12 @@ conditional UPDATEs — and belong there; they are here only until it grows them
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from jobs.ids import is_record_id
 from jobs.records import DatasetRecord, Evaluation, EvaluationStatus, RecordNotFound, Run, RunStatus
 from jobs.records.models import utcnow
-
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def find_dataset(session: Session, ref: str) -> DatasetRecord:
@@ -25,7 +22,7 @@ def find_dataset(session: Session, ref: str) -> DatasetRecord:
     Raises:
         RecordNotFound: Neither an id nor a name of a registered dataset.
     """
-    dataset = session.get(DatasetRecord, ref) if _ID.fullmatch(ref) else None
+    dataset = session.get(DatasetRecord, ref) if is_record_id(ref) else None
     if dataset is None:
         dataset = session.scalars(
             select(DatasetRecord).where(DatasetRecord.name == ref)

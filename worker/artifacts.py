@@ -16,7 +16,6 @@ A run's files are ``<root>/<run_id>/`` in the layout of :class:`core.training.ru
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,14 +33,13 @@ from core.training.rundir import (
     is_checkpoint_name,
     predictions_name,
 )
+from jobs.ids import RECORD_ID_RULE, is_record_id
 from jobs.records import ArtifactKind
 from jobs.settings import Settings
 from jobs.storage import is_url
 
 if TYPE_CHECKING:
     from core.training.rundir import RunDir
-
-RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,8 @@ class ArtifactFile:
 
 
 def _checked(run_id: str) -> str:
-    if not RUN_ID.fullmatch(run_id):
-        raise ValueError(f"Invalid run id: {run_id!r}. Expected 1-64 of [A-Za-z0-9_-]")
+    if not is_record_id(run_id):
+        raise ValueError(f"Invalid run id: {run_id!r}. Expected {RECORD_ID_RULE}")
     return run_id
 
 

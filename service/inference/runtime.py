@@ -12,7 +12,6 @@ in every API process (at once in the process that promoted it).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.images import ImageDecodeError
+from jobs.ids import is_record_id
 from jobs.records import ApiKey, RecordConflict, RecordNotFound, Run, RunStatus
 from jobs.records.repository import get_model_artifact, get_model_version
 from service.inference.cache import ModelCache, ModelRef
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
     from jobs.settings import Settings
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ENTRIES = 4096  # lookups remembered at most (expired ones are dropped past it)
 
 
@@ -107,7 +106,7 @@ class Inference:
             except RecordNotFound:
                 # Every succeeded run serves its model by run id, promoted or not.
                 run_or_none = None
-                if version is None and RUN_ID.fullmatch(name):
+                if version is None and is_record_id(name):
                     run_or_none = session.get(Run, name)
                 if run_or_none is None:
                     raise

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from jobs.ids import new_id
 from jobs.records import DatasetRecord
 from jobs.records import repository as records
-from jobs.records.models import new_id
 from service import uploads
 from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed

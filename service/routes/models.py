@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -35,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from core.training.rundir import LABELS_FILE
+from jobs.ids import MAX_VERSION, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 from jobs.records import ApiKey, RecordNotFound, Run, RunStatus, Scope
 from jobs.records import repository as records
 from jobs.records.models import ModelVersion
@@ -55,11 +55,9 @@ from service.inference.payload import (
     read_predict,
     read_tf_serving,
 )
-from service.inference.runtime import RUN_ID, Inference, label
+from service.inference.runtime import Inference, label
 from service.routes import AUTH_ERRORS, error_responses
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-MAX_VERSION = 2**31 - 1
 DEFAULT_TOP_K = 5
 RETRY_AFTER_S = 1
 JSON_TYPE = "application/json"
@@ -146,13 +144,10 @@ class ModelPromote(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not MODEL_NAME.fullmatch(v):
-            raise ValueError(
-                "a model name is 1-128 letters, digits, '.', '_' or '-', starting with a "
-                "letter or digit"
-            )
-        if RUN_ID.fullmatch(v):
-            raise ValueError("a model name must not look like a run id (32 hex digits)")
+        if not is_name(v):
+            raise ValueError(f"a model name is {NAME_RULE}")
+        if is_record_id(v):
+            raise ValueError(f"a model name must not look like a run id ({RECORD_ID_RULE})")
         return v
 
 
@@ -258,7 +253,7 @@ def get_model(name: str, request: Request, session: SessionDep, key: ReadKey) ->
             latest_version=versions[0].version,
             versions=[_public_version(request, session, v) for v in versions],
         )
-    run = session.get(Run, name) if RUN_ID.fullmatch(name) else None
+    run = session.get(Run, name) if is_record_id(name) else None
     if run is None or run.status != RunStatus.SUCCEEDED:
         raise RecordNotFound("Model", name)
     return ModelPublic(
