@@ -51,6 +51,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from core.training.hooks import EPOCH_METRICS
 from jobs.records.errors import RecordConflict, RecordNotFound
 from jobs.records.models import (
     TERMINAL_RUN_STATUSES,
@@ -108,16 +109,6 @@ API_KEY_PREFIX = "rsk_"
 API_KEY_DISPLAY_CHARS = 8
 # authenticate() writes last_used_at at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
-
-EPOCH_FIELDS = (
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-    "images_per_second",
-)
 
 _M = TypeVar("_M", bound=Base)
 
@@ -452,7 +443,7 @@ def record_epoch(
     ):
         _ensure_run(session, run_id)
         return False
-    values = {name: _float_or_none(record.get(name)) for name in EPOCH_FIELDS}
+    values = {name: _float_or_none(record.get(name)) for name in EPOCH_METRICS}
     stmt = _insert(session, EpochMetric).values(
         run_id=run_id, epoch=epoch, recorded_at=now, **values
     )
