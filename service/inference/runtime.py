@@ -163,23 +163,3 @@ class Inference:
     async def close(self) -> None:
         await self.cache.close()
         self._decoder.shutdown(wait=False, cancel_futures=True)
-
-
-def label(
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    *,
-    multi_label: bool,
-    top_k: int,
-    threshold: float,
-) -> list[dict[str, Any]]:
-    """One image's labels, best first, as :class:`core.inference.Predictor` ranks them.
-
-    Single-label: the ``top_k`` most probable classes. Multi-label: every label whose
-    probability is at least ``threshold``, however many.
-    """
-    order = np.argsort(-probs, kind="stable")
-    picks = [j for j in order if probs[j] >= threshold] if multi_label else list(order[:top_k])
-    return [
-        {"label": class_names[j], "index": int(j), "probability": float(probs[j])} for j in picks
-    ]

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from core.ranking import ranked_labels
 from core.training.rundir import LABELS_FILE
 from jobs.ids import MAX_VERSION, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 from jobs.records import ApiKey, RecordNotFound, Run, RunStatus, Scope
@@ -55,7 +56,7 @@ from service.inference.payload import (
     read_predict,
     read_tf_serving,
 )
-from service.inference.runtime import Inference, label
+from service.inference.runtime import Inference
 from service.routes import AUTH_ERRORS, error_responses
 
 DEFAULT_TOP_K = 5
@@ -405,7 +406,9 @@ async def run_predict(request: Request, name: str, version: int | None) -> Respo
         "predictions": [
             {
                 "name": image.label,
-                "labels": label(row, names, multi_label=model.multi_label, top_k=k, threshold=cut),
+                "labels": ranked_labels(
+                    row, names, multi_label=model.multi_label, top_k=k, threshold=cut
+                ),
             }
             for image, row in zip(payload.images, rows, strict=True)
         ],
