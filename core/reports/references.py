@@ -16,9 +16,9 @@ Sources:
   with Graph Convolutional Networks" (ML-GCN), CVPR 2019, Table 1: the plain ResNet-101 baseline
   for MS-COCO 2014 multi-label classification at 448 × 448 input reaches 77.3 mAP (%).
 
-The CIFAR-10 and ImageNet values agree with :data:`core.models.specs.PAPER_CIFAR10_ERROR` and
-:data:`~core.models.specs.PAPER_IMAGENET_ERROR` (a test checks it); this module adds the
-sources, the spread of ResNet-110, parameter counts and the COCO references.
+This module is the one home of these numbers: the architecture catalogue
+(:func:`core.catalogue.static_entry`, ``GET /v1/architectures``, ``resnet archs``), the report
+tables and the figures all read them from here.
 """
 
 from __future__ import annotations
