@@ -59,19 +59,9 @@ class Table:
             "columns": [{"key": c.key, "title": c.title, "unit": c.unit} for c in self.columns],
             "rows": self.rows,
             "notes": self.notes,
+            # The tables have always shown references without their parameter counts.
             "references": [
-                {
-                    "model": r.model,
-                    "task": r.task,
-                    "metric": r.metric,
-                    "value": r.value,
-                    "mean": r.mean,
-                    "std": r.std,
-                    "runs": r.runs,
-                    "source": r.source,
-                    "note": r.note,
-                    "comparable": r.comparable,
-                }
+                {k: v for k, v in r.to_json().items() if k != "params_millions"}
                 for r in self.references
             ],
         }

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.evaluation import Predictions, PredictionsError
-from jobs.ids import is_record_id
+from jobs.ids import MAX_VERSION, is_record_id
 from jobs.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
 from jobs.records import repository as records
 from jobs.records.models import Evaluation
@@ -41,7 +41,7 @@ from service.submission import submit_evaluation
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
 
 PredictKey = Annotated[ApiKey, Depends(require(Scope.PREDICT))]
-_Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+_Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 MAX_TOP_K = 1000
 
 
