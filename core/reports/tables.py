@@ -143,13 +143,18 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 
 # --- Table 1 ---------------------------------------------------------------------------------
 
-TABLE1_COLUMNS = [
-    Column("model", "Model"),
-    Column("run_id", "Run"),
+# The scores both tables give a run, in this order.
+_SCORE_COLUMNS = (
     Column("accuracy", "Accuracy", "%", aggregate=True),
     Column("precision", "Precision", "%", aggregate=True),
     Column("recall", "Recall", "%", aggregate=True),
     Column("f1", "F1", "%", aggregate=True),
+)
+
+TABLE1_COLUMNS = [
+    Column("model", "Model"),
+    Column("run_id", "Run"),
+    *_SCORE_COLUMNS,
     Column("error", "Error", "%", aggregate=True),
     Column("paper_error", "Paper's error", "%"),
     Column("training_time", "Training time", "s", aggregate=True),
@@ -277,10 +282,7 @@ LARGE_COLUMNS = [
     Column("model", "Model"),
     Column("dataset", "Dataset"),
     Column("run_id", "Run"),
-    Column("accuracy", "Accuracy", "%", aggregate=True),
-    Column("precision", "Precision", "%", aggregate=True),
-    Column("recall", "Recall", "%", aggregate=True),
-    Column("f1", "F1", "%", aggregate=True),
+    *_SCORE_COLUMNS,
     Column("mAP", "mAP", "%", aggregate=True),
     Column("training_time", "Training time", "s", aggregate=True),
     Column("reference", "Published reference"),
