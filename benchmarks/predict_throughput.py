@@ -69,15 +69,16 @@ PATH = f"/v1/models/{MODEL}/predict?top_k=1"
 def build_model(folder: Path) -> Path:
     """An untrained ResNet-20 (accuracy does not matter for speed), saved as a run saves it."""
     from core.models import build_model as build
+    from core.training.rundir import LABELS_FILE, MODEL_FILE
 
     folder.mkdir(parents=True, exist_ok=True)
     model = build("resnet20", input_shape=SHAPE, num_classes=CLASSES)
     rng = np.random.default_rng(0)
     model.get_layer("preprocess").set_statistics(rng.uniform(100, 150, SHAPE))
-    path = folder / "model.keras"
+    path = folder / MODEL_FILE
     model.save(path)
     names = [f"class_{i}" for i in range(CLASSES)]
-    (folder / "labels.json").write_text(json.dumps({"class_names": names, "multi_label": False}))
+    (folder / LABELS_FILE).write_text(json.dumps({"class_names": names, "multi_label": False}))
     return path
 
 

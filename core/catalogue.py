@@ -20,13 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import core
-from core.models.specs import (
-    CATALOGUE_NAMES,
-    PAPER_CIFAR10_ERROR,
-    PAPER_IMAGENET_ERROR,
-    ArchSpec,
-    parse_architecture,
-)
+from core.models.specs import CATALOGUE_NAMES, ArchSpec, parse_architecture
+from core.reports.references import CIFAR10, IMAGENET_TOP1, IMAGENET_TOP5
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +87,12 @@ def describe(spec: ArchSpec) -> Entry:
 
     from core.models import build_model, count_flops, count_trainable_params
 
-    shape = spec.default_input_shape
-    classes = NUM_CLASSES[spec.family]
-    model = build_model(spec, input_shape=shape, num_classes=classes)
-    entry = {
-        **_paper(spec),
-        "name": spec.name,
-        "family": spec.family,
-        "kind": spec.kind,
-        "block": spec.block,
-        "depth": spec.depth,
-        "input_shape": list(shape),
-        "num_classes": classes,
-        "params": count_trainable_params(model),
-        "flops": count_flops(model),
-    }
+    entry = static_entry(spec)
+    model = build_model(
+        spec, input_shape=spec.default_input_shape, num_classes=entry["num_classes"]
+    )
+    entry["params"] = count_trainable_params(model)
+    entry["flops"] = count_flops(model)
     del model
     keras.backend.clear_session()  # free the graph: the catalogue builds dozens of nets
     return {key: entry[key] for key in _ORDER}
@@ -118,19 +104,37 @@ _ORDER = (
 )  # fmt: skip
 
 
+def static_entry(spec: ArchSpec) -> Entry:
+    """An entry without its counts: what the spec and the paper say, no model built.
+
+    The API's catalogue serves these (it never builds a model) and adds the counts from the
+    cache file.
+    """
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "kind": spec.kind,
+        "block": spec.block,
+        "depth": spec.depth,
+        "input_shape": list(spec.default_input_shape),
+        "num_classes": NUM_CLASSES[spec.family],
+        **_paper(spec),
+    }
+
+
 def _paper(spec: ArchSpec) -> Entry:
-    if spec.name in PAPER_CIFAR10_ERROR:
+    """The paper's numbers for ``spec``, from :mod:`core.reports.references` (their one home)."""
+    if spec.name in CIFAR10:
         return {
-            "paper_error": PAPER_CIFAR10_ERROR[spec.name],
+            "paper_error": CIFAR10[spec.name].value,
             "paper_error_metric": "CIFAR-10 test error",
             "paper_top5_error": None,
         }
-    if spec.name in PAPER_IMAGENET_ERROR:
-        top1, top5 = PAPER_IMAGENET_ERROR[spec.name]
+    if spec.name in IMAGENET_TOP1:
         return {
-            "paper_error": top1,
+            "paper_error": IMAGENET_TOP1[spec.name].value,
             "paper_error_metric": "ImageNet top-1 val error (10-crop)",
-            "paper_top5_error": top5,
+            "paper_top5_error": IMAGENET_TOP5[spec.name].value,
         }
     return {"paper_error": None, "paper_error_metric": None, "paper_top5_error": None}
 

@@ -41,6 +41,7 @@ from jobs.records import ApiKey, Scope, make_engine, make_sessionmaker, session_
 from jobs.records import upgrade_to_head as _upgrade_to_head
 from jobs.records.repository import create_api_key
 from jobs.settings import Settings, get_settings
+from jobs.storage import is_url
 
 API_APP = "service.app:create_app"
 # After a stop request: how long a child may take before it is asked more firmly.
@@ -92,7 +93,7 @@ def prepare_state(settings: Settings) -> None:
     """Create the folders the embedded deployment writes to."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if "://" not in settings.artifacts:
+    if not is_url(settings.artifacts):
         Path(settings.artifacts).mkdir(parents=True, exist_ok=True)
     if settings.embedded_broker:
         for sub in ("out", "processed", "control"):

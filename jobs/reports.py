@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.reports.runs import EPOCH_KEYS, EpochRow, RunData, architecture_info, label_runs
+from core.reports.runs import EpochRow, RunData, architecture_info, label_runs
+from core.training.hooks import EPOCH_METRICS
 from jobs.records.models import EpochMetric, Evaluation, EvaluationStatus, Run, RunStatus
 
 
@@ -126,7 +127,7 @@ def _test_evaluation(evaluations: Iterable[Evaluation]) -> Evaluation | None:
 
 def _epoch_row(e: EpochMetric) -> EpochRow:
     row = EpochRow(epoch=e.epoch)
-    for key in EPOCH_KEYS:
+    for key in EPOCH_METRICS:
         row[key] = getattr(e, key)  # type: ignore[literal-required]
     return row
 

@@ -13,6 +13,11 @@ from pathlib import Path
 
 
 def is_url(uri: str) -> bool:
+    """Whether ``uri`` is a URL (``gs://…``, ``s3://…``, ``file://…``) rather than a local path.
+
+    The one test of it: the artifact store, the launcher, the API's model cache and the model
+    routes all decide "local file or shared storage" here.
+    """
     return "://" in uri
 
 

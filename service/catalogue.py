@@ -1,6 +1,8 @@
 """The architecture catalogue for ``GET /v1/architectures``, without TensorFlow.
 
-Names, families, depths and the paper's errors come from :mod:`core.models.specs` (plain data).
+Names, families, depths (:mod:`core.models.specs`) and the paper's errors
+(:mod:`core.reports.references`) are plain data, put together by
+:func:`core.catalogue.static_entry`.
 Parameter and FLOP counts need the Keras models built, which the API process never does: they
 are read from the cache file :func:`core.catalogue.catalogue` writes (the same file the CLI
 fills), and are ``null`` until it has been built, by ``resnet archs`` (or, in an image, at
@@ -15,14 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.catalogue import NUM_CLASSES, cache_path
-from core.models.specs import (
-    CATALOGUE_NAMES,
-    PAPER_CIFAR10_ERROR,
-    PAPER_IMAGENET_ERROR,
-    ArchSpec,
-    parse_architecture,
-)
+from core.catalogue import cache_path, static_entry
+from core.models.specs import CATALOGUE_NAMES, parse_architecture
 from service.schemas import ArchitecturePublic
 
 log = logging.getLogger(__name__)
@@ -36,7 +32,7 @@ class Catalogue:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._counts: dict[str, dict[str, Any]] = {}
-        self._static = [_static_entry(parse_architecture(n)) for n in CATALOGUE_NAMES]
+        self._static = [static_entry(parse_architecture(n)) for n in CATALOGUE_NAMES]
 
     def entries(self) -> tuple[list[ArchitecturePublic], bool]:
         """Every catalogue architecture, and whether all of them have their counts."""
@@ -74,26 +70,4 @@ def _load(path: Path) -> dict[str, dict[str, Any]]:
         name: {k: e.get(k) if isinstance(e.get(k), int) else None for k in ("params", "flops")}
         for name, e in entries.items()
         if isinstance(e, dict)
-    }
-
-
-def _static_entry(spec: ArchSpec) -> dict[str, Any]:
-    metric: str | None = None
-    top5: float | None = None
-    if spec.name in PAPER_CIFAR10_ERROR:
-        metric = "CIFAR-10 test error"
-    elif spec.name in PAPER_IMAGENET_ERROR:
-        metric = "ImageNet top-1 val error (10-crop)"
-        top5 = PAPER_IMAGENET_ERROR[spec.name][1]
-    return {
-        "name": spec.name,
-        "family": spec.family,
-        "kind": spec.kind,
-        "block": spec.block,
-        "depth": spec.depth,
-        "input_shape": list(spec.default_input_shape),
-        "num_classes": NUM_CLASSES[spec.family],
-        "paper_error": spec.paper_error,
-        "paper_error_metric": metric,
-        "paper_top5_error": top5,
     }

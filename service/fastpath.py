@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from jobs.ids import MAX_VERSION
+
 PREDICT_PATH = re.compile(
     r"/v1/models/(?P<name>[^/]+?)(?:/versions/(?P<version>[0-9]{1,10}))?(?P<kind>/predict|:predict)"
 )
-MAX_VERSION = 2**31 - 1
 # The route templates, as FastAPI's request metrics label them.
 _TEMPLATES = {
     ("/predict", False): "/v1/models/{name}/predict",

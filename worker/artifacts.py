@@ -16,7 +16,6 @@ A run's files are ``<root>/<run_id>/`` in the layout of :class:`core.training.ru
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,15 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.training.rundir import (
+    CHECKPOINT_GLOB,
+    CHECKPOINTS_DIR,
+    LABELS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    is_checkpoint_name,
+    predictions_name,
+)
+from jobs.ids import RECORD_ID_RULE, is_record_id
 from jobs.records import ArtifactKind
 from jobs.settings import Settings
+from jobs.storage import is_url
 
 if TYPE_CHECKING:
     from core.training.rundir import RunDir
-
-RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,8 @@ class ArtifactFile:
 
 
 def _checked(run_id: str) -> str:
-    if not RUN_ID.fullmatch(run_id):
-        raise ValueError(f"Invalid run id: {run_id!r}. Expected 1-64 of [A-Za-z0-9_-]")
+    if not is_record_id(run_id):
+        raise ValueError(f"Invalid run id: {run_id!r}. Expected {RECORD_ID_RULE}")
     return run_id
 
 
@@ -60,7 +66,7 @@ class ArtifactStore:
     """
 
     def __init__(self, root: str, *, staging: Path) -> None:
-        self.remote = "://" in root
+        self.remote = is_url(root)
         self.root = root.rstrip("/") if self.remote else str(Path(root).resolve())
         self.staging = staging
 
@@ -92,14 +98,16 @@ class ArtifactStore:
         if not self.remote or local.read_state() is not None:
             return False
         gfile = _gfile()
-        remote_state = self._uri(run_id, "checkpoints/state.json")
+        remote_state = self._uri(run_id, f"{CHECKPOINTS_DIR}/{STATE_FILE}")
         if not gfile.exists(remote_state):
             return False
         with gfile.GFile(remote_state, "r") as f:
             state = json.loads(f.read())
         local.checkpoints.mkdir(parents=True, exist_ok=True)
         name = Path(state["checkpoint"]).name
-        gfile.copy(self._uri(run_id, f"checkpoints/{name}"), str(local.checkpoints / name), True)
+        gfile.copy(
+            self._uri(run_id, f"{CHECKPOINTS_DIR}/{name}"), str(local.checkpoints / name), True
+        )
         # The state last: it names a checkpoint that is already complete.
         gfile.copy(remote_state, str(local.state), True)
         return True
@@ -113,15 +121,15 @@ class ArtifactStore:
         if state is None:
             return
         gfile = _gfile()
-        folder = self._uri(run_id, "checkpoints")
+        folder = self._uri(run_id, CHECKPOINTS_DIR)
         gfile.makedirs(folder)
         name = Path(state["checkpoint"]).name
         gfile.copy(str(local.checkpoints / name), f"{folder}/{name}", True)
-        gfile.copy(str(local.state), f"{folder}/state.json", True)
-        kept = {p.name for p in local.checkpoints.glob("epoch-*.keras")}
+        gfile.copy(str(local.state), f"{folder}/{STATE_FILE}", True)
+        kept = {p.name for p in local.checkpoints.glob(CHECKPOINT_GLOB)}
         for old in gfile.listdir(folder):
             old = old.rstrip("/")
-            if old.startswith("epoch-") and old.endswith(".keras") and old not in kept:
+            if is_checkpoint_name(old) and old not in kept:
                 gfile.remove(f"{folder}/{old}")
 
     def publish(self, run_id: str) -> list[ArtifactFile]:
@@ -154,7 +162,7 @@ class ArtifactStore:
 
     def predictions_uri(self, run_id: str, evaluation_id: str) -> str:
         """Where an evaluation's predictions are kept: ``<run>/evaluations/<id>.npz``."""
-        name = f"evaluations/{_checked(evaluation_id)}.npz"
+        name = predictions_name(_checked(evaluation_id))
         if self.remote:
             return self._uri(run_id, name)
         return str(self.workdir(run_id) / name)

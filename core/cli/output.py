@@ -44,9 +44,9 @@ def warn(message: str) -> None:
 def echo_json(data: Any) -> None:
     """``data`` as indented JSON on stdout; arrays and paths are written as lists and strings."""
     # The run folder's JSON files and the CLI's output convert values the same way.
-    from core.training.rundir import _jsonable
+    from core.training.rundir import jsonable
 
-    typer.echo(json.dumps(data, indent=2, default=_jsonable))
+    typer.echo(json.dumps(data, indent=2, default=jsonable))
 
 
 # --------------------------------------------------------------------------- number formats

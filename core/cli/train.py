@@ -377,11 +377,11 @@ def _print_result(
         target.print("No test or validation split: no metrics (see --validation).")
     if not show_files:
         return
-    rundir = RunDir(out)
-    files = (rundir.model, rundir.labels, rundir.config, rundir.history, rundir.metrics)
-    present = [path.name for path in files if path.exists()]
+    from core.training.rundir import CHECKPOINTS_DIR, RESULT_FILES
+
+    present = [name for name in RESULT_FILES if (out / name).exists()]
     target.print(
-        f"Files in {escape(str(out))}: {', '.join(present)}, checkpoints/",
+        f"Files in {escape(str(out))}: {', '.join(present)}, {CHECKPOINTS_DIR}/",
         highlight=False,
         soft_wrap=True,
     )

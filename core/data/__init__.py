@@ -8,12 +8,13 @@ service validates sources without it); ``make_pipeline`` and ``ten_crop`` do, on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from core.data.loader import load_dataset
 from core.data.splits import paper_cifar_split, split_train_val, with_val_split
 from core.data.stats import pixel_statistics
 from core.data.types import KINDS, DataError, Dataset, ImageSet
+from core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from core.data.pipeline import make_pipeline, ten_crop
@@ -33,9 +34,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("make_pipeline", "ten_crop"):
-        from core.data import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"core.data.pipeline": ("make_pipeline", "ten_crop")})

@@ -8,10 +8,11 @@ the model) is numpy only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from core.evaluation.metrics import average_precision, classification_metrics, multilabel_metrics
 from core.evaluation.predictions import Predictions, PredictionsError
+from core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from core.evaluation.evaluate import (
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
         predict_dataset,
         score_dataset,
     )
-
-_LAZY = ("evaluate_model", "make_forward", "predict_arrays", "predict_dataset", "score_dataset")
 
 __all__ = [
     "Predictions",
@@ -38,9 +37,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from core.evaluation import evaluate
-
-        return getattr(evaluate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "core.evaluation.evaluate": (
+            "evaluate_model",
+            "make_forward",
+            "predict_arrays",
+            "predict_dataset",
+            "score_dataset",
+        )
+    },
+)

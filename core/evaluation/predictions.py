@@ -26,6 +26,7 @@ from typing import IO, Any
 import numpy as np
 
 from core.evaluation.metrics import classification_metrics, multilabel_metrics
+from core.ranking import rank_classes
 
 FORMAT_VERSION = 1
 _KEYS = ("probabilities", "labels", "class_names", "multi_label", "ids", "format")
@@ -154,10 +155,9 @@ class Predictions:
             p = self.probabilities[i]
             if self.multi_label:
                 truth: Any = [names[j] for j in np.flatnonzero(self.labels[i])]
-                picked = [j for j in np.argsort(-p, kind="stable") if p[j] >= threshold]
             else:
                 truth = names[int(self.labels[i])]
-                picked = list(np.argsort(-p, kind="stable")[:top_k])
+            picked = rank_classes(p, multi_label=self.multi_label, top_k=top_k, threshold=threshold)
             yield {
                 "index": i,
                 "id": self.ids[i],

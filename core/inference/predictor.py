@@ -22,8 +22,9 @@ from PIL import Image
 
 from core.images import ImageDecodeError, decode_image, resize_for_model, to_array
 from core.models import CUSTOM_OBJECTS, Preprocess
+from core.ranking import ranked_labels
+from core.training.rundir import LABELS_FILE
 
-LABELS_FILE = "labels.json"
 # A .keras archive's config.json is kilobytes even for ResNet-1202; refuse anything absurd.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
@@ -234,20 +235,14 @@ class Predictor:
     def _label(
         self, probs: np.ndarray, top_k: int, threshold: float | None
     ) -> list[list[Prediction]]:
-        if self.multi_label:
-            cut = self.threshold if threshold is None else float(threshold)
-            picks = [[j for j in np.argsort(-p, kind="stable") if p[j] >= cut] for p in probs]
-        else:
-            if top_k < 1:
-                raise ValueError(f"top_k must be >= 1; got {top_k}.")
-            k = min(top_k, self.num_classes)
-            picks = [list(np.argsort(-p, kind="stable")[:k]) for p in probs]
+        if not self.multi_label and top_k < 1:
+            raise ValueError(f"top_k must be >= 1; got {top_k}.")
+        cut = self.threshold if threshold is None else float(threshold)
         return [
-            [
-                {"label": self.class_names[j], "index": int(j), "probability": float(p[j])}
-                for j in idx
-            ]
-            for p, idx in zip(probs, picks, strict=True)
+            ranked_labels(
+                p, self.class_names, multi_label=self.multi_label, top_k=top_k, threshold=cut
+            )
+            for p in probs
         ]
 
 

@@ -6,24 +6,15 @@ architectures without loading TensorFlow; the builder and layers load Keras on f
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from core.lazy import lazy_attributes
 from core.models.specs import CATALOGUE_NAMES, ArchSpec, parse_architecture
 
 if TYPE_CHECKING:
     from core.models.builder import build_model
     from core.models.layers import CUSTOM_OBJECTS, Preprocess, ZeroPadShortcut
     from core.models.stats import count_flops, count_trainable_params
-
-_LAZY = {
-    "build_model": "core.models.builder",
-    "CUSTOM_OBJECTS": "core.models.layers",
-    "Preprocess": "core.models.layers",
-    "ZeroPadShortcut": "core.models.layers",
-    "count_flops": "core.models.stats",
-    "count_trainable_params": "core.models.stats",
-}
 
 __all__ = [
     "CATALOGUE_NAMES",
@@ -38,7 +29,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "core.models.builder": ("build_model",),
+        "core.models.layers": ("CUSTOM_OBJECTS", "Preprocess", "ZeroPadShortcut"),
+        "core.models.stats": ("count_flops", "count_trainable_params"),
+    },
+)

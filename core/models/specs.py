@@ -28,23 +28,6 @@ IMAGENET_DEPTHS: dict[int, tuple[Block, tuple[int, ...]]] = {
     152: ("bottleneck", (3, 8, 36, 3)),
 }
 
-# He et al. 2016, Table 6: CIFAR-10 test error (%), option A shortcuts. ResNet-110 is the best of 5
-# runs (mean 6.61 ± 0.16). Table 4 (10-crop, single model): ImageNet top-1/top-5 validation error.
-PAPER_CIFAR10_ERROR: dict[str, float] = {
-    "resnet20": 8.75,
-    "resnet32": 7.51,
-    "resnet44": 7.17,
-    "resnet56": 6.97,
-    "resnet110": 6.43,
-    "resnet1202": 7.93,
-}
-PAPER_IMAGENET_ERROR: dict[str, tuple[float, float]] = {
-    "resnet34": (24.52, 7.46),
-    "resnet50": (22.85, 6.71),
-    "resnet101": (21.75, 6.05),
-    "resnet152": (21.43, 5.71),
-}
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -73,15 +56,6 @@ class ArchSpec:
     @property
     def default_input_shape(self) -> tuple[int, int, int]:
         return (32, 32, 3) if self.family == "cifar" else (224, 224, 3)
-
-    @property
-    def paper_error(self) -> float | None:
-        """The paper's error (%): CIFAR-10 test error, or ImageNet 10-crop top-1 error."""
-        if self.name in PAPER_CIFAR10_ERROR:
-            return PAPER_CIFAR10_ERROR[self.name]
-        if self.name in PAPER_IMAGENET_ERROR:
-            return PAPER_IMAGENET_ERROR[self.name][0]
-        return None
 
     def with_shortcut(self, shortcut: Shortcut) -> ArchSpec:
         if self.kind == "plain":

@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.reports.figures import FIGURES, FigureDataError, figure
-from core.reports.runs import EPOCH_KEYS, RunData
+from core.reports.runs import RunData
 from core.reports.tables import table1
+from core.training.hooks import EPOCH_METRICS
 
 # Versions the API host can report without importing anything heavy.
 PACKAGES = (
@@ -79,10 +80,10 @@ def run_environment(run: RunData, fallback: Mapping[str, Any] | None = None) -> 
 def history_csv(epochs: Sequence[Mapping[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["epoch", *EPOCH_KEYS])
+    writer.writerow(["epoch", *EPOCH_METRICS])
     for e in epochs:
         writer.writerow(
-            [e.get("epoch"), *("" if e.get(k) is None else e.get(k) for k in EPOCH_KEYS)]
+            [e.get("epoch"), *("" if e.get(k) is None else e.get(k) for k in EPOCH_METRICS)]
         )
     return out.getvalue()
 

@@ -16,15 +16,15 @@ Sources:
   with Graph Convolutional Networks" (ML-GCN), CVPR 2019, Table 1: the plain ResNet-101 baseline
   for MS-COCO 2014 multi-label classification at 448 × 448 input reaches 77.3 mAP (%).
 
-The CIFAR-10 and ImageNet values agree with :data:`core.models.specs.PAPER_CIFAR10_ERROR` and
-:data:`~core.models.specs.PAPER_IMAGENET_ERROR` (a test checks it); this module adds the
-sources, the spread of ResNet-110, parameter counts and the COCO references.
+This module is the one home of these numbers: the architecture catalogue
+(:func:`core.catalogue.static_entry`, ``GET /v1/architectures``, ``resnet archs``), the report
+tables and the figures all read them from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 HE_2016 = (
     "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
@@ -73,6 +73,22 @@ class Reference:
         if self.mean is not None and self.std is not None:
             return f"{self.value:.2f} (best of {self.runs}; mean {self.mean:.2f} ± {self.std:.2f})"
         return f"{self.value:.2f}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, as the API and the tables' JSON show a reference."""
+        return {
+            "model": self.model,
+            "task": self.task,
+            "metric": self.metric,
+            "value": self.value,
+            "mean": self.mean,
+            "std": self.std,
+            "runs": self.runs,
+            "params_millions": self.params_millions,
+            "source": self.source,
+            "note": self.note,
+            "comparable": self.comparable,
+        }
 
 
 _T6 = f"{HE_2016}, Table 6"

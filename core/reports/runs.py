@@ -13,16 +13,6 @@ from typing import Any, TypedDict
 
 from core.models.specs import parse_architecture
 
-EPOCH_KEYS = (
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-    "images_per_second",
-)
-
 # Config keys that do not change what is learned: runs that differ only in these share a recipe.
 NOT_RECIPE = frozenset(
     {"seed", "progress_every", "tensorboard", "keep_epoch_checkpoints", "strategy", "xla"}
@@ -30,6 +20,8 @@ NOT_RECIPE = frozenset(
 
 
 class EpochRow(TypedDict, total=False):
+    """One epoch as reports see it: ``epoch`` and the :data:`~core.training.hooks.EPOCH_METRICS`."""
+
     epoch: int
     loss: float | None
     accuracy: float | None

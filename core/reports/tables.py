@@ -59,19 +59,9 @@ class Table:
             "columns": [{"key": c.key, "title": c.title, "unit": c.unit} for c in self.columns],
             "rows": self.rows,
             "notes": self.notes,
+            # The tables have always shown references without their parameter counts.
             "references": [
-                {
-                    "model": r.model,
-                    "task": r.task,
-                    "metric": r.metric,
-                    "value": r.value,
-                    "mean": r.mean,
-                    "std": r.std,
-                    "runs": r.runs,
-                    "source": r.source,
-                    "note": r.note,
-                    "comparable": r.comparable,
-                }
+                {k: v for k, v in r.to_json().items() if k != "params_millions"}
                 for r in self.references
             ],
         }
@@ -153,13 +143,18 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 
 # --- Table 1 ---------------------------------------------------------------------------------
 
-TABLE1_COLUMNS = [
-    Column("model", "Model"),
-    Column("run_id", "Run"),
+# The scores both tables give a run, in this order.
+_SCORE_COLUMNS = (
     Column("accuracy", "Accuracy", "%", aggregate=True),
     Column("precision", "Precision", "%", aggregate=True),
     Column("recall", "Recall", "%", aggregate=True),
     Column("f1", "F1", "%", aggregate=True),
+)
+
+TABLE1_COLUMNS = [
+    Column("model", "Model"),
+    Column("run_id", "Run"),
+    *_SCORE_COLUMNS,
     Column("error", "Error", "%", aggregate=True),
     Column("paper_error", "Paper's error", "%"),
     Column("training_time", "Training time", "s", aggregate=True),
@@ -287,10 +282,7 @@ LARGE_COLUMNS = [
     Column("model", "Model"),
     Column("dataset", "Dataset"),
     Column("run_id", "Run"),
-    Column("accuracy", "Accuracy", "%", aggregate=True),
-    Column("precision", "Precision", "%", aggregate=True),
-    Column("recall", "Recall", "%", aggregate=True),
-    Column("f1", "F1", "%", aggregate=True),
+    *_SCORE_COLUMNS,
     Column("mAP", "mAP", "%", aggregate=True),
     Column("training_time", "Training time", "s", aggregate=True),
     Column("reference", "Published reference"),

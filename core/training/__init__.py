@@ -6,9 +6,9 @@ Keras and TensorFlow on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from core.lazy import lazy_attributes
 from core.training.config import (
     PRESETS,
     Hyperparameters,
@@ -25,8 +25,6 @@ from core.training.hooks import EpochRecord, ProgressEvent, TrainHooks
 
 if TYPE_CHECKING:
     from core.training.trainer import TrainResult, freeze_layers, train, transfer_weights
-
-_LAZY = {"TrainResult", "freeze_layers", "train", "transfer_weights"}
 
 __all__ = [
     "PRESETS",
@@ -49,7 +47,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module("core.training.trainer"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {"core.training.trainer": ("TrainResult", "freeze_layers", "train", "transfer_weights")},
+)

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 
 from core.training.hooks import EpochRecord, ProgressEvent, TrainHooks
-from core.training.rundir import RunDir, write_json
+from core.training.rundir import CHECKPOINT_GLOB, RunDir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,6 @@ class RunCallback(keras.callbacks.Callback):
         )
         write_json(self.rundir.history, history)
         if not self.keep_epoch_checkpoints:
-            for old in self.rundir.checkpoints.glob("epoch-*.keras"):
+            for old in self.rundir.checkpoints.glob(CHECKPOINT_GLOB):
                 if old != path:
                     old.unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -20,6 +20,12 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The numbers recorded for every finished epoch, in this order: the one declaration the run
+# history, the epoch records, the API's epoch schema and the reports' epoch rows follow (the
+# ORM and pydantic classes keep their own typed fields; tests pin them equal to this).
+EPOCH_METRICS: tuple[str, ...] = tuple(f.name for f in fields(EpochRecord) if f.name != "epoch")
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from jobs.ids import is_record_id
 from jobs.records.errors import RecordNotFound
 from jobs.records.models import DatasetRecord
 from jobs.records.sql import newest_first
-
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def register_dataset(
@@ -46,7 +44,7 @@ def find_dataset(session: Session, ref: str) -> DatasetRecord:
     Raises:
         RecordNotFound: Neither an id nor a name of a registered dataset.
     """
-    dataset = session.get(DatasetRecord, ref) if _ID.fullmatch(ref) else None
+    dataset = session.get(DatasetRecord, ref) if is_record_id(ref) else None
     if dataset is None:
         dataset = session.scalars(
             select(DatasetRecord).where(DatasetRecord.name == ref)

@@ -11,7 +11,6 @@ check that the two agree.
 from __future__ import annotations
 
 import enum
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from jobs.ids import new_id
+
 # Named constraints: Alembic can then drop and alter them on every backend (SQLite batch mode
 # included), and the migration names match what the models would create.
 NAMING_CONVENTION = {
@@ -49,11 +50,6 @@ NAMING_CONVENTION = {
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
-
-
-def new_id() -> str:
-    """A fresh 32-character hex id (a uuid4 without dashes)."""
-    return uuid.uuid4().hex
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -42,7 +42,6 @@ from jobs.records.registry import (
     promote_run,
 )
 from jobs.records.runs import (
-    EPOCH_FIELDS,
     count_runs_by_status,
     create_run,
     delete_run,
@@ -67,7 +66,6 @@ fail_unsent_run, fail_unsent_evaluation = RUN_JOBS.fail_unsent, EVALUATION_JOBS.
 
 __all__ = [
     "API_KEY_PREFIX",
-    "EPOCH_FIELDS",
     "EVALUATION_JOBS",
     "RUN_JOBS",
     "JobLifecycle",

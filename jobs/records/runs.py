@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, delete, func, inspect, select, update
 from sqlalchemy.orm import Session
 
+from core.training.hooks import EPOCH_METRICS
 from jobs.records.errors import RecordConflict, RecordNotFound
 from jobs.records.lifecycle import RUN_JOBS
 from jobs.records.models import (
@@ -40,16 +41,6 @@ from jobs.records.sql import (
     float_or_none,
     get_row,
     newest_first,
-)
-
-EPOCH_FIELDS = (
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-    "images_per_second",
 )
 
 
@@ -201,7 +192,7 @@ def record_epoch(
     ):
         ensure_exists(session, Run, run_id)
         return False
-    values = {name: float_or_none(record.get(name)) for name in EPOCH_FIELDS}
+    values = {name: float_or_none(record.get(name)) for name in EPOCH_METRICS}
     stmt = dialect_insert(session, EpochMetric).values(
         run_id=run_id, epoch=epoch, recorded_at=now, **values
     )

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.training.rundir import LABELS_FILE, MODEL_FILE
+from jobs.storage import is_url
 from service.inference.batcher import DynamicBatcher
 from service.inference.images import InputSpec
 from service.inference.metrics import PredictMetrics
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
     from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,7 @@ class ModelCache:
 
     def _local_copy(self, ref: ModelRef) -> Path:
         uri = ref.uri.removeprefix("file://")
-        if "://" not in uri:
+        if not is_url(uri):
             return Path(uri)
         import tensorflow as tf
 

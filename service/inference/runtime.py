@@ -12,7 +12,6 @@ in every API process (at once in the process that promoted it).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.images import ImageDecodeError
+from jobs.ids import is_record_id
 from jobs.records import ApiKey, RecordConflict, RecordNotFound, Run, RunStatus
 from jobs.records.repository import get_model_artifact, get_model_version
 from service.inference.cache import ModelCache, ModelRef
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
     from jobs.settings import Settings
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ENTRIES = 4096  # lookups remembered at most (expired ones are dropped past it)
 
 
@@ -107,7 +106,7 @@ class Inference:
             except RecordNotFound:
                 # Every succeeded run serves its model by run id, promoted or not.
                 run_or_none = None
-                if version is None and RUN_ID.fullmatch(name):
+                if version is None and is_record_id(name):
                     run_or_none = session.get(Run, name)
                 if run_or_none is None:
                     raise
@@ -164,23 +163,3 @@ class Inference:
     async def close(self) -> None:
         await self.cache.close()
         self._decoder.shutdown(wait=False, cancel_futures=True)
-
-
-def label(
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    *,
-    multi_label: bool,
-    top_k: int,
-    threshold: float,
-) -> list[dict[str, Any]]:
-    """One image's labels, best first, as :class:`core.inference.Predictor` ranks them.
-
-    Single-label: the ``top_k`` most probable classes. Multi-label: every label whose
-    probability is at least ``threshold``, however many.
-    """
-    order = np.argsort(-probs, kind="stable")
-    picks = [j for j in order if probs[j] >= threshold] if multi_label else list(order[:top_k])
-    return [
-        {"label": class_names[j], "index": int(j), "probability": float(probs[j])} for j in picks
-    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Response
+from fastapi import APIRouter, Query, Response
 
 from service.errors import ErrorBody
 
@@ -34,6 +34,15 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH_ERRORS = (401, 403)
+
+
+def keyed_router(*, tag: str, prefix: str = "") -> APIRouter:
+    """The router of one resource whose routes all need an API key.
+
+    Its OpenAPI entries list 401 and 403 on every route, and 422, which any route with
+    parameters may answer, all in the one error shape.
+    """
+    return APIRouter(prefix=prefix, tags=[tag], responses=error_responses(*AUTH_ERRORS, 422))
 
 
 # A download: the run's or the experiment's reproducibility bundle.

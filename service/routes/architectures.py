@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from service.catalogue import Catalogue
 from service.deps import ReadKey
-from service.routes import AUTH_ERRORS, error_responses
+from service.routes import keyed_router
 from service.schemas import ArchitecturesPublic
 
-router = APIRouter(
-    prefix="/v1/architectures",
-    tags=["architectures"],
-    # Every route needs a key; any with parameters may answer 422 in the error shape.
-    responses=error_responses(*AUTH_ERRORS, 422),
-)
+router = keyed_router(prefix="/v1/architectures", tag="architectures")
 
 
 @router.get(

@@ -9,27 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from jobs.ids import new_id
 from jobs.records import DatasetRecord
 from jobs.records import repository as records
-from jobs.records.models import new_id
 from service import uploads
 from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
 from service.records import dataset_name_taken, find_dataset, list_datasets
-from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
+from service.routes import Limit, Offset, error_responses, keyed_router
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 
-router = APIRouter(
-    prefix="/v1/datasets",
-    tags=["datasets"],
-    # Every route needs a key; any with parameters may answer 422 in the error shape.
-    responses=error_responses(*AUTH_ERRORS, 422),
-)
+router = keyed_router(prefix="/v1/datasets", tag="datasets")
 
 UPLOADS = "uploads"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,14 @@ from jobs.records.models import Experiment, ExperimentKind
 from jobs.reports import load_experiment_runs
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, Locate, from_pydantic, invalid
-from service.routes import AUTH_ERRORS, ZIP_CONTENT, Limit, Offset, error_responses, zip_response
+from service.routes import (
+    ZIP_CONTENT,
+    Limit,
+    Offset,
+    error_responses,
+    keyed_router,
+    zip_response,
+)
 from service.run_configs import ResolvedRun, record_run, resolve_run_config
 from service.schemas import (
     CellPublic,
@@ -51,11 +58,7 @@ from service.schemas import (
 )
 from service.submission import RUN, submit
 
-router = APIRouter(
-    prefix="/v1/experiments",
-    tags=["experiments"],
-    responses=error_responses(*AUTH_ERRORS, 422),
-)
+router = keyed_router(prefix="/v1/experiments", tag="experiments")
 
 
 class _Recorded(NamedTuple):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -34,10 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from core.ranking import ranked_labels
+from core.training.rundir import LABELS_FILE
+from jobs.ids import MAX_VERSION, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 from jobs.records import ApiKey, RecordNotFound, Run, RunStatus, Scope
 from jobs.records import repository as records
 from jobs.records.models import ModelVersion
 from jobs.records.repository import hash_api_key
+from jobs.storage import is_url
 from service.deps import ReadKey, SessionDep, TrainKey, committed, require
 from service.errors import ApiError, ErrorBody, ErrorDetail
 from service.inference.batcher import BatcherClosed, Overloaded
@@ -53,11 +56,9 @@ from service.inference.payload import (
     read_predict,
     read_tf_serving,
 )
-from service.inference.runtime import RUN_ID, Inference, label
+from service.inference.runtime import Inference
 from service.routes import AUTH_ERRORS, error_responses
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-MAX_VERSION = 2**31 - 1
 DEFAULT_TOP_K = 5
 RETRY_AFTER_S = 1
 JSON_TYPE = "application/json"
@@ -144,13 +145,10 @@ class ModelPromote(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not MODEL_NAME.fullmatch(v):
-            raise ValueError(
-                "a model name is 1-128 letters, digits, '.', '_' or '-', starting with a "
-                "letter or digit"
-            )
-        if RUN_ID.fullmatch(v):
-            raise ValueError("a model name must not look like a run id (32 hex digits)")
+        if not is_name(v):
+            raise ValueError(f"a model name is {NAME_RULE}")
+        if is_record_id(v):
+            raise ValueError(f"a model name must not look like a run id ({RECORD_ID_RULE})")
         return v
 
 
@@ -256,7 +254,7 @@ def get_model(name: str, request: Request, session: SessionDep, key: ReadKey) ->
             latest_version=versions[0].version,
             versions=[_public_version(request, session, v) for v in versions],
         )
-    run = session.get(Run, name) if RUN_ID.fullmatch(name) else None
+    run = session.get(Run, name) if is_record_id(name) else None
     if run is None or run.status != RunStatus.SUCCEEDED:
         raise RecordNotFound("Model", name)
     return ModelPublic(
@@ -408,7 +406,9 @@ async def run_predict(request: Request, name: str, version: int | None) -> Respo
         "predictions": [
             {
                 "name": image.label,
-                "labels": label(row, names, multi_label=model.multi_label, top_k=k, threshold=cut),
+                "labels": ranked_labels(
+                    row, names, multi_label=model.multi_label, top_k=k, threshold=cut
+                ),
             }
             for image, row in zip(payload.images, rows, strict=True)
         ],
@@ -549,10 +549,10 @@ def _labels(model_uri: str) -> tuple[list[str] | None, bool | None]:
     system); its classes show once it is loaded… or not at all: ``None``.
     """
     path = model_uri.removeprefix("file://")
-    if "://" in path:
+    if is_url(path):
         return None, None
     try:
-        data = json.loads((FilePath(path).parent / "labels.json").read_text(encoding="utf-8"))
+        data = json.loads((FilePath(path).parent / LABELS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None, None
     if not isinstance(data, dict):

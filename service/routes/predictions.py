@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.evaluation import Predictions, PredictionsError
+from jobs.ids import MAX_VERSION, is_record_id
 from jobs.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
 from jobs.records import repository as records
 from jobs.records.models import Evaluation
@@ -34,7 +35,6 @@ from jobs.settings import Settings
 from jobs.storage import read_bytes
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, require
 from service.errors import ApiError
-from service.inference.runtime import RUN_ID
 from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
 from service.schemas import BatchPredictionCreate, EvaluationPublic
 from service.submission import submit_evaluation
@@ -42,7 +42,7 @@ from service.submission import submit_evaluation
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
 
 PredictKey = Annotated[ApiKey, Depends(require(Scope.PREDICT))]
-_Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+_Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 MAX_TOP_K = 1000
 
 
@@ -128,7 +128,7 @@ def _model_run(session: Session, name: str, version: int | None) -> Run:
     try:
         return records.get_model_version(session, name, version).run
     except RecordNotFound:
-        run = session.get(Run, name) if version is None and RUN_ID.fullmatch(name) else None
+        run = session.get(Run, name) if version is None and is_record_id(name) else None
         if run is None:
             raise
         return run

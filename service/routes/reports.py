@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,9 +38,9 @@ from jobs.records import repository as records
 from jobs.reports import load_experiment_runs, load_runs, run_data
 from service.deps import ReadKey, SessionDep
 from service.errors import invalid
-from service.routes import AUTH_ERRORS, ZIP_CONTENT, error_responses, zip_response
+from service.routes import ZIP_CONTENT, error_responses, keyed_router, zip_response
 
-router = APIRouter(tags=["reports"], responses=error_responses(*AUTH_ERRORS, 422))
+router = keyed_router(tag="reports")
 
 MAX_RUNS = 200  # runs in one report or figure
 MAX_TWINS = 5  # finished twins a live run is compared with
@@ -117,22 +117,7 @@ def report_table3(
 @router.get("/v1/reports/references", summary="The published numbers reports compare with")
 def references(key: ReadKey) -> dict[str, Any]:
     return {
-        "items": [
-            {
-                "model": r.model,
-                "task": r.task,
-                "metric": r.metric,
-                "value": r.value,
-                "mean": r.mean,
-                "std": r.std,
-                "runs": r.runs,
-                "params_millions": r.params_millions,
-                "source": r.source,
-                "note": r.note,
-                "comparable": r.comparable,
-            }
-            for r in all_references()
-        ],
+        "items": [r.to_json() for r in all_references()],
         "notes": [COCO_NOTE],
     }
 

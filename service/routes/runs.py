@@ -9,14 +9,14 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 
 from jobs.records import RecordNotFound, RunStatus
 from jobs.records import repository as records
 from service.data import source_of
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.records import find_dataset
-from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
+from service.routes import Limit, Offset, error_responses, keyed_router
 from service.run_configs import record_run, resolve_run_config
 from service.schemas import (
     EpochPublic,
@@ -30,12 +30,7 @@ from service.schemas import (
 )
 from service.submission import RUN, submit, submit_evaluation
 
-router = APIRouter(
-    prefix="/v1/runs",
-    tags=["runs"],
-    # Every route needs a key; any with parameters may answer 422 in the error shape.
-    responses=error_responses(*AUTH_ERRORS, 422),
-)
+router = keyed_router(prefix="/v1/runs", tag="runs")
 
 
 @router.post(

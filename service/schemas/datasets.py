@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.data import KINDS
+from jobs.ids import NAME, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 from service.data import source_of
 
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_LOOKS_LIKE_ID = re.compile(r"[0-9a-f]{32}")
+DATASET_NAME = NAME
 
 
 def check_dataset_name(name: str) -> str:
     """Raise ValueError unless ``name`` is a usable dataset name."""
-    if not DATASET_NAME.fullmatch(name):
-        raise ValueError(
-            "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    if _LOOKS_LIKE_ID.fullmatch(name):
-        raise ValueError("must not look like a dataset id (32 hex digits)")
+    if not is_name(name):
+        raise ValueError(f"must be {NAME_RULE}")
+    if is_record_id(name):
+        raise ValueError(f"must not look like a dataset id ({RECORD_ID_RULE})")
     return name
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
+from jobs.ids import new_id
 from jobs.records import ArtifactKind
 from worker.artifacts import ArtifactStore
 from worker.runtime import describe_error, jsonable
@@ -98,3 +99,12 @@ def test_jsonable_makes_strict_json() -> None:
     value = {"a": float("nan"), "b": [np.float32(1.5), np.int64(2), math.inf], "c": np.eye(2)}
     assert jsonable(value) == {"a": None, "b": [1.5, 2, None], "c": [[1.0, 0.0], [0.0, 1.0]]}
     json.dumps(jsonable(value), allow_nan=False)
+
+
+def test_the_artifact_store_takes_record_ids_only(tmp_path: Path) -> None:
+    # It once had its own, looser "run id" under the same name; now it is the records' one.
+    store = ArtifactStore(str(tmp_path), staging=tmp_path)
+    run_id = new_id()
+    assert store.workdir(run_id) == tmp_path.resolve() / run_id
+    with pytest.raises(ValueError, match="Invalid run id"):
+        store.workdir("run_1")

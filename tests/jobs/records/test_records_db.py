@@ -69,3 +69,14 @@ def test_datetimes_are_aware_utc(sm: sessionmaker[Session], engine: Engine) -> N
         run.heartbeat_at = datetime(2024, 5, 1)  # naive: refused, not guessed
         with pytest.raises(Exception, match="naive datetime"):
             s.flush()
+
+
+def test_the_epoch_table_has_a_column_per_epoch_metric() -> None:
+    # The ORM keeps typed columns of its own; they must stay core's EPOCH_METRICS, in order.
+    from core.training.hooks import EPOCH_METRICS
+    from jobs.records.models import EpochMetric
+
+    columns = [c.name for c in EpochMetric.__table__.columns]
+    assert tuple(c for c in columns if c not in {"id", "run_id", "epoch", "recorded_at"}) == (
+        EPOCH_METRICS
+    )
