@@ -4,14 +4,13 @@ Routes take them as ``Annotated`` aliases::
 
     def get_run(run_id: str, session: SessionDep, key: ReadKey) -> RunPublic: ...
 
-Writes are committed explicitly with :func:`committed`, never inline, so a route reads as
-"change the records, commit, then tell the workers".
+Writes are committed explicitly with :func:`committed` (``jobs.records.db``), never inline, so a
+route reads as "change the records, commit, then tell the workers".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import ApiKey, Scope
+from jobs.records.db import committed
 from jobs.records.repository import authenticate
 from jobs.settings import Settings
 from service.errors import ApiError
@@ -46,22 +46,6 @@ def get_queue(request: Request) -> TaskQueue:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]
-
-
-@contextmanager
-def committed(session: Session) -> Iterator[Session]:
-    """Commit what the block changed, or roll it back if the block raises.
-
-    Example:
-        >>> with committed(session):
-        ...     run = create_run(session, ...)
-    """
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
 
 
 _bearer = HTTPBearer(

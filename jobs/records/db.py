@@ -74,22 +74,31 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(sm: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits when the block ends and rolls back if it raises.
+def committed(session: Session) -> Iterator[Session]:
+    """Commit what the block changed in ``session``, or roll it back if the block raises.
 
     Example:
-        >>> with session_scope(sm) as session:
-        ...     run = create_run(session, architecture="resnet20", dataset="cifar10", config={})
+        >>> with committed(session):
+        ...     run = create_run(session, ...)
     """
-    session = sm()
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    finally:
-        session.close()
+
+
+@contextmanager
+def session_scope(sm: sessionmaker[Session]) -> Iterator[Session]:
+    """A new session that commits when the block ends and rolls back if it raises.
+
+    Example:
+        >>> with session_scope(sm) as session:
+        ...     run = create_run(session, architecture="resnet20", dataset="cifar10", config={})
+    """
+    with sm() as session, committed(session):
+        yield session
 
 
 def alembic_config(url: str | URL) -> Config:
