@@ -750,8 +750,8 @@ def test_the_cli_predicts_through_the_service(served: Served, tmp_path: Path) ->
     import uvicorn
     from typer.testing import CliRunner
 
-    from jobs.cli import app as cli
     from core.inference import Predictor
+    from jobs.cli import app as cli
     from tests.fixtures.servers import free_port
 
     port = free_port()
