@@ -119,7 +119,7 @@ def _answer(route: PredictRoute) -> ASGIApp:
         await predict_key(request)
         params: Mapping[str, str] = scope["path_params"]
         version = params.get("version")
-        response = await route.handler(
+        response = await route.kind.handler(
             request, params["name"], None if version is None else int(version)
         )
         await response(scope, receive, send)

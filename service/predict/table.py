@@ -85,15 +85,26 @@ _TF_SERVING_OPENAPI: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class PredictKind:
+    """What the routes of one kind share: the handler, the answer's schema, the request's."""
+
+    handler: Handler
+    response_model: type[BaseModel]
+    openapi_extra: dict[str, Any] = field(repr=False)
+
+
+LABELS = PredictKind(run_predict, PredictionsPublic, _LABELS_OPENAPI)
+TF_SERVING = PredictKind(run_tf_serving, TFServingPublic, _TF_SERVING_OPENAPI)
+
+
+@dataclass(frozen=True)
 class PredictRoute:
-    """One predict route: its path template, its handler, and its OpenAPI entry."""
+    """One predict route: its path template, its kind, and its OpenAPI summary."""
 
     path: str  # the whole template: FastAPI matches it, and request metrics are labelled by it
     name: str  # the endpoint's name, from which OpenAPI derives the operationId
-    handler: Handler
+    kind: PredictKind
     summary: str
-    response_model: type[BaseModel]
-    openapi_extra: dict[str, Any] = field(repr=False)
     description: str | None = None
 
     @property
@@ -101,49 +112,34 @@ class PredictRoute:
         return "{version}" in self.path
 
 
+_LABELS_DESCRIPTION = (
+    'Send images as multipart files, as JSON ``{"images": [{"b64": ...}], "top_k": 3}``,\n'
+    "or as a bare body with ``Content-Type: image/png`` (``top_k``/``threshold`` then as query\n"
+    "parameters). A bad image is a 4xx naming it (which one, what is wrong)."
+)
+_TF_SERVING_DESCRIPTION = (
+    '``{"instances": [{"b64": "..."}]}`` → ``{"predictions": [[p0, p1, …], …]}``: every\n'
+    "class probability per instance, as TF Serving answers for a classifier."
+)
+
 PREDICT_ROUTES: tuple[PredictRoute, ...] = (
     PredictRoute(
-        path="/v1/models/{name}/predict",
-        name="predict",
-        handler=run_predict,
-        summary="Labels for images, from the newest version of a model",
-        response_model=PredictionsPublic,
-        openapi_extra=_LABELS_OPENAPI,
-        description=(
-            'Send images as multipart files, as JSON ``{"images": [{"b64": ...}], "top_k": 3}``,\n'
-            "or as a bare body with ``Content-Type: image/png`` (``top_k``/``threshold`` then as "
-            "query\nparameters). A bad image is a 4xx naming it (which one, what is wrong)."
-        ),
+        "/v1/models/{name}/predict", "predict", LABELS,
+        "Labels for images, from the newest version of a model", _LABELS_DESCRIPTION,
     ),
     PredictRoute(
-        path="/v1/models/{name}/versions/{version}/predict",
-        name="predict_version",
-        handler=run_predict,
-        summary="Labels for images, from one version of a model",
-        response_model=PredictionsPublic,
-        openapi_extra=_LABELS_OPENAPI,
+        "/v1/models/{name}/versions/{version}/predict", "predict_version", LABELS,
+        "Labels for images, from one version of a model",
     ),
     PredictRoute(
-        path="/v1/models/{name}:predict",
-        name="tf_serving_predict",
-        handler=run_tf_serving,
-        summary="TF Serving-compatible predict (newest version)",
-        response_model=TFServingPublic,
-        openapi_extra=_TF_SERVING_OPENAPI,
-        description=(
-            '``{"instances": [{"b64": "..."}]}`` → ``{"predictions": [[p0, p1, …], …]}``: every\n'
-            "class probability per instance, as TF Serving answers for a classifier."
-        ),
+        "/v1/models/{name}:predict", "tf_serving_predict", TF_SERVING,
+        "TF Serving-compatible predict (newest version)", _TF_SERVING_DESCRIPTION,
     ),
     PredictRoute(
-        path="/v1/models/{name}/versions/{version}:predict",
-        name="tf_serving_predict_version",
-        handler=run_tf_serving,
-        summary="TF Serving-compatible predict (one version)",
-        response_model=TFServingPublic,
-        openapi_extra=_TF_SERVING_OPENAPI,
+        "/v1/models/{name}/versions/{version}:predict", "tf_serving_predict_version", TF_SERVING,
+        "TF Serving-compatible predict (one version)",
     ),
-)
+)  # fmt: skip
 
 
 def add_predict_routes(router: APIRouter) -> None:
@@ -158,15 +154,15 @@ def add_predict_routes(router: APIRouter) -> None:
             name=route.name,
             summary=route.summary,
             description=route.description,
-            response_model=route.response_model,
+            response_model=route.kind.response_model,
             responses=PREDICT_ERRORS,
-            openapi_extra=route.openapi_extra,
+            openapi_extra=route.kind.openapi_extra,
         )
 
 
 def _endpoint(route: PredictRoute) -> Callable[..., Awaitable[Response]]:
     """The FastAPI endpoint of ``route``: its signature declares the path and the key."""
-    handler = route.handler
+    handler = route.kind.handler
 
     async def latest(name: str, request: Request, key: PredictKey) -> Response:
         return await handler(request, name, None)
