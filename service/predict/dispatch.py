@@ -2,16 +2,19 @@
 
 Why: under load, FastAPI's router (trying every route's regex in turn), its route and request
 handler (solving dependencies, validating parameters) took more of the event loop than the
-predict endpoint itself; dispatching the four predict routes here measured 1.44× the
-throughput (docs/benchmarks.md, "Prediction throughput").
+predict endpoint itself. Measured in-process, that costs ~87 µs per predict request more than
+this dispatch, which in turn costs ~12 µs more than the old FastAPI subclass in front of every
+layer (docs/benchmarks.md, "The predict route table").
 
 :class:`PredictDispatch` is a plain ASGI middleware. ``create_app`` adds it before any other
 middleware, so it is the innermost of them: a predict request still passes FastAPI's
-server-error and telemetry layers, the app's body limit, :class:`~service.metrics.MetricsMiddleware`
-and every middleware added after it. What it skips, and what stands in for each:
+server-error, exception-telemetry and body-limit layers,
+:class:`~service.metrics.MetricsMiddleware`, and every middleware added after it. What it
+skips, and what stands in for each:
 
 - FastAPI's ``ExceptionMiddleware``: its own ``ExceptionMiddleware`` with the app's handlers
-  (Starlette's lookup, not a copy), so every error has the one shape;
+  (Starlette's lookup, not a copy), so every error has the one shape; an unexpected error goes
+  on to the server-error layer, as from any route;
 - the router: each route of :data:`~service.predict.table.PREDICT_ROUTES` is matched with the
   registered FastAPI route's own path regex, and that route is set as ``scope["route"]`` (the
   request metrics label it by its template, as for any route);
@@ -19,7 +22,9 @@ and every middleware added after it. What it skips, and what stands in for each:
   (:func:`~service.predict.auth.predict_key`) and the body limit are called directly, and a
   version is served here only if FastAPI would accept it (an integer in 1..``MAX_VERSION``);
 - FastAPI's ``AsyncExitStackMiddleware``, which closes uploaded files: the payload reader
-  closes its form itself.
+  closes its form itself;
+- the router's naming of the route for FastAPI's native OpenTelemetry (``http.route``): off in
+  this service; turned on, a dispatched request would carry no route name.
 
 Anything else, and any predict path FastAPI would refuse (a version that is not a positive
 integer, a method other than POST), goes on to FastAPI, whose registered routes answer it.
