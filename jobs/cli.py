@@ -2,7 +2,7 @@
 
 Adds ``resnet serve`` (the embedded default: API and worker on SQLite, no Redis) and lets
 ``resnet predict`` ask a running service (``--server URL --model NAME``) instead of loading a
-model file.
+model file: the library builds the app, and this module hands it the HTTP client.
 """
 
 from __future__ import annotations
@@ -13,59 +13,15 @@ from typing import Annotated, Any
 
 import typer
 
-from core.cli import EXIT_FAILED, _fail, app, predict_local, show_predictions
+from core.cli import EXIT_FAILED, build_app, fail
 
 __all__ = ["app"]
 
-# The library's predict only reads model files; this one can also ask a service.
-app.registered_commands = [
-    c for c in app.registered_commands if getattr(c.callback, "__name__", "") != "predict"
-]
 
-
-@app.command()
-def predict(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            help="A .keras model, or a run folder holding one (with --server: the first image)."
-        ),
-    ],
-    images: Annotated[
-        list[Path] | None, typer.Argument(help="Image files (JPEG, PNG, ...).")
-    ] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="Most probable classes per image.")] = 5,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-    server: Annotated[
-        str | None, typer.Option(help="Ask a running service (its URL) instead of loading a model.")
-    ] = None,
-    model_name: Annotated[
-        str | None, typer.Option("--model", help="With --server: the model's name (or a run id).")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="RESNET_API_KEY", help="With --server: a 'predict' key.")
-    ] = None,
-) -> None:
-    """Classify images; an unreadable image is reported by name and the rest still predicted.
-
-    Locally with a model file, or through a service:
-    ``resnet predict --server URL --model NAME IMAGE...`` (key in ``RESNET_API_KEY``).
-    """
-    if server is not None:
-        if not model_name:
-            _fail("--server needs --model NAME (a model's name or a run id).")
-        results = _predict_remote(server, model_name, [model, *(images or [])], top_k, api_key)
-    elif not images:
-        _fail("give a model (a .keras file or a run folder) and at least one image.")
-    else:
-        results = predict_local(model, images, top_k)
-    show_predictions(results, json_out=json_out)
-
-
-def _predict_remote(
-    server: str, name: str, images: list[Path], top_k: int, api_key: str | None
+def predict_remote(
+    server: str, model: str, images: list[Path], *, top_k: int, api_key: str | None
 ) -> list[dict[str, Any]]:
-    """One request per image to ``POST {server}/v1/models/{name}/predict`` (stdlib only).
+    """One request per image to ``POST {server}/v1/models/{model}/predict`` (stdlib only).
 
     A refused image is reported with the service's message and the rest still predicted; an
     error that is not about the image (no such model, a bad key, no server) stops here.
@@ -74,7 +30,7 @@ def _predict_remote(
     import urllib.parse
     import urllib.request
 
-    url = f"{server.rstrip('/')}/v1/models/{urllib.parse.quote(name, safe='')}/predict"
+    url = f"{server.rstrip('/')}/v1/models/{urllib.parse.quote(model, safe='')}/predict"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     results: list[dict[str, Any]] = []
     for path in images:
@@ -95,9 +51,9 @@ def _predict_remote(
             if exc.code in (413, 415, 422) and "image" in message.lower():
                 results.append({"image": str(path), "error": message})
                 continue
-            _fail(f"{server}: {exc.code} {message}", EXIT_FAILED)
+            fail(f"{server}: {exc.code} {message}", EXIT_FAILED)
         except (urllib.error.URLError, OSError) as exc:
-            _fail(f"{server}: {getattr(exc, 'reason', exc)}", EXIT_FAILED)
+            fail(f"{server}: {getattr(exc, 'reason', exc)}", EXIT_FAILED)
         results.append({"image": str(path), "predictions": answer["predictions"][0]["labels"]})
     return results
 
@@ -109,7 +65,6 @@ def _service_error(exc: Any) -> str:
         return str(exc.reason)
 
 
-@app.command()
 def serve(
     host: Annotated[
         str | None, typer.Option(help="Listen address (default RESNET_HOST or 127.0.0.1).")
@@ -126,6 +81,9 @@ def serve(
 
     raise typer.Exit(run_service(get_settings(), host=host, port=port))
 
+
+app = build_app(remote_predictor=predict_remote)
+app.command()(serve)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,5 +1,8 @@
 """Data for the API: describe a source under the data root, and check the sources runs name.
 
+A *data source* is ``KIND:PATH`` (what a worker loads); a *dataset reference* is a registered
+dataset's name or id (what a client names), resolved to its source by the records.
+
 Loading a source (``core.data.load_dataset``) does not import TensorFlow; it lists (and, for
 small images, decodes) the files, so routes call these functions in a worker thread.
 """
@@ -11,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from core.data import DataError, load_dataset
+from jobs.records import DatasetRecord, RecordNotFound
 from service.errors import ApiError, invalid
+from service.records import find_dataset
 
 # Sources a run may name directly in ``data``: they carry no path on the server. Everything with
 # a path goes through a registered dataset, whose path was checked to lie under the data root.
@@ -64,28 +71,28 @@ def describe(kind: str, path: str, *, root: Path, field: str = "body.path") -> D
     )
 
 
-def check_run_data(data: str) -> str:
-    """Accept a run's ``data`` only if it names no path on the server.
+def check_data_source(source: str, *, field: str = "body.data") -> str:
+    """Accept a run's data source only if it names no path on the server.
 
     Raises:
-        ApiError: 422 on ``body.data`` otherwise, pointing at dataset registration.
+        ApiError: 422 on ``field`` otherwise, pointing at dataset registration.
     """
-    kind = data.partition(":")[0].strip().lower()
+    kind = source.partition(":")[0].strip().lower()
     if kind == "synthetic":
-        m = _SYNTHETIC.fullmatch(data.strip())
+        m = _SYNTHETIC.fullmatch(source.strip())
         if not m:
-            raise invalid("body.data", "expected synthetic:N:HxWxC:K[:SEED]", data)
+            raise invalid(field, "expected synthetic:N:HxWxC:K[:SEED]", source)
         n, h, w, c = (int(g) for g in m.groups()[:4])
         if n * h * w * c > MAX_SYNTHETIC_BYTES:
-            raise invalid("body.data", f"synthetic data over {MAX_SYNTHETIC_BYTES} bytes", data)
-        return data.strip()
-    if data.strip().lower() in PATHLESS_SOURCES:
-        return data.strip().lower()
+            raise invalid(field, f"synthetic data over {MAX_SYNTHETIC_BYTES} bytes", source)
+        return source.strip()
+    if source.strip().lower() in PATHLESS_SOURCES:
+        return source.strip().lower()
     raise invalid(
-        "body.data",
+        field,
         "data with a path must be registered first (POST /v1/datasets) and named in 'dataset'; "
         f"'data' takes only synthetic:N:HxWxC:K or one of {', '.join(PATHLESS_SOURCES)}",
-        data,
+        source,
     )
 
 
@@ -102,5 +109,22 @@ def _relative_message(message: str, root: Path) -> str:
     return message.replace(f"{root}/", "").replace(str(root), "<data root>")
 
 
-def not_found_dataset(field: str, ref: str) -> ApiError:
-    return invalid(field, f"no registered dataset has the id or name {ref!r}", ref)
+def registered_dataset(session: Session, dataset_ref: str, *, field: str) -> DatasetRecord:
+    """The dataset a request refers to by name or id.
+
+    Raises:
+        ApiError: 422 on ``field`` when no registered dataset has that name or id.
+    """
+    try:
+        return find_dataset(session, dataset_ref)
+    except RecordNotFound:
+        raise not_found_dataset(field, dataset_ref) from None
+
+
+def source_of(dataset: DatasetRecord) -> str:
+    """A registered dataset's data source, ``KIND:PATH``, as a run's config names it."""
+    return f"{dataset.kind}:{dataset.location}"
+
+
+def not_found_dataset(field: str, dataset_ref: str) -> ApiError:
+    return invalid(field, f"no registered dataset has the id or name {dataset_ref!r}", dataset_ref)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -108,9 +108,24 @@ def invalid(field: str, message: str, received: Any = None) -> ApiError:
     )
 
 
-def from_pydantic(exc: PydanticValidationError, *, prefix: str = "body") -> ApiError:
-    """A 422 from a pydantic error raised while validating part of the request (a config)."""
-    return _validation_error(exc.errors(include_url=False), prefix=prefix)
+# Where an error at a pydantic location (``("schedule", "base_lr")``) sits in the request.
+Locate = Callable[[tuple[str | int, ...]], str]
+
+
+def from_pydantic(
+    exc: PydanticValidationError, *, prefix: str = "body", locate: Locate | None = None
+) -> ApiError:
+    """A 422 from a pydantic error raised while validating part of the request (a config).
+
+    Args:
+        exc: The error.
+        prefix: Where the validated part sits: each field is ``prefix.<location>``.
+        locate: Instead of ``prefix``, maps each error's location to the request's field (an
+            experiment maps a cell's config back to its grid axis or its ``base``).
+    """
+    return _validation_error(
+        exc.errors(include_url=False), locate=locate or (lambda loc: _joined((prefix, *loc)))
+    )
 
 
 def error_response(
@@ -154,7 +169,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    err = _validation_error(exc.errors())
+    err = _validation_error(exc.errors(), locate=_joined)
     return error_response(err.status_code, err.message, details=err.details)
 
 
@@ -186,20 +201,21 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _validation_error(errors: Sequence[Any], *, prefix: str | None = None) -> ApiError:
+def _joined(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _validation_error(errors: Sequence[Any], *, locate: Locate) -> ApiError:
     details = []
     for error in errors:
-        loc = [str(part) for part in error.get("loc", ())]
-        if prefix is not None:
-            loc = [prefix, *loc]
-        field = ".".join(loc) or None
+        field = locate(tuple(error.get("loc", ()))) or None
         message = str(error.get("msg", "invalid value"))
         # pydantic prefixes the message of a ValueError raised in a validator.
         message = message.removeprefix("Value error, ")
         received = None if error.get("type") == "missing" else _received(error.get("input"))
         details.append(ErrorDetail(field=field, message=message, received=received))
     if not details:
-        details.append(ErrorDetail(field=prefix, message="invalid request"))
+        details.append(ErrorDetail(field=locate(()) or None, message="invalid request"))
     first = details[0]
     summary = f"{first.field}: {first.message}" if first.field else first.message
     if len(details) > 1:

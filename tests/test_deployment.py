@@ -1,20 +1,54 @@
 """The Dockerfile and the compose file: lint and validate what no Docker engine can run here.
 
-The commands the compose services run are exercised for real by the end-to-end tests, which
-read them from docker-compose.yml (see tests/e2e).
+Both files are read through real parsers (dockerfile-parse, PyYAML), so the checks see
+instructions and services rather than lines of text. The commands the compose services run are
+exercised for real by the end-to-end tests, which read them from docker-compose.yml (see
+tests/e2e).
 """
 
 import importlib.util
+import json
+import re
+import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+DOCKERFILE = DockerfileParser(path=str(ROOT / "Dockerfile"))
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def instructions(name: str) -> list[str]:
+    """The values of every ``name`` instruction of the Dockerfile, in order."""
+    return [i["value"] for i in DOCKERFILE.structure if i["instruction"] == name]
+
+
+def exec_form(value: str) -> list[str]:
+    """An instruction's command in exec (JSON) form; the shell form would hide it behind sh -c."""
+    assert value.startswith("["), f"not in exec form: {value!r}"
+    command = json.loads(value)
+    assert isinstance(command, list) and all(isinstance(part, str) for part in command)
+    return command
+
+
+def python_module_of(command: list[str]) -> str | None:
+    """The Python module a container command starts (``-m``, Celery's ``-A``, uvicorn's app)."""
+    if "-m" in command:
+        return command[command.index("-m") + 1]
+    if "-A" in command:
+        return command[command.index("-A") + 1]
+    if command and command[0] == "uvicorn":
+        return command[1].split(":")[0]
+    return None
 
 
 def test_dockerfile_passes_hadolint():
@@ -28,11 +62,39 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_dockerfile_uses_the_tensorflow_gpu_base_a_non_root_user_and_a_healthcheck():
-    text = (ROOT / "Dockerfile").read_text()
-    assert "FROM tensorflow/tensorflow:" in text and "-gpu" in text
-    user = [line for line in text.splitlines() if line.startswith("USER ")]
-    assert user and user[-1].split()[1] not in ("root", "0")
-    assert "HEALTHCHECK" in text and "/healthz" in text
+    image, _, tag = DOCKERFILE.baseimage.partition(":")
+    assert image == "tensorflow/tensorflow" and tag.endswith("-gpu")
+    users = instructions("USER")
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    (healthcheck,) = instructions("HEALTHCHECK")
+    _, _, probe = healthcheck.partition(" CMD ")
+    (url,) = re.findall(r"https?://[^'\"\s]+", " ".join(exec_form(probe.strip())))
+    assert urlsplit(url).path == "/healthz"
+    # The probe asks the port the image exposes and its default command listens on.
+    (exposed,) = instructions("EXPOSE")
+    cmd = exec_form(instructions("CMD")[-1])
+    assert str(urlsplit(url).port) == exposed == cmd[cmd.index("--port") + 1]
+
+
+def test_dockerfile_copies_every_package_and_installs_the_deploy_extra():
+    copied: set[str] = set()
+    for value in instructions("COPY"):
+        parts = exec_form(value) if value.startswith("[") else shlex.split(value)
+        sources = [part for part in parts[:-1] if not part.startswith("--")]
+        copied.update(source.rstrip("/") for source in sources)
+    packages = {
+        p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    assert packages == {"core", "jobs", "service", "worker"}
+    assert packages | {"migrations", "alembic.ini", "pyproject.toml", "README.md"} <= copied
+    (install,) = [run for run in instructions("RUN") if "pip install" in run]
+    extras = install.split('".[', 1)[1].split("]", 1)[0].split(",")
+    assert extras == ["deploy"] and "deploy" in PYPROJECT["project"]["optional-dependencies"]
+
+
+def test_the_image_default_command_exists():
+    module = python_module_of(exec_form(instructions("CMD")[-1]))
+    assert module == "service.app" and importlib.util.find_spec(module) is not None
 
 
 def test_compose_has_every_service_of_the_deployment():
@@ -64,13 +126,6 @@ def test_api_and_workers_start_after_the_one_shot_migration():
 
 def test_every_python_entry_point_the_compose_file_names_exists():
     for name, service in SERVICES.items():
-        cmd = service.get("command") or []
-        if "-m" in cmd:
-            module = cmd[cmd.index("-m") + 1]
-        elif "-A" in cmd:
-            module = cmd[cmd.index("-A") + 1]
-        elif cmd and cmd[0] == "uvicorn":
-            module = cmd[1].split(":")[0]
-        else:
-            continue
-        assert importlib.util.find_spec(module) is not None, f"{name}: {module}"
+        module = python_module_of(service.get("command") or [])
+        if module is not None:
+            assert importlib.util.find_spec(module) is not None, f"{name}: {module}"

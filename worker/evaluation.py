@@ -8,19 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.records import EvaluationStatus, RecordNotFound, RunStatus, session_scope
-from jobs.records.repository import (
-    claim_evaluation,
-    evaluation_heartbeat,
-    finish_evaluation,
-    get_evaluation,
-    get_run,
-)
+from jobs.records import Evaluation, EvaluationStatus, RunStatus, session_scope
+from jobs.records.evaluations import finish_evaluation
+from jobs.records.lifecycle import EVALUATION_JOBS
 from jobs.settings import Settings
 from jobs.storage import write_bytes
 from worker.artifacts import ArtifactStore
 from worker.data import load_data
-from worker.runtime import Heartbeat, describe_error, jsonable, worker_name
+from worker.lifecycle import JobHeartbeat, claim_job
+from worker.runtime import describe_error, jsonable
 
 if TYPE_CHECKING:
     from core.data import ImageSet
@@ -48,10 +44,13 @@ def run_evaluation(
 ) -> str:
     """Handle one delivery of ``worker.evaluate_run``.
 
-    Claims the evaluation (a conditional UPDATE: a second delivery does nothing), loads the
+    Claims the evaluation through the one job lifecycle (:func:`worker.lifecycle.claim_job`: a
+    second delivery does nothing; an evaluation whose worker died is taken over), loads the
     run's ``model.keras`` in safe mode, scores it on the split, stores the predictions beside
-    the run's files and records every metric. A heartbeat thread keeps the evaluation alive;
-    if this worker dies, the sweeper queues the evaluation again (``worker.sweeper``).
+    the run's files and records every metric. The job's heartbeat keeps the evaluation alive;
+    if this worker dies, the sweeper queues the evaluation again (``worker.sweeper``). If the
+    evaluation is taken from this worker meanwhile (reclaimed while it stalled), scoring stops
+    within a batch and nothing is recorded.
 
     The split of the run's own data is the one training used: ``val`` is the validation set
     the run's config carved out of the training images (``validation``), ``train`` the rest,
@@ -59,22 +58,35 @@ def run_evaluation(
     is that source's own and its classes must be the model's.
 
     Returns:
-        ``succeeded``, ``failed`` or ``skipped`` (nothing to do).
+        ``succeeded``, ``failed``, ``skipped`` (nothing to do) or ``lost`` (taken from this
+        worker mid-way).
     """
-    job = _claim(sessions, evaluation_id)
-    if job is None:
+    claimed = claim_job(
+        sessions,
+        EVALUATION_JOBS,
+        evaluation_id,
+        stale_after_s=settings.stale_after_seconds,
+        read=_job_of,
+    )
+    if claimed is None:
         return "skipped"
-    heartbeat = Heartbeat(
-        lambda: _beat(sessions, evaluation_id, job.attempt),
+    job = replace(claimed[0], attempt=claimed[1])
+    heartbeat = JobHeartbeat(
+        sessions,
+        EVALUATION_JOBS,
+        evaluation_id,
+        attempt=job.attempt,
         interval_s=settings.heartbeat_seconds,
-        name=f"heartbeat-{evaluation_id}",
     )
     try:
         with heartbeat:
-            metrics, predictions = _evaluate(job, settings)
+            metrics, predictions = _evaluate(job, settings, heartbeat)
+            heartbeat.check()  # taken away while scoring the last batch: keep nothing
             uri = ArtifactStore.from_settings(settings).predictions_uri(job.run_id, evaluation_id)
             write_bytes(uri, predictions.to_bytes())
     except Exception as exc:
+        if heartbeat.lost.is_set():
+            return "lost"  # whatever broke, the attempt that holds it now records the outcome
         log.exception("evaluation %s: failed", evaluation_id)
         with session_scope(sessions) as session:
             finish_evaluation(
@@ -95,9 +107,9 @@ def run_evaluation(
             predictions_count=len(predictions),
             attempt=job.attempt,
         )
-    if not finished:  # reclaimed while this worker stalled: the newer attempt records it
+    if not finished:  # reclaimed after the last beat: the newer attempt records it
         log.warning("evaluation %s: attempt %d no longer holds it", evaluation_id, job.attempt)
-        return "skipped"
+        return "lost"
     log.info(
         "evaluation %s: run %s on %s: accuracy %s",
         evaluation_id,
@@ -108,36 +120,23 @@ def run_evaluation(
     return "succeeded"
 
 
-def _claim(sessions: sessionmaker[Session], evaluation_id: str) -> _Job | None:
-    with session_scope(sessions) as session:
-        try:
-            attempt = claim_evaluation(session, evaluation_id, worker_host=worker_name())
-            if attempt is None:
-                log.info("evaluation %s: not queued any more; nothing to do", evaluation_id)
-                return None
-        except RecordNotFound:
-            log.info("evaluation %s: no such evaluation; nothing to do", evaluation_id)
-            return None
-        evaluation = get_evaluation(session, evaluation_id)
-        run = get_run(session, evaluation.run_id)
-        return _Job(
-            evaluation_id=evaluation_id,
-            run_id=run.id,
-            run_status=run.status,
-            split=evaluation.split,
-            dataset=evaluation.dataset,
-            run_config=dict(run.config),
-            attempt=attempt,
-        )
+def _job_of(evaluation: Evaluation) -> _Job:
+    """What the evaluation needs from its records, read in the claim's transaction."""
+    run = evaluation.run
+    return _Job(
+        evaluation_id=evaluation.id,
+        run_id=run.id,
+        run_status=run.status,
+        split=evaluation.split,
+        dataset=evaluation.dataset,
+        run_config=dict(run.config),
+        attempt=0,  # filled in with the attempt the claim returns
+    )
 
 
-def _beat(sessions: sessionmaker[Session], evaluation_id: str, attempt: int) -> None:
-    with session_scope(sessions) as session:
-        if not evaluation_heartbeat(session, evaluation_id, attempt=attempt):
-            log.warning("evaluation %s: attempt %d no longer holds it", evaluation_id, attempt)
-
-
-def _evaluate(job: _Job, settings: Settings) -> tuple[dict[str, Any], Predictions]:
+def _evaluate(
+    job: _Job, settings: Settings, heartbeat: JobHeartbeat[Evaluation]
+) -> tuple[dict[str, Any], Predictions]:
     from core.data import make_pipeline
     from core.evaluation import score_dataset
     from core.inference import Predictor
@@ -180,7 +179,7 @@ def _evaluate(job: _Job, settings: Settings) -> tuple[dict[str, Any], Prediction
     )
     metrics, predictions = score_dataset(
         predictor.model,
-        batches,
+        heartbeat.until_lost(batches),  # stops within a batch once the job is taken away
         class_names=predictor.class_names,
         multi_label=predictor.multi_label,
         ids=image_ids(images, job.split),

@@ -7,8 +7,7 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
-from types import TracebackType
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -82,37 +81,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-class Heartbeat:
-    """Calls ``beat`` every ``interval_s`` on a daemon thread while the ``with`` block runs.
-
-    A failed beat (the database away for a moment) is logged and the next one tried: a missed
-    beat or two must not stop the work, only a long silence marks the worker dead.
-    """
-
-    def __init__(self, beat: Callable[[], object], *, interval_s: float, name: str) -> None:
-        self.beat = beat
-        self.interval_s = interval_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._done.set()
-        self._thread.join(timeout=max(5.0, 2 * self.interval_s))
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.interval_s):
-            try:
-                self.beat()
-            except Exception as exc:
-                log.warning("%s: beat failed: %s", self._thread.name, describe_error(exc))

@@ -6,13 +6,11 @@ unacknowledged for the visibility timeout (longer than the longest run, so that 
 never handed to a second worker), and the embedded filesystem queue has already deleted it. So
 every worker runs a sweeper in its main process: once when it is ready (a restarted worker
 picks up what its predecessor was doing) and then every ``stale_after_seconds / 2``. For each
-run whose heartbeat is older than ``stale_after_seconds``, ``reclaim_stale_run`` decides —
-queued again, failed after ``max_attempts``, or cancelled if a cancel was pending — and a
-requeued run's task is sent again, after the commit. Sweepers on several workers may race: the
+job whose heartbeat is older than ``stale_after_seconds`` — runs and evaluations (batch
+predictions among them) alike, through the one job lifecycle — ``reclaim_stale`` decides:
+queued again, failed after its ``max_attempts``, or cancelled if a cancel was pending; a
+requeued job's task is sent again, after the commit. Sweepers on several workers may race: the
 reclaim is one conditional UPDATE, so one of them wins and sends.
-
-Evaluations (batch predictions among them) beat too, and are swept the same way: queued
-again, or failed after ``max_attempts``.
 
 Why a thread and not ``celery beat`` (``-B``): a sweep task would wait in the queue behind the
 very training jobs that keep every worker busy, and every ``-B`` worker would run its own beat.
@@ -29,13 +27,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
-from jobs.records.repository import (
-    ReclaimOutcome,
-    reclaim_stale_evaluation,
-    reclaim_stale_run,
-    stale_evaluation_ids,
-    stale_run_ids,
-)
+from jobs.records.lifecycle import Job, JobLifecycle, ReclaimOutcome
 from worker.runtime import describe_error
 
 log = logging.getLogger(__name__)
@@ -43,62 +35,38 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL_S = 1.0
 
 
-def requeue_stale_runs(
-    sessions: sessionmaker[Session], *, stale_after_s: float, send: Callable[[str], object]
-) -> dict[str, ReclaimOutcome]:
-    """Reclaim every run whose heartbeat is stale; ``send`` the train task of requeued ones.
-
-    Returns:
-        What happened to each stale run.
-    """
-    return _requeue(
-        sessions,
-        "run",
-        lambda session: stale_run_ids(session, stale_after_s=stale_after_s),
-        lambda session, run_id: reclaim_stale_run(session, run_id, stale_after_s=stale_after_s),
-        send,
-    )
-
-
-def requeue_stale_evaluations(
+def requeue_stale(
     sessions: sessionmaker[Session],
+    jobs: JobLifecycle[Job],
     *,
     stale_after_s: float,
-    max_attempts: int,
     send: Callable[[str], object],
 ) -> dict[str, ReclaimOutcome]:
-    """Reclaim every evaluation whose heartbeat is stale; ``send`` the task of requeued ones."""
-    return _requeue(
-        sessions,
-        "evaluation",
-        lambda session: stale_evaluation_ids(session, stale_after_s=stale_after_s),
-        lambda session, evaluation_id: reclaim_stale_evaluation(
-            session, evaluation_id, stale_after_s=stale_after_s, max_attempts=max_attempts
-        ),
-        send,
-    )
+    """Reclaim every job of one kind whose heartbeat is stale; ``send`` the task of requeued ones.
 
+    Args:
+        sessions: The worker's session factory.
+        jobs: The kind of job (``RUN_JOBS``, ``EVALUATION_JOBS``).
+        stale_after_s: How old a heartbeat must be for its worker to count as dead.
+        send: Enqueues a job's task again, given its id.
 
-def _requeue(
-    sessions: sessionmaker[Session],
-    what: str,
-    stale_ids: Callable[[Session], list[str]],
-    reclaim: Callable[[Session, str], ReclaimOutcome],
-    send: Callable[[str], object],
-) -> dict[str, ReclaimOutcome]:
+    Returns:
+        What happened to each stale job.
+    """
     with session_scope(sessions) as session:
-        ids = stale_ids(session)
+        ids = jobs.stale_ids(session, stale_after_s=stale_after_s)
     outcomes: dict[str, ReclaimOutcome] = {}
-    for record_id in ids:
+    for job_id in ids:
         with session_scope(sessions) as session:
-            outcome = reclaim(session, record_id)  # one transaction each: a race loses cleanly
-        outcomes[record_id] = outcome
+            # One transaction each: a race with another sweeper loses cleanly.
+            outcome = jobs.reclaim_stale(session, job_id, stale_after_s=stale_after_s)
+        outcomes[job_id] = outcome
         if outcome is ReclaimOutcome.NOT_STALE:
             continue
-        log.warning("%s %s: its worker stopped beating: %s", what, record_id, outcome.value)
+        log.warning("%s %s: its worker stopped beating: %s", jobs.noun, job_id, outcome.value)
         if outcome is ReclaimOutcome.REQUEUED:
             # Committed above: the worker that takes it sees it queued.
-            send(record_id)
+            send(job_id)
     return outcomes
 
 

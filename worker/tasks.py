@@ -12,8 +12,9 @@ Tasks are acknowledged late and the pool process is expected to die sometimes (O
 in native code): a message redelivered after that finds its run still ``running`` with a
 fresh heartbeat and does nothing; the sweeper queues the run again once the heartbeat is
 stale, and the new attempt resumes from the last checkpoint. A run that kills its worker every
-time ends ``failed`` after ``max_attempts`` claims. Evaluations beat and are swept the same
-way (an evaluation starts over: it has no checkpoint).
+time ends ``failed`` after ``max_attempts`` claims. Evaluations go through the same job
+lifecycle (:mod:`worker.lifecycle`): claimed, beaten, swept and taken over the same way (an
+evaluation starts over: it has no checkpoint).
 
 Only the pool process that runs a task imports TensorFlow (on its first task).
 """
@@ -27,12 +28,12 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from jobs.queue import EVALUATE_TASK, SWEEP_TASK, TRAIN_TASK
+from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from jobs.settings import get_settings
 from worker.celery_app import app
 from worker.evaluation import run_evaluation
 from worker.runtime import sessions
-from worker.sweeper import Sweeper, requeue_stale_evaluations
-from worker.sweeper import requeue_stale_runs as _requeue_stale_runs
+from worker.sweeper import Sweeper, requeue_stale
 from worker.training import run_training
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,9 @@ def sweep() -> list[str]:
     settings = get_settings()
     db = sessions(settings.db_url)
     stale_after_s = settings.stale_after_seconds
-    outcomes = _requeue_stale_runs(db, stale_after_s=stale_after_s, send=send_train)
-    outcomes |= requeue_stale_evaluations(
-        db, stale_after_s=stale_after_s, max_attempts=settings.max_attempts, send=send_evaluate
-    )
-    return [record_id for record_id, outcome in outcomes.items() if outcome == "requeued"]
+    outcomes = requeue_stale(db, RUN_JOBS, stale_after_s=stale_after_s, send=send_train)
+    outcomes |= requeue_stale(db, EVALUATION_JOBS, stale_after_s=stale_after_s, send=send_evaluate)
+    return [job_id for job_id, outcome in outcomes.items() if outcome == "requeued"]
 
 
 @app.task(name=SWEEP_TASK)

@@ -1,20 +1,19 @@
 """One delivery of a training task: claim the run, train it with core, record the outcome.
 
-The protocol (see :mod:`jobs.records.repository`):
+The protocol is the one job lifecycle's (:mod:`jobs.records.lifecycle`, :mod:`worker.lifecycle`):
 
-- **Claim.** ``claim_run`` is a conditional UPDATE from ``queued``. If it fails the run is
-  running, finished or cancelled. A running run whose heartbeat went stale lost its worker
-  (``kill -9``, OOM): ``reclaim_stale_run`` puts it back to ``queued`` and it is claimed again
-  here, in the same transaction; otherwise (its worker is alive, it finished, it was cancelled,
-  it is out of attempts) this delivery does nothing. So a second delivery of the same message is
-  harmless, and every claim counts an attempt.
+- **Claim.** :func:`worker.lifecycle.claim_job`: a conditional UPDATE from ``queued``, or a
+  take-over of a run whose worker died (its heartbeat went stale); otherwise (its worker is
+  alive, it finished, it was cancelled, it is out of attempts) this delivery does nothing. So a
+  second delivery of the same message is harmless, and every claim counts an attempt.
 - **Train.** ``core.training.train(..., resume=True)`` into ``<artifact root>/<run_id>``: after a
   crash it continues from the last complete epoch's checkpoint. Each epoch's row is an
   idempotent upsert, so the resumed run still has one row per epoch.
-- **Alive.** A heartbeat thread beats every ``heartbeat_seconds`` for as long as the task runs
-  (data loading, building the model and the final evaluation send no progress); progress
-  reports beat too. If a beat or a progress report finds the run no longer ``running`` (it was
-  reclaimed because this worker looked dead), training stops and this delivery records nothing.
+- **Alive.** The job's heartbeat (:class:`worker.lifecycle.JobHeartbeat`) beats every
+  ``heartbeat_seconds`` for as long as the task runs (data loading, building the model and the
+  final evaluation send no progress); progress reports beat too. If a beat, a progress report
+  or an epoch finds the run no longer ``running`` in this attempt (it was reclaimed because this
+  worker looked dead), training stops within a batch and this delivery records nothing.
 - **Outcome.** completed → ``succeeded`` with the test metrics and the artifacts; cancelled →
   ``cancelled``; an exception → ``failed`` with ``"Type: message"``. The exception does not
   leave the task: the worker process carries on with the next job.
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,23 +30,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.environment import describe_environment
-from jobs.records import RecordNotFound, RunStatus, session_scope
-from jobs.records.repository import (
-    ReclaimOutcome,
-    add_artifact,
-    claim_run,
+from jobs.records import Run, RunStatus, session_scope
+from jobs.records.artifacts import add_artifact
+from jobs.records.lifecycle import RUN_JOBS
+from jobs.records.runs import (
     finish_run,
-    get_run,
-    heartbeat,
     is_cancel_requested,
-    reclaim_stale_run,
     record_epoch,
     update_progress,
 )
 from jobs.settings import Settings
 from worker.artifacts import ArtifactStore
 from worker.data import load_data
-from worker.runtime import describe_error, jsonable, worker_name
+from worker.lifecycle import JobHeartbeat, claim_job
+from worker.runtime import describe_error, jsonable
 
 if TYPE_CHECKING:
     from core.training import EpochRecord, ProgressEvent, TrainHooks, TrainResult
@@ -63,52 +58,14 @@ CANCEL_CHECK_EVERY_S = 0.5  # ask the database about a cancel at most this often
 _SUMMARY_SKIP = {"per_class", "confusion_matrix"}
 
 
-def claim(
-    sessions: sessionmaker[Session], run_id: str, *, stale_after_s: float
-) -> tuple[dict[str, Any], int] | None:
-    """Claim the run for this process, reclaiming it first if its worker died.
-
-    Returns:
-        The run's stored config and this claim's attempt number (every later write is fenced
-        by it), or ``None`` when this delivery has nothing to do.
-    """
-    me = worker_name()
-    with session_scope(sessions) as session:
-        try:
-            claimed = claim_run(session, run_id, worker_host=me)
-            if not claimed:
-                outcome = reclaim_stale_run(session, run_id, stale_after_s=stale_after_s)
-                if outcome is ReclaimOutcome.NOT_STALE:
-                    status = get_run(session, run_id).status
-                    why = "its worker is alive" if status == RunStatus.RUNNING else status.value
-                    log.info("run %s: not claimed (%s); nothing to do", run_id, why)
-                    return None
-                if outcome is not ReclaimOutcome.REQUEUED:  # out of attempts, or cancelled
-                    log.warning(
-                        "run %s: not claimed: its worker stopped beating and it is now %s",
-                        run_id,
-                        get_run(session, run_id).status.value,
-                    )
-                    return None
-                log.warning("run %s: its worker stopped beating; taking it over", run_id)
-                claimed = claim_run(session, run_id, worker_host=me)
-        except RecordNotFound:
-            log.info("run %s: no such run (deleted?); nothing to do", run_id)
-            return None
-        if not claimed:  # pragma: no cover - another worker won the race after the reclaim
-            return None
-        run = get_run(session, run_id)
-        log.info("run %s: attempt %d of %d on %s", run_id, run.attempts, run.max_attempts, me)
-        return dict(run.config), run.attempts
-
-
 class RunMonitor:
-    """The training hooks of one run, and the heartbeat thread that keeps it alive.
+    """The training hooks of one run, fenced by the run's :class:`JobHeartbeat`.
 
     The hooks run on the training thread between batches: each does at most one short
     transaction, and progress and cancel checks are rate-limited. Database trouble in a
-    progress report, cancel check or heartbeat is logged and ridden out (the next one may get
-    through); an epoch that cannot be recorded fails the run.
+    progress report or cancel check is logged and ridden out (the next one may get through);
+    an epoch that cannot be recorded fails the run. A write that finds the run no longer this
+    attempt's marks it lost, and :meth:`should_cancel` then stops training within a batch.
     """
 
     def __init__(
@@ -116,63 +73,17 @@ class RunMonitor:
         sessions: sessionmaker[Session],
         run_id: str,
         *,
-        attempt: int,
-        heartbeat_s: float,
+        heartbeat: JobHeartbeat[Run],
         after_epoch: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.run_id = run_id
-        self.attempt = attempt
-        self.heartbeat_s = heartbeat_s
+        self.heartbeat = heartbeat
+        self.attempt = heartbeat.attempt
         self.after_epoch = after_epoch
-        self.lost = threading.Event()  # the run is no longer ours: stop, record nothing
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_progress = float("-inf")
         self._last_cancel_check = float("-inf")
         self._cancel = False
-
-    # --- heartbeat -----------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._beat, name=f"heartbeat-{self.run_id}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def _beat(self) -> None:
-        last = time.monotonic()
-        while not self._done.wait(self.heartbeat_s):
-            now = time.monotonic()
-            if now - last > 2 * self.heartbeat_s:
-                # Native code holding the GIL (library loading, graph building) starves this
-                # thread; stale_after_seconds must leave room for it.
-                log.warning("run %s: heartbeat %.1f s late", self.run_id, now - last)
-            last = now
-            try:
-                with session_scope(self.sessions) as session:
-                    alive = heartbeat(session, self.run_id, attempt=self.attempt)
-            except Exception as exc:
-                log.warning("run %s: heartbeat failed: %s", self.run_id, describe_error(exc))
-                continue
-            if not alive:
-                self._lose("heartbeat")
-                return
-
-    def _lose(self, where: str) -> None:
-        if not self.lost.is_set():
-            log.warning(
-                "run %s: no longer running (%s): it was taken from this worker; stopping",
-                self.run_id,
-                where,
-            )
-            self.lost.set()
 
     # --- hooks -----------------------------------------------------------------------------
 
@@ -187,7 +98,7 @@ class RunMonitor:
         with session_scope(self.sessions) as session:
             recorded = record_epoch(session, self.run_id, record.to_dict(), attempt=self.attempt)
         if not recorded:
-            self._lose("epoch")
+            self.heartbeat.lose("epoch")
             return
         if self.after_epoch is not None:
             self.after_epoch()
@@ -217,10 +128,10 @@ class RunMonitor:
             log.warning("run %s: progress not recorded: %s", self.run_id, describe_error(exc))
             return
         if not running:
-            self._lose("progress")
+            self.heartbeat.lose("progress")
 
     def should_cancel(self) -> bool:
-        if self.lost.is_set():
+        if self.heartbeat.lost.is_set():
             return True
         now = time.monotonic()
         if now - self._last_cancel_check >= CANCEL_CHECK_EVERY_S:
@@ -248,34 +159,41 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
     # Import TensorFlow before the claim: loading its libraries holds the GIL for seconds, which
     # would starve the heartbeat thread of a claimed run (a first task of a fresh pool process).
     _preload()
-    claimed = claim(sessions, run_id, stale_after_s=settings.stale_after_seconds)
+    claimed = claim_job(
+        sessions,
+        RUN_JOBS,
+        run_id,
+        stale_after_s=settings.stale_after_seconds,
+        read=lambda run: dict(run.config),
+    )
     if claimed is None:
         return "skipped"
     config_data, attempt = claimed
     store = ArtifactStore.from_settings(settings)
-    monitor = RunMonitor(
-        sessions,
-        run_id,
-        attempt=attempt,
-        heartbeat_s=settings.heartbeat_seconds,
-        after_epoch=lambda: store.push_checkpoint(run_id),
+    heartbeat = JobHeartbeat(
+        sessions, RUN_JOBS, run_id, attempt=attempt, interval_s=settings.heartbeat_seconds
     )
-    monitor.start()
+    monitor = RunMonitor(
+        sessions, run_id, heartbeat=heartbeat, after_epoch=lambda: store.push_checkpoint(run_id)
+    )
+    lost = heartbeat.lost
     try:
         try:
-            result = _train(run_id, config_data, settings=settings, store=store, monitor=monitor)
-            # Still beating: copying a run up to a URL root can take a while.
-            completed = result.status == "completed" and not monitor.lost.is_set()
-            files = store.publish(run_id) if completed else []
+            with heartbeat:
+                result = _train(
+                    run_id, config_data, settings=settings, store=store, monitor=monitor
+                )
+                # Still beating: copying a run up to a URL root can take a while.
+                completed = result.status == "completed" and not lost.is_set()
+                files = store.publish(run_id) if completed else []
         finally:
-            monitor.stop()
             _release_memory()
     except Exception as exc:
-        if monitor.lost.is_set():
+        if lost.is_set():
             return "lost"
         log.exception("run %s: failed", run_id)
         return _finish(sessions, run_id, attempt, RunStatus.FAILED, error=describe_error(exc))
-    if monitor.lost.is_set():
+    if lost.is_set():
         return "lost"
     if result.status == "cancelled":
         note = f"cancelled on request after {result.epochs_completed} epoch(s)"

@@ -3,8 +3,8 @@ mean ± std over seeds of what they gave.
 
 A cell is one run: an architecture, a seed and hyperparameters given as dotted paths into a
 training config (``"schedule.base_lr": 0.05``, ``"optimizer.weight_decay": 5e-4``,
-``"epochs": 30``). :func:`apply_params` turns them into the nested overrides a run is created
-from; the service validates each cell's config like any run's.
+``"epochs": 30``): the one override grammar of :func:`core.training.config.resolve_config`,
+through which every cell's config is validated like any run's.
 """
 
 from __future__ import annotations
@@ -146,22 +146,6 @@ def check_range(spec: Mapping[str, Any]) -> str | None:
     if spec.get("log") and low <= 0:
         return f"a log range needs low > 0; got {low}"
     return None
-
-
-def apply_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with each dotted path set: ``{"schedule.base_lr": 0.05}`` → nested dicts."""
-    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for path, value in params.items():
-        parts = path.split(".")
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child = dict(child)
-            node = child
-        node[parts[-1]] = value
-    return out
 
 
 def check_param_path(path: str) -> str | None:

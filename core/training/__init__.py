@@ -9,7 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from core.training.config import PRESETS, OptimizerConfig, ScheduleConfig, TrainConfig, make_config
+from core.training.config import (
+    PRESETS,
+    Hyperparameters,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainConfig,
+    apply_overrides,
+    dotted_paths,
+    make_config,
+    override_at,
+    resolve_config,
+)
 from core.training.hooks import EpochRecord, ProgressEvent, TrainHooks
 
 if TYPE_CHECKING:
@@ -20,14 +31,19 @@ _LAZY = {"TrainResult", "freeze_layers", "train", "transfer_weights"}
 __all__ = [
     "PRESETS",
     "EpochRecord",
+    "Hyperparameters",
     "OptimizerConfig",
     "ProgressEvent",
     "ScheduleConfig",
     "TrainConfig",
     "TrainHooks",
     "TrainResult",
+    "apply_overrides",
+    "dotted_paths",
     "freeze_layers",
     "make_config",
+    "override_at",
+    "resolve_config",
     "train",
     "transfer_weights",
 ]

@@ -298,6 +298,8 @@ class Evaluation(Base):
     # As for runs: a worker that dies mid-evaluation stops beating, and the sweeper requeues it.
     heartbeat_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # A column, as for runs: the job lifecycle gives up on a crash loop the same way for both.
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default=text("3"))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

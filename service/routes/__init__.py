@@ -1,10 +1,12 @@
-"""One router per resource, and what they share: error responses and pagination."""
+"""One router per resource, and what they share: error responses, pagination, zip downloads.
+
+Route modules import from here, never from each other."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Response
 
 from service.errors import ErrorBody
 
@@ -32,3 +34,17 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH_ERRORS = (401, 403)
+
+
+# A download: the run's or the experiment's reproducibility bundle.
+ZIP_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {}}, "description": "A zip file"}
+}
+
+
+def zip_response(data: bytes, filename: str) -> Response:
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

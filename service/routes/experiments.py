@@ -1,21 +1,19 @@
 """``/v1/experiments``: a grid or a random search of runs, queued together, summarised together.
 
 An experiment is expanded into cells (architecture × hyperparameters × seed), and every cell's
-config is validated exactly as ``POST /v1/runs`` validates one, before anything is recorded.
-Then the experiment and all its runs are committed in one transaction, and only afterwards sent
-to the workers. If the broker stops taking messages part-way, the runs not sent are marked
-``failed`` ("could not enqueue") and the request answers 503: nothing sits queued with no
-message behind it.
+config is resolved by the same function as ``POST /v1/runs`` (:mod:`service.run_configs`),
+before anything is recorded. Then the experiment and all its runs are submitted together
+(:mod:`service.submission`): one transaction, sent after the commit, and if the broker stops
+taking messages part-way, the runs not sent are marked ``failed`` and the answer is 503.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.reports.bundle import api_environment, experiment_bundle
@@ -24,7 +22,6 @@ from core.reports.experiments import (
     Cell,
     Group,
     aggregate,
-    apply_params,
     check_param_path,
     check_range,
     expand_grid,
@@ -35,18 +32,24 @@ from core.reports.experiments import (
 )
 from core.reports.runs import RunData, finite
 from core.reports.tables import headline
-from core.training.config import TrainConfig
+from core.training.config import apply_overrides, override_at
 from jobs.records import RunStatus
 from jobs.records import repository as records
 from jobs.records.models import Experiment, ExperimentKind
 from jobs.reports import load_experiment_runs
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
-from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
-from service.records import fail_unqueued_run
-from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
-from service.routes.reports import ZIP_CONTENT, zip_response
-from service.routes.runs import queue_unavailable, validated_config
-from service.schemas import RunCreate
+from service.errors import ApiError, Locate, from_pydantic, invalid
+from service.routes import AUTH_ERRORS, ZIP_CONTENT, Limit, Offset, error_responses, zip_response
+from service.run_configs import ResolvedRun, record_run, resolve_run_config
+from service.schemas import (
+    CellPublic,
+    ExperimentCreate,
+    ExperimentPublic,
+    ExperimentsPublic,
+    ExperimentSummary,
+    RunCreate,
+)
+from service.submission import RUN, submit
 
 router = APIRouter(
     prefix="/v1/experiments",
@@ -55,116 +58,9 @@ router = APIRouter(
 )
 
 
-# --- schemas ---------------------------------------------------------------------------------
-
-
-class RandomSearch(BaseModel):
-    """``trials`` draws from ``space``; the same ``seed`` gives the same draws."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    trials: int = Field(..., ge=1, le=MAX_CELLS)
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the draws, not the runs")
-    space: dict[str, dict[str, Any]] = Field(
-        ...,
-        min_length=1,
-        description="Hyperparameter path → {low, high[, log][, integer]} or {choices: [...]}",
-        examples=[
-            {
-                "schedule.base_lr": {"low": 0.01, "high": 0.3, "log": True},
-                "optimizer.weight_decay": {"choices": [1e-4, 5e-4]},
-            }
-        ],
-    )
-
-
-class ExperimentCreate(BaseModel):
-    """Architectures × seeds × (a grid of hyperparameters | random-search trials).
-
-    ``base`` holds the fields of ``POST /v1/runs`` every cell shares (``dataset`` or ``data``,
-    ``preset``, ``epochs``, ``batch_size``, …). Hyperparameters are named by path: a config
-    field (``epochs``, ``label_smoothing``) or ``section.field`` (``schedule.base_lr``,
-    ``optimizer.weight_decay``). At most 200 cells.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(..., min_length=1, max_length=128)
-    architectures: list[str] = Field(
-        ..., min_length=1, max_length=MAX_CELLS, examples=[["resnet20", "resnet32", "resnet44"]]
-    )
-    plain_twins: bool = Field(
-        False, description="Add each ResNet's plain twin (resnet20 → plain20), as in Figure 6"
-    )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_CELLS)
-    base: dict[str, Any] = Field(
-        default_factory=dict,
-        description="POST /v1/runs fields every cell shares (not architecture or seed)",
-        examples=[{"data": "cifar10", "preset": "cifar-paper"}],
-    )
-    grid: dict[str, list[Any]] = Field(
-        default_factory=dict,
-        description="Hyperparameter path → the values to try; every combination is a cell",
-        examples=[{"schedule.base_lr": [0.1, 0.05], "optimizer.weight_decay": [1e-4, 5e-4]}],
-    )
-    random: RandomSearch | None = Field(None, description="Instead of a grid")
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        bad = [s for s in v if not 0 <= s <= 2**31 - 1]
-        if bad:
-            raise ValueError(f"seeds must lie in [0, 2**31 - 1]; got {bad}")
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
-
-
-class CellPublic(BaseModel):
-    run_id: str
-    architecture: str
-    seed: int
-    params: dict[str, Any]
-    status: RunStatus | None = Field(None, description="null: the run was deleted")
-    epochs_completed: int | None = None
-    epochs_planned: int | None = None
-    accuracy: float | None = Field(None, description="Test accuracy, %")
-    error: float | None = Field(None, description="Test error, %")
-    f1: float | None = Field(None, description="Macro F1, %")
-    training_time: float | None = Field(None, description="Seconds")
-
-
-class ExperimentPublic(BaseModel):
-    id: str
-    name: str
-    kind: ExperimentKind
-    status: str = Field(..., description="queued, running, succeeded, failed or cancelled")
-    counts: dict[str, int] = Field(..., description="Runs per status")
-    created_at: datetime
-    cancelled_at: datetime | None
-    spec: dict[str, Any]
-    cells: list[CellPublic]
-    aggregate: list[dict[str, Any]] = Field(
-        ..., description="Per architecture and hyperparameters: mean and _std over seeds"
-    )
-
-
-class ExperimentSummary(BaseModel):
-    id: str
-    name: str
-    kind: ExperimentKind
-    status: str
-    counts: dict[str, int]
-    runs: int
-    created_at: datetime
-    cancelled_at: datetime | None
-
-
-class ExperimentsPublic(BaseModel):
-    items: list[ExperimentSummary]
-    total: int
-    limit: int
-    offset: int
+class _Recorded(NamedTuple):
+    experiment: Experiment
+    run_ids: list[str]  # in cell order, the order they are sent
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -188,39 +84,35 @@ def create_experiment(
     the field and the cell); more than 200 cells is a 422. Then the runs are recorded as
     ``queued`` and sent to the workers."""
     cells = _cells(body)
-    configs = [_cell_config(session, body, i, cell) for i, cell in enumerate(cells)]
-    kind = ExperimentKind.RANDOM if body.random is not None else ExperimentKind.GRID
-    with committed(session):
+    resolved = [_cell_config(session, body, i, cell) for i, cell in enumerate(cells)]
+
+    def record() -> _Recorded:
         experiment = records.create_experiment(
             session,
             name=body.name,
-            kind=kind,
+            kind=ExperimentKind.RANDOM if body.random is not None else ExperimentKind.GRID,
             spec=body.model_dump(mode="json"),
             api_key_id=key.id,
         )
         run_ids = []
-        for cell, (config, dataset_id) in zip(cells, configs, strict=True):
-            run = records.create_run(
-                session,
-                architecture=config.architecture,
-                dataset=config.data,
-                config=config.model_dump(mode="json"),
-                api_key_id=key.id,
-                max_attempts=settings.max_attempts,
-                dataset_id=dataset_id,
+        for cell, run_config in zip(cells, resolved, strict=True):
+            run = record_run(
+                session, run_config, api_key_id=key.id, max_attempts=settings.max_attempts
             )
             records.attach_to_experiment(session, experiment, run, cell=dict(cell))
             run_ids.append(run.id)
-    for i, run_id in enumerate(run_ids):
-        try:
-            queue.enqueue_run(run_id)
-        except Exception as exc:  # EnqueueError; anything else also means "not queued"
-            with committed(session):
-                for unsent in run_ids[i:]:
-                    fail_unqueued_run(session, unsent, f"could not enqueue: {exc}")
-            raise queue_unavailable(
-                f"Experiment {experiment.id} ({len(run_ids) - i} of {len(run_ids)} runs)", exc
-            ) from None
+        return _Recorded(experiment, run_ids)
+
+    experiment, _ = submit(
+        session,
+        queue,
+        RUN,
+        record,
+        job_ids=lambda recorded: recorded.run_ids,
+        describe=lambda recorded, unsent: (
+            f"Experiment {recorded.experiment.id} ({unsent} of {len(recorded.run_ids)} runs)"
+        ),
+    )
     response.headers["Location"] = f"{router.prefix}/{experiment.id}"
     return _public(session, experiment)
 
@@ -344,46 +236,39 @@ def _cells(body: ExperimentCreate) -> list[Cell]:
     return expand_grid(architectures, body.seeds, body.grid)
 
 
-def _cell_config(
-    session: Session, body: ExperimentCreate, index: int, cell: Cell
-) -> tuple[TrainConfig, str | None]:
-    """Validate one cell as ``POST /v1/runs`` would; errors name the experiment's field."""
-    values = apply_params(body.base, cell["params"])
-    values.update(architecture=cell["architecture"], seed=cell["seed"])
+def _cell_config(session: Session, body: ExperimentCreate, index: int, cell: Cell) -> ResolvedRun:
+    """Resolve one cell's config as ``POST /v1/runs`` would; errors name the experiment's field
+    (see :func:`_cell_field`) and the cell."""
+    request = apply_overrides(body.base, cell["params"])
+    request.update(architecture=cell["architecture"], seed=cell["seed"])
+    locate = _cell_field(cell, "body.random.space" if body.random is not None else "body.grid")
+    try:
+        return resolve_run_config(session, RunCreate.model_validate(request), locate=locate)
+    except ValidationError as exc:
+        error = from_pydantic(exc, locate=locate)
+    except ApiError as exc:
+        error = exc
     described = f"cell {index} ({cell['architecture']}, seed {cell['seed']}"
     described += "".join(f", {k}={v!r}" for k, v in cell["params"].items()) + ")"
-    axis = "body.random.space" if body.random is not None else "body.grid"
-    try:
-        run_body = RunCreate.model_validate(values)
-    except ValidationError as exc:
-        raise _in_cell(from_pydantic(exc, prefix="body"), described, cell, axis) from None
-    try:
-        return validated_config(session, run_body)
-    except ApiError as exc:
-        raise _in_cell(exc, described, cell, axis) from None
-
-
-def _in_cell(error: ApiError, described: str, cell: Cell, axis: str) -> ApiError:
-    """Point a run-validation error at the experiment's field: ``body.architectures``, the
-    cell's axis (``body.grid.<path>`` or ``body.random.space.<path>``), or ``body.base.<x>``."""
-    details = []
-    for d in error.details:
-        rest = (d.field or "body").removeprefix("body").lstrip(".")
-        parts = rest.split(".") if rest else []
-        varied = next(
-            (p for p in (".".join(parts[:2]), parts[0] if parts else "") if p in cell["params"]),
-            None,
-        )
-        if parts[:1] == ["architecture"]:
-            field = "body.architectures"
-        elif varied is not None:
-            field = f"{axis}.{varied}"
-        else:
-            field = f"body.base.{rest}" if rest else "body.base"
-        details.append(ErrorDetail(field=field, message=d.message, received=d.received))
-    first = details[0] if details else None
+    first = error.details[0] if error.details else None
     message = f"{described}: " + (f"{first.field}: {first.message}" if first else error.message)
-    return ApiError(error.status_code, message, code=error.code, details=details)
+    raise ApiError(error.status_code, message, code=error.code, details=error.details) from None
+
+
+def _cell_field(cell: Cell, axis: str) -> Locate:
+    """Where a cell's value came from in the experiment: the architecture from
+    ``body.architectures``, a varied value from its axis (``body.grid.<path>`` or
+    ``body.random.space.<path>``), anything else from ``body.base``."""
+
+    def locate(loc: tuple[str | int, ...]) -> str:
+        if loc[:1] == ("architecture",):
+            return "body.architectures"
+        varied = override_at(loc, cell["params"])
+        if varied is not None:
+            return f"{axis}.{varied}"
+        return ".".join(("body", "base", *(str(part) for part in loc)))
+
+    return locate
 
 
 def _public(session: Session, experiment: Experiment) -> ExperimentPublic:

@@ -29,16 +29,17 @@ from core.evaluation import Predictions, PredictionsError
 from jobs.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
 from jobs.records import repository as records
 from jobs.records.models import Evaluation
+from jobs.settings import Settings
 from jobs.storage import read_bytes
-from service.deps import QueueDep, ReadKey, SessionDep, require
+from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, require
 from service.errors import ApiError
 from service.inference.payload import MAX_TOP_K
 from service.inference.runtime import RUN_ID
 from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
-from service.routes.runs import queue_evaluation
 from service.schemas import BatchPredictionCreate, EvaluationPublic
 from service.schemas.models import VersionPath
 from service.schemas.predictions import PredictionRow, PredictionsPage, Rescore, RescorePublic
+from service.submission import submit_evaluation
 
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
 
@@ -60,9 +61,10 @@ def batch_predict(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     key: PredictKey,
 ) -> EvaluationPublic:
-    return _queue(session, queue, response, _model_run(session, name, None), body)
+    return _queue(session, queue, settings, response, _model_run(session, name, None), body)
 
 
 @router.post(
@@ -78,9 +80,10 @@ def batch_predict_version(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     key: PredictKey,
 ) -> EvaluationPublic:
-    return _queue(session, queue, response, _model_run(session, name, version), body)
+    return _queue(session, queue, settings, response, _model_run(session, name, version), body)
 
 
 def _model_run(session: Session, name: str, version: int | None) -> Run:
@@ -95,9 +98,21 @@ def _model_run(session: Session, name: str, version: int | None) -> Run:
 
 
 def _queue(
-    session: Session, queue: QueueDep, response: Response, run: Run, body: BatchPredictionCreate
+    session: Session,
+    queue: QueueDep,
+    settings: Settings,
+    response: Response,
+    run: Run,
+    body: BatchPredictionCreate,
 ) -> EvaluationPublic:
-    evaluation = queue_evaluation(session, queue, run, split=body.split, dataset=body.dataset)
+    evaluation = submit_evaluation(
+        session,
+        queue,
+        run,
+        split=body.split,
+        dataset_ref=body.dataset,
+        max_attempts=settings.max_attempts,
+    )
     response.headers["Location"] = f"/v1/runs/{run.id}/evaluations/{evaluation.id}"
     return EvaluationPublic.model_validate(evaluation)
 

@@ -38,16 +38,13 @@ from jobs.records import repository as records
 from jobs.reports import load_experiment_runs, load_runs, run_data
 from service.deps import ReadKey, SessionDep
 from service.errors import invalid
-from service.routes import AUTH_ERRORS, error_responses
+from service.routes import AUTH_ERRORS, ZIP_CONTENT, error_responses, zip_response
 
 router = APIRouter(tags=["reports"], responses=error_responses(*AUTH_ERRORS, 422))
 
 MAX_RUNS = 200  # runs in one report or figure
 MAX_TWINS = 5  # finished twins a live run is compared with
 STREAM_RETRY_MS = 3000  # how soon an EventSource reconnects after the stream ends
-ZIP_CONTENT: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/zip": {}}, "description": "A zip file"}
-}
 
 FigureKind = enum.StrEnum("FigureKind", {name: name for name in FIGURES})  # type: ignore[misc]
 TableFormat = Literal["json", "csv", "md"]
@@ -340,7 +337,7 @@ def get_run_bundle(run_id: str, session: SessionDep, key: ReadKey) -> Response:
     return zip_response(data, f"run-{run_id}.zip")
 
 
-# --- helpers shared with the experiments routes ----------------------------------------------
+# --- helpers ----------------------------------------------
 
 
 def select_runs(session: Session, runs: list[str] | None, experiment: str | None) -> list[RunData]:
@@ -381,12 +378,4 @@ def table_response(table: Table, fmt: str, stem: str) -> Response:
     return Response(
         json.dumps(finite(table.to_json()), allow_nan=False, default=str),
         media_type="application/json",
-    )
-
-
-def zip_response(data: bytes, filename: str) -> Response:
-    return Response(
-        data,
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -1,29 +1,23 @@
 """``/v1/runs``: queue training runs, follow them, cancel, delete, and evaluate them.
 
-A run is committed as ``queued`` first and its task sent afterwards, so a worker always finds
-the row its message names. If the broker does not take the message the run is marked ``failed``
-with ``could not enqueue: …`` and the request answers 503: nothing sits queued forever with no
-message behind it, and the record says what happened.
+A run's config is resolved by :mod:`service.run_configs` and the run submitted by
+:mod:`service.submission` (committed as ``queued``, then sent; 503 if the broker refuses).
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
-from core.models.specs import CATALOGUE_NAMES, parse_architecture
-from core.training.config import PRESETS, TrainConfig, make_config
-from jobs.records import Evaluation, RecordNotFound, Run, RunStatus
+from jobs.records import RecordNotFound, RunStatus
 from jobs.records import repository as records
-from service.data import check_run_data, not_found_dataset
+from service.data import source_of
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
-from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
-from service.queue import EnqueueError, TaskQueue
-from service.records import fail_unqueued_evaluation, fail_unqueued_run, find_dataset
+from service.records import find_dataset
 from service.routes import AUTH_ERRORS, Limit, Offset, error_responses
+from service.run_configs import record_run, resolve_run_config
 from service.schemas import (
     EpochPublic,
     EpochsPublic,
@@ -34,6 +28,7 @@ from service.schemas import (
     RunPublic,
     RunsPublic,
 )
+from service.submission import RUN, submit, submit_evaluation
 
 router = APIRouter(
     prefix="/v1/runs",
@@ -41,8 +36,6 @@ router = APIRouter(
     # Every route needs a key; any with parameters may answer 422 in the error shape.
     responses=error_responses(*AUTH_ERRORS, 422),
 )
-
-RETRY_AFTER_S = 30
 
 
 @router.post(
@@ -61,23 +54,17 @@ def create_run(
 ) -> RunPublic:
     """Validate the config (architecture, data, preset, hyperparameters), record the run as
     ``queued`` and send it to the workers. Invalid input is a 422 naming the field."""
-    config, dataset_id = validated_config(session, body)
-    with committed(session):
-        run = records.create_run(
-            session,
-            architecture=config.architecture,
-            dataset=config.data,
-            config=config.model_dump(mode="json"),
-            api_key_id=key.id,
-            max_attempts=settings.max_attempts,
-            dataset_id=dataset_id,
-        )
-    try:
-        queue.enqueue_run(run.id)
-    except EnqueueError as exc:
-        with committed(session):
-            fail_unqueued_run(session, run.id, f"could not enqueue: {exc}")
-        raise queue_unavailable(f"Run {run.id}", exc) from None
+    resolved = resolve_run_config(session, body)
+    run = submit(
+        session,
+        queue,
+        RUN,
+        lambda: record_run(
+            session, resolved, api_key_id=key.id, max_attempts=settings.max_attempts
+        ),
+        job_ids=lambda run: [run.id],
+        describe=lambda run, _: f"Run {run.id}",
+    )
     response.headers["Location"] = f"{router.prefix}/{run.id}"
     return RunPublic.from_row(run)
 
@@ -98,11 +85,8 @@ def list_runs(
     offset: Offset = 0,
 ) -> RunsPublic:
     if dataset is not None:
-        try:
-            row = find_dataset(session, dataset)
-            dataset = f"{row.kind}:{row.location}"
-        except RecordNotFound:
-            pass  # a source spec, matched as it is
+        with suppress(RecordNotFound):  # else a data source, matched as it is
+            dataset = source_of(find_dataset(session, dataset))
     runs, total = records.list_runs(
         session,
         status=status,
@@ -173,10 +157,18 @@ def create_evaluation(
     body: EvaluationCreate,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     key: TrainKey,
 ) -> EvaluationPublic:
     run = records.get_run(session, run_id)
-    evaluation = queue_evaluation(session, queue, run, split=body.split, dataset=body.dataset)
+    evaluation = submit_evaluation(
+        session,
+        queue,
+        run,
+        split=body.split,
+        dataset_ref=body.dataset,
+        max_attempts=settings.max_attempts,
+    )
     return EvaluationPublic.model_validate(evaluation)
 
 
@@ -205,101 +197,3 @@ def get_evaluation(
     if evaluation.run_id != run_id:
         raise RecordNotFound("Evaluation", evaluation_id)
     return EvaluationPublic.model_validate(evaluation)
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def validated_config(session: Session, body: RunCreate) -> tuple[TrainConfig, str | None]:
-    """The run's full config, and the registered dataset it trains on (if any).
-
-    Raises:
-        ApiError: 422 naming the offending field (``body.architecture``, ``body.preset``,
-            ``body.dataset``, ``body.data``, ``body.batch_size``, ``body.optimizer.momentum``…).
-    """
-    overrides = body.model_dump(exclude_unset=True)
-    architecture: str = overrides.pop("architecture")
-    dataset_ref: str | None = overrides.pop("dataset", None)
-    data: str | None = overrides.pop("data", None)
-    preset: str | None = overrides.pop("preset", None)
-    try:
-        parse_architecture(architecture)
-    except ValueError as exc:
-        message = str(exc)
-        if "Expected one of" not in message:  # e.g. a depth no ResNet has: list the names too
-            message += f" Expected one of {', '.join(CATALOGUE_NAMES)}, or another valid depth."
-        raise invalid("body.architecture", message, architecture) from None
-    if preset is not None and preset not in PRESETS:
-        raise invalid(
-            "body.preset",
-            f"Unknown preset: {preset!r}. Expected one of {', '.join(PRESETS)}",
-            preset,
-        )
-    if (dataset_ref is None) == (data is None):
-        raise invalid(
-            "body.dataset",
-            "name the data with either 'dataset' (a registered dataset's name or id) or 'data' "
-            "(a source without a path), not both",
-            dataset_ref,
-        )
-    dataset_id: str | None = None
-    if dataset_ref is not None:
-        try:
-            row = find_dataset(session, dataset_ref)
-        except RecordNotFound:
-            raise not_found_dataset("body.dataset", dataset_ref) from None
-        source, dataset_id = f"{row.kind}:{row.location}", row.id
-    else:
-        assert data is not None
-        source = check_run_data(data)
-    try:
-        config = make_config(architecture, source, preset=preset, **overrides)
-    except ValidationError as exc:
-        raise from_pydantic(exc) from None
-    except ValueError as exc:
-        raise invalid("body", str(exc)) from None
-    return config, dataset_id
-
-
-def queue_evaluation(
-    session: Session, queue: TaskQueue, run: Run, *, split: str, dataset: str | None
-) -> Evaluation:
-    """Record and enqueue an evaluation of a succeeded run's model (a batch prediction too).
-
-    ``dataset``: a registered dataset's name or id (422 if unknown); None: the run's own data.
-    """
-    if run.status != RunStatus.SUCCEEDED:
-        raise ApiError(
-            409, f"Run {run.id} is {run.status.value}: only a succeeded run has a model to evaluate"
-        )
-    source: str | None = None
-    if dataset is not None:
-        try:
-            row = find_dataset(session, dataset)
-        except RecordNotFound:
-            raise not_found_dataset("body.dataset", dataset) from None
-        source = f"{row.kind}:{row.location}"
-    with committed(session):
-        evaluation = records.create_evaluation(session, run_id=run.id, split=split, dataset=source)
-    send_evaluation(session, queue, evaluation.id)
-    return evaluation
-
-
-def send_evaluation(session: Session, queue: TaskQueue, evaluation_id: str) -> None:
-    try:
-        queue.enqueue_evaluation(evaluation_id)
-    except EnqueueError as exc:
-        with committed(session):
-            fail_unqueued_evaluation(session, evaluation_id, f"could not enqueue: {exc}")
-        raise queue_unavailable(f"Evaluation {evaluation_id}", exc) from None
-
-
-def queue_unavailable(what: str, exc: Exception) -> ApiError:
-    return ApiError(
-        503,
-        f"{what} was recorded but could not be queued, so it is marked failed "
-        f"('could not enqueue'); the broker is unreachable. Try again later.",
-        code="queue_unavailable",
-        details=[ErrorDetail(field=None, message=f"could not enqueue: {exc}")],
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )

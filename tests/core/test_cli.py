@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from core import catalogue as catalogue_module
 from core import cli
 from core.catalogue import cache_path, catalogue
+from core.cli import train as train_module
 from core.models import CATALOGUE_NAMES
 
 DATA = "synthetic:256:16x16x3:3"
@@ -129,6 +130,7 @@ def test_train_writes_the_run_and_prints_metrics(trained):
     assert json.loads((out / "metrics.json").read_text())["n"] == 24  # a quarter of 96
 
 
+@pytest.mark.slow
 def test_train_refuses_an_existing_run_and_resume_extends_it(trained, runner, tmp_path):
     out, _ = trained
     result = invoke(runner, "train", "resnet8", "--data", DATA, "--out", out)
@@ -181,7 +183,7 @@ def test_a_cancel_stops_cleanly_and_says_how_to_resume(runner, tmp_path, monkeyp
         event.set()
         yield event
 
-    monkeypatch.setattr(cli, "_cancel_on_sigint", already_interrupted)
+    monkeypatch.setattr(train_module, "_cancel_on_sigint", already_interrupted)
     out = tmp_path / "run"
     result = invoke(
         runner, "train", "resnet8", "--data", DATA, "--epochs", 2, "--batch-size", 32,
@@ -195,7 +197,7 @@ def test_a_cancel_stops_cleanly_and_says_how_to_resume(runner, tmp_path, monkeyp
 
 def test_the_first_ctrl_c_sets_a_flag_and_the_second_interrupts():
     before = signal.getsignal(signal.SIGINT)
-    with cli._cancel_on_sigint() as interrupted:
+    with train_module._cancel_on_sigint() as interrupted:
         os.kill(os.getpid(), signal.SIGINT)
         assert interrupted.wait(5)
         with pytest.raises(KeyboardInterrupt):
@@ -276,6 +278,7 @@ def test_predict_reports_a_bad_image_and_predicts_the_rest(trained, runner, tmp_
 # --------------------------------------------------------------------------- bench / serve
 
 
+@pytest.mark.slow
 def test_bench_train_json(runner):
     result = invoke(runner, "bench", "train", "resnet8", "--batch-size", 8, "--steps", 2,
                     "--warmup", 1, "--json")  # fmt: skip

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 from PIL import Image
 
 BLOCKED = ("sqlalchemy", "celery", "fastapi", "starlette", "httpx", "alembic", "uvicorn",
@@ -52,6 +53,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_core_trains_evaluates_and_predicts_without_the_service_stack(tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(image)

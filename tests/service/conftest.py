@@ -46,6 +46,8 @@ def make_settings(tmp_path: Path, template: Path, **overrides: object) -> Settin
         "database_url": f"sqlite:///{db}",
         "data_root": data,
         "max_upload_bytes": UPLOAD_LIMIT,
+        # Not the default (3), so a test can tell the setting from a column default.
+        "max_attempts": 4,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

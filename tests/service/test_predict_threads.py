@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from service.inference.cache import compute_threads
 
 CHECK = textwrap.dedent(
@@ -30,6 +32,7 @@ def test_default_leaves_one_core_to_the_event_loop() -> None:
     assert compute_threads(3) == 3
 
 
+@pytest.mark.slow
 def test_threads_are_set_before_tensorflow_starts_and_kept_after() -> None:
     for configured, want in (("None", compute_threads(None)), ("2", 2)):
         done = subprocess.run(

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jobs.records import make_engine, make_sessionmaker
 from jobs.records import repository as records
 
@@ -50,6 +52,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_migrate_keys_and_an_api_process_without_tensorflow(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "RESNET_STATE_DIR": str(state), "HOME": str(tmp_path)}

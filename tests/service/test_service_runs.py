@@ -312,6 +312,10 @@ def test_evaluations_are_queued_for_succeeded_runs_only(
     )
     tasks = [task_kwargs(m) for m in queued_messages(settings)]
     assert (EVALUATE_TASK, {"evaluation_id": evaluation["id"]}) in tasks
+    with session_scope(db) as session:  # the service's RESNET_MAX_ATTEMPTS, as for runs
+        assert records.get_evaluation(session, evaluation["id"]).max_attempts == (
+            settings.max_attempts
+        )
 
     with session_scope(db) as session:
         records.claim_evaluation(session, evaluation["id"], worker_host="w")
@@ -328,3 +332,66 @@ def test_evaluations_are_queued_for_succeeded_runs_only(
     other = submit(client, admin)["id"]
     wrong_run = client.get(f"/v1/runs/{other}/evaluations/{evaluation['id']}", headers=admin)
     assert wrong_run.status_code == 404
+
+
+def test_the_openapi_schema_of_post_runs_lists_the_fields_and_their_bounds(
+    client: TestClient,
+) -> None:
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/runs"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/RunCreate"}
+    schemas = spec["components"]["schemas"]
+    run = schemas["RunCreate"]
+    fields = run["properties"]
+    assert run["required"] == ["architecture"]
+    assert run["additionalProperties"] is False
+    assert list(fields)[:4] == ["architecture", "dataset", "data", "preset"]
+    assert (fields["epochs"]["minimum"], fields["epochs"]["maximum"]) == (1, 10_000)
+    assert (fields["batch_size"]["minimum"], fields["batch_size"]["maximum"]) == (1, 65_536)
+    assert fields["label_smoothing"]["exclusiveMaximum"] == 1
+    assert fields["precision"]["enum"] == ["auto", "float32", "bfloat16", "float16"]
+    assert "init_from" not in fields  # a file on the workers' disks: not over HTTP
+    optimizer = schemas[fields["optimizer"]["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert optimizer["momentum"]["exclusiveMaximum"] == 1
+    assert optimizer["weight_decay"]["maximum"] == 0.1
+    schedule = schemas[fields["schedule"]["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert schedule["base_lr"]["exclusiveMinimum"] == 0
+
+
+def test_null_leaves_a_hyperparameter_as_the_preset_has_it(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    run = submit(client, admin, preset="cifar-paper", epochs=None, validation=None, seed=None)
+    assert run["config"]["epochs"] == 182 and run["config"]["validation"] == 5000
+    assert run["config"]["seed"] == 0
+
+
+def test_a_run_and_an_experiment_cell_resolve_to_the_same_config(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    run = submit(
+        client,
+        admin,
+        architecture="resnet110",
+        preset="cifar-paper",
+        seed=3,
+        epochs=2,
+        optimizer={"nesterov": True},
+        schedule={"base_lr": 0.05},
+    )
+    experiment = client.post(
+        "/v1/experiments",
+        json={
+            "name": "one cell",
+            "architectures": ["resnet110"],
+            "seeds": [3],
+            "base": {"data": SYNTHETIC, "preset": "cifar-paper", "epochs": 2},
+            "grid": {"schedule.base_lr": [0.05], "optimizer.nesterov": [True]},
+        },
+        headers=admin,
+    )
+    assert experiment.status_code == 202, experiment.text
+    [cell] = experiment.json()["cells"]
+    cell_run = client.get(f"/v1/runs/{cell['run_id']}", headers=admin).json()
+    assert cell_run["config"] == run["config"]
+    assert run["config"]["schedule"]["warmup_steps"] == 400

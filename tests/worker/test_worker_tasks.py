@@ -13,16 +13,27 @@ import os
 import re
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from core.evaluation import Predictions
 from jobs.queue import EVALUATE_TASK
-from jobs.records import EvaluationStatus, Run, RunStatus, session_scope
+from jobs.records import Evaluation, EvaluationStatus, Run, RunStatus, session_scope
+from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
+from jobs.records.models import utcnow
 from jobs.records.repository import create_evaluation, create_run, request_cancel
-from tests.worker.harness import RUN_TIMEOUT_S, Stack, embedded_stack_context, tiny_config, wait_for
+from tests.worker.harness import (
+    RUN_TIMEOUT_S,
+    Stack,
+    WorkerProcess,
+    embedded_stack_context,
+    tiny_config,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -259,12 +270,11 @@ def test_a_run_that_always_kills_its_worker_fails_after_max_attempts(
     assert worker.proc is not None and worker.proc.poll() is None  # the worker carried on
 
 
-def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) -> None:
-    stack = fresh_redis_stack
-    worker = stack.start_worker()
+def _start_a_long_batch_prediction(stack: Stack) -> tuple[str, Any]:
+    """Train a run, send a batch prediction of it over many images (so that it is still running
+    when the test acts on it) and wait for it to start: its id, and its running record."""
     run_id = stack.submit(tiny_config(epochs=1))
     assert stack.wait_finished(run_id).status == RunStatus.SUCCEEDED
-    # A batch prediction over many images, so that it is still running when its worker dies.
     big = "synthetic:40000:16x16x3:3"
     with session_scope(stack.sessions) as session:
         evaluation_id = create_evaluation(session, run_id=run_id, split="train", dataset=big).id
@@ -275,6 +285,13 @@ def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) 
         what="the evaluation to start",
         details=stack.logs,
     )
+    return evaluation_id, running
+
+
+def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    evaluation_id, running = _start_a_long_batch_prediction(stack)
     pid = int(running.worker_host.rsplit("/", 1)[1])
     assert pid != worker.pid and worker.owns(pid)
     os.kill(pid, signal.SIGKILL)  # the pool process dies mid-evaluation
@@ -287,6 +304,64 @@ def test_an_evaluation_whose_worker_dies_is_run_again(fresh_redis_stack: Stack) 
     assert done.attempts == 2 and done.predictions_count == 40000
     assert f"evaluation {evaluation_id}: its worker stopped beating: requeued" in worker.log()
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+def _take_away(stack: Stack, model: type[Run] | type[Evaluation], job_id: str) -> None:
+    """What a stalled worker suffers: its job looks dead, is reclaimed and claimed by another
+    worker (a "thief" that never beats), all in one transaction."""
+    jobs = RUN_JOBS if model is Run else EVALUATION_JOBS
+    with session_scope(stack.sessions) as session:
+        session.execute(
+            update(model)
+            .where(model.id == job_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
+        )
+        assert jobs.reclaim_stale(session, job_id, stale_after_s=60) == "requeued"
+        assert jobs.claim(session, job_id, worker_host="thief") == 2
+
+
+def _wait_stopped(stack: Stack, worker: WorkerProcess, task: str, what: str) -> None:
+    """Wait for the worker's task to end because its job was taken away (it returns 'lost'),
+    after saying why."""
+    lost = re.compile(rf"{task}\[[^\]]+\] succeeded in [\d.]+s: 'lost'")
+    wait_for(
+        lambda: lost.search(worker.log()) is not None,
+        timeout=30,
+        what=f"the worker to stop the {what}",
+        details=stack.logs,
+    )
+
+
+def test_a_run_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    run_id = stack.submit(tiny_config(data=LONG_DATA, epochs=50))
+    stack.wait_run(run_id, lambda r: r.epochs_completed >= 1, what="to record an epoch")
+    _take_away(stack, Run, run_id)
+    # The worker's next beat is refused: training stops within a batch, nothing is recorded.
+    _wait_stopped(stack, worker, "worker.train_run", "run")
+    assert f"run {run_id}: attempt 1 no longer holds it" in worker.log()
+    with session_scope(stack.sessions) as session:
+        request_cancel(session, run_id)  # the thief never beats: the sweeper ends it cancelled
+    run = stack.wait_finished(run_id, timeout=60)
+    # Attempt 2 (the thief's), or 3 if the sweeper requeued the thief's before the cancel.
+    assert run.status == RunStatus.CANCELLED and run.attempts >= 2, run.error
+    assert run.epochs_completed < 50
+    assert worker.proc is not None and worker.proc.poll() is None  # the worker carried on
+
+
+def test_an_evaluation_taken_from_its_worker_stops(fresh_redis_stack: Stack) -> None:
+    stack = fresh_redis_stack
+    worker = stack.start_worker()
+    evaluation_id, _ = _start_a_long_batch_prediction(stack)
+    _take_away(stack, Evaluation, evaluation_id)
+    # The worker's next beat is refused: scoring stops within a batch, nothing is recorded.
+    _wait_stopped(stack, worker, "worker.evaluate_run", "evaluation")
+    assert f"evaluation {evaluation_id}: attempt 1 no longer holds it" in worker.log()
+    # The thief never beats: the sweeper queues it again and the worker does it all.
+    done = _wait_evaluation(stack, evaluation_id, timeout=RUN_TIMEOUT_S)
+    assert done.status == EvaluationStatus.SUCCEEDED, (done.error, stack.logs())
+    assert done.attempts == 3 and done.predictions_count == 40000
 
 
 # --- the embedded default ------------------------------------------------------------------

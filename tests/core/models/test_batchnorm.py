@@ -73,6 +73,7 @@ print(max(float(np.max(np.abs(a - c))) for a, c in zip(*outs)))
 """
 
 
+@pytest.mark.slow
 def test_under_jax_too(tmp_path):
     import os
     import subprocess

@@ -16,6 +16,7 @@ from core.models import (
 PAPER_CIFAR_PARAMS = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", sorted(PAPER_CIFAR_PARAMS))
 def test_cifar_resnet_params_round_to_the_papers_and_plain_twin_matches(depth):
     resnet = count_trainable_params(build_model(f"resnet{depth}"))
@@ -32,6 +33,7 @@ def test_resnet1202_has_19_4m_params_like_its_plain_twin():
     assert count_trainable_params(build_model("plain1202")) == resnet
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
@@ -47,6 +49,7 @@ def test_imagenet_params_equal_the_reference_v1_5_definition(name, expected):
     assert count_trainable_params(build_model(name, num_classes=1000)) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "millions"), [("wrn28_10", 36.5), ("resnext29_8x64d", 34.4)])
 def test_variant_params_match_their_papers(name, millions):
     assert round(count_trainable_params(build_model(name)) / 1e6, 1) == millions
@@ -60,6 +63,7 @@ def test_option_b_adds_projection_params_and_plain_imagenet_drops_them():
     assert count_trainable_params(build_model("plain34", num_classes=1000)) < 21_797_672
 
 
+@pytest.mark.slow
 def test_flops_follow_the_papers_convention():
     # Multiply-adds: ResNet-34 3.6 G, ResNet-50 (v1.5) ~4.1 G, ResNet-18 1.8 G.
     assert round(count_flops(build_model("resnet18", num_classes=1000)) / 1e9, 1) == 1.8

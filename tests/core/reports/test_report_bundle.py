@@ -7,10 +7,13 @@ import io
 import json
 import zipfile
 
+import pytest
+
 from core.reports.bundle import api_environment, experiment_bundle, run_bundle
 from tests.core.reports.factory import check_png, labelled, make_run
 
 
+@pytest.mark.slow
 def test_a_run_bundle_has_config_environment_history_metrics_and_figures() -> None:
     [run] = labelled(make_run("ab" * 16, "resnet20", accuracy=0.9, confusion=[[3, 1], [0, 4]]))
     run["config"] = {"architecture": "resnet20", "data": "cifar10", "epochs": 3, "seed": 0}
@@ -60,6 +63,7 @@ def test_api_environment_does_not_import_tensorflow() -> None:
     assert api_environment()["source"] == "api"
 
 
+@pytest.mark.slow
 def test_an_experiment_bundle_has_the_table_figures_and_each_run() -> None:
     runs = labelled(
         make_run("a1" * 16, "resnet20", accuracy=0.91, seed=0),

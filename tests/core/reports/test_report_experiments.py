@@ -7,6 +7,7 @@ import random
 import pytest
 
 from core.reports import experiments as ex
+from core.training.config import apply_overrides
 
 
 def test_grid_is_architectures_by_params_by_seeds() -> None:
@@ -93,7 +94,7 @@ def test_param_paths_and_overrides() -> None:
     assert ex.check_param_path("a.b.c") is not None
     assert ex.check_param_path("bad-name") is not None
     base = {"data": "cifar10", "optimizer": {"momentum": 0.9}, "epochs": 3}
-    out = ex.apply_params(
+    out = apply_overrides(
         base, {"optimizer.weight_decay": 5e-4, "schedule.base_lr": 0.05, "epochs": 7}
     )
     assert out == {

@@ -55,6 +55,7 @@ def run_script(code, tmp_path, **env):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path):
     out = run_script(MIRRORED, tmp_path)
     assert out["replicas"] == 2
@@ -62,6 +63,7 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path):
     assert out["loss"] == out["loss"]  # not NaN
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("jax") is None, reason="jax not installed"
 )

@@ -62,6 +62,7 @@ def test_a_run_writes_model_history_checkpoint_and_metrics(tmp_path, dataset):
     assert len(metrics["confusion_matrix"]) == 3
 
 
+@pytest.mark.slow
 def test_the_saved_model_holds_the_training_statistics(tmp_path, dataset):
     train(tiny(epochs=1, normalization="per_channel"), tmp_path, dataset=dataset)
     model = keras.saving.load_model(tmp_path / "model.keras", custom_objects=CUSTOM_OBJECTS)
@@ -69,6 +70,7 @@ def test_the_saved_model_holds_the_training_statistics(tmp_path, dataset):
     assert mean.shape == (3,) and not np.allclose(mean, 0.0)
 
 
+@pytest.mark.slow
 def test_cancel_stops_within_a_batch_and_resume_ends_with_the_planned_epochs(tmp_path, dataset):
     batches = []
 
@@ -90,12 +92,14 @@ def test_cancel_stops_within_a_batch_and_resume_ends_with_the_planned_epochs(tmp
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 3 * 5
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_trains_nothing_more(tmp_path, dataset):
     train(tiny(epochs=1), tmp_path, dataset=dataset)
     again = train(tiny(epochs=1), tmp_path, dataset=dataset, resume=True)
     assert [r.epoch for r in again.history] == [1]
 
 
+@pytest.mark.slow
 def test_fine_tuning_copies_matching_layers_and_freezes_stages(tmp_path, dataset):
     train(tiny(epochs=1), tmp_path / "source", dataset=dataset)
     source = keras.saving.load_model(tmp_path / "source/model.keras", custom_objects=CUSTOM_OBJECTS)
@@ -112,6 +116,7 @@ def test_fine_tuning_copies_matching_layers_and_freezes_stages(tmp_path, dataset
     )
 
 
+@pytest.mark.slow
 def test_label_smoothing_and_bfloat16_train(tmp_path, dataset):
     result = train(
         tiny(epochs=1, label_smoothing=0.1, precision="bfloat16"), tmp_path, dataset=dataset

@@ -126,3 +126,30 @@ def test_migration_0004_keeps_evaluations_recorded_before_it(tmp_path: Path) -> 
     assert not columns & {"predictions_uri", "predictions_count", "heartbeat_at", "attempts"}
     assert db.execute("SELECT id FROM evaluations").fetchall() == [("e1",)]
     db.close()
+
+
+def test_migration_0005_gives_evaluations_recorded_before_it_max_attempts(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    cfg = alembic_config(f"sqlite:///{path}")
+    command.upgrade(cfg, "0004")
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO runs (id, status, cancel_requested, architecture, dataset, config, "
+        "created_at, attempts, max_attempts, epochs_completed) VALUES "
+        "('r1', 'succeeded', 0, 'resnet20', 'cifar10', '{}', '2026-01-01 00:00:00', 1, 5, 1)"
+    )
+    db.execute(
+        "INSERT INTO evaluations (id, run_id, split, status, created_at, attempts) VALUES "
+        "('e1', 'r1', 'test', 'running', '2026-01-01 00:00:00', 2)"
+    )
+    db.commit()
+    command.upgrade(cfg, "0005")
+    rows = db.execute("SELECT id, attempts, max_attempts FROM evaluations").fetchall()
+    assert rows == [("e1", 2, 3)]  # RESNET_MAX_ATTEMPTS' default, which the sweeper used
+    command.downgrade(cfg, "0004")
+    columns = {r[1] for r in db.execute("PRAGMA table_info(evaluations)")}
+    assert "max_attempts" not in columns and "attempts" in columns
+    assert db.execute("SELECT id, attempts FROM evaluations").fetchall() == [("e1", 2)]
+    db.close()

@@ -100,8 +100,8 @@ def test_create_run(sm: sessionmaker[Session]) -> None:
 
 def test_claim_is_exclusive(sm: sessionmaker[Session]) -> None:
     run_id = _new_run(sm)
-    assert _do(sm, claim_run, run_id, worker_host="w1") is True
-    assert _do(sm, claim_run, run_id, worker_host="w2") is False  # a second delivery
+    assert _do(sm, claim_run, run_id, worker_host="w1") == 1  # the attempt held
+    assert _do(sm, claim_run, run_id, worker_host="w2") is None  # a second delivery
     run = _run(sm, run_id)
     assert run.status is RunStatus.RUNNING
     assert (run.attempts, run.worker_host) == (1, "w1")
@@ -110,10 +110,10 @@ def test_claim_is_exclusive(sm: sessionmaker[Session]) -> None:
         _do(sm, claim_run, "f" * 32, worker_host="w1")
 
 
-def _race_to_claim(sm: sessionmaker[Session], run_id: str) -> dict[str, bool]:
+def _race_to_claim(sm: sessionmaker[Session], run_id: str) -> dict[str, int | None]:
     """Two workers claim the same run at the same moment, each in its own session."""
     barrier = threading.Barrier(2)
-    results: dict[str, bool] = {}
+    results: dict[str, int | None] = {}
     errors: list[BaseException] = []
 
     def worker(host: str) -> None:
@@ -137,10 +137,10 @@ def test_claim_race_has_one_winner(sm: sessionmaker[Session]) -> None:
     for _ in range(4):
         run_id = _new_run(sm)
         results = _race_to_claim(sm, run_id)
-        assert sorted(results.values()) == [False, True]
+        assert sorted(results.values(), key=str) == [1, None]  # one attempt 1, one refusal
         run = _run(sm, run_id)
         assert run.attempts == 1
-        assert run.worker_host == next(host for host, won in results.items() if won)
+        assert run.worker_host == next(host for host, won in results.items() if won == 1)
 
 
 def test_claim_waits_for_an_open_transaction(sm: sessionmaker[Session]) -> None:
@@ -148,8 +148,8 @@ def test_claim_waits_for_an_open_transaction(sm: sessionmaker[Session]) -> None:
     run_id = _new_run(sm)
     first = sm()
     try:
-        assert claim_run(first, run_id, worker_host="first") is True  # not yet committed
-        outcome: list[bool] = []
+        assert claim_run(first, run_id, worker_host="first") == 1  # not yet committed
+        outcome: list[int | None] = []
         second = threading.Thread(
             target=lambda: outcome.append(_do(sm, claim_run, run_id, worker_host="second"))
         )
@@ -158,7 +158,7 @@ def test_claim_waits_for_an_open_transaction(sm: sessionmaker[Session]) -> None:
         assert second.is_alive()  # waiting on the first transaction's lock
         first.commit()
         second.join(timeout=30)
-        assert outcome == [False]
+        assert outcome == [None]
     finally:
         first.close()
 
@@ -209,7 +209,7 @@ def test_cancel_queued_run_is_immediate(sm: sessionmaker[Session]) -> None:
     run = _do(sm, request_cancel, run_id)
     assert run.status is RunStatus.CANCELLED and run.finished_at is not None
     assert _do(sm, is_cancel_requested, run_id) is True
-    assert _do(sm, claim_run, run_id, worker_host="w") is False  # its task arrives later
+    assert _do(sm, claim_run, run_id, worker_host="w") is None  # its task arrives later
     assert _do(sm, request_cancel, run_id).status is RunStatus.CANCELLED  # idempotent
 
 
@@ -350,7 +350,7 @@ def test_stale_running_run_is_requeued_then_given_up(sm: sessionmaker[Session]) 
     run = _run(sm, run_id)
     assert run.status is RunStatus.FAILED and run.finished_at is not None
     assert run.error is not None and run.error.startswith("gave up after 2 attempts")
-    assert _do(sm, claim_run, run_id, worker_host="w3") is False
+    assert _do(sm, claim_run, run_id, worker_host="w3") is None
     assert _do(sm, reclaim_stale_run, run_id, stale_after_s=60) is ReclaimOutcome.NOT_STALE
     with pytest.raises(RecordNotFound):
         _do(sm, reclaim_stale_run, "0" * 32, stale_after_s=60)
@@ -417,8 +417,8 @@ def test_evaluation_lifecycle(sm: sessionmaker[Session]) -> None:
 def test_stale_evaluation_is_requeued_then_given_up_and_fenced(
     sm: sessionmaker[Session],
 ) -> None:
-    eval_id = _do(sm, create_evaluation, run_id=_new_run(sm), split="test").id
-    reclaim = {"stale_after_s": 60, "max_attempts": 2}
+    eval_id = _do(sm, create_evaluation, run_id=_new_run(sm), split="test", max_attempts=2).id
+    reclaim = {"stale_after_s": 60}  # max_attempts is the evaluation's, as for runs
     assert _do(sm, claim_evaluation, eval_id, worker_host="w1") == 1
     assert _do(sm, reclaim_stale_evaluation, eval_id, **reclaim) is ReclaimOutcome.NOT_STALE
     assert _do(sm, evaluation_heartbeat, eval_id, attempt=1) is True

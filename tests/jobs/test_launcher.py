@@ -2,7 +2,7 @@
 supervision of a real Celery worker and a uvicorn process on the embedded default.
 
 The API itself is being written elsewhere; until it exists these tests give uvicorn a minimal
-stand-in app (:mod:`tests.worker.asgi_stand_in`) and check the launcher, not the routes.
+stand-in app (:mod:`tests.jobs.asgi_stand_in`) and check the launcher, not the routes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.worker.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-STAND_IN = "tests.worker.asgi_stand_in:create_app"
+STAND_IN = "tests.jobs.asgi_stand_in:create_app"
 SECRET = re.compile(r"\b(rsk_[A-Za-z0-9_-]{43})\b")
 
 
@@ -147,7 +147,7 @@ def test_serve_stops_the_worker_and_fails_when_the_api_dies(
     tmp_path: Path, launchers: list[Launcher]
 ) -> None:
     port = free_port()
-    broken = "tests.worker.asgi_stand_in:no_such_factory"
+    broken = "tests.jobs.asgi_stand_in:no_such_factory"
     launcher = Launcher(tmp_path / "state", "--port", str(port), "--app", broken)
     launchers.append(launcher)
     worker = launcher.child_pid("worker")

@@ -1,0 +1,87 @@
+"""From a run request to its training config and its record: the service's end of the one
+config path.
+
+A request names its data by a dataset reference or a data source (see
+:mod:`service.schemas.runs`). Here the reference becomes the registered dataset's source, a
+source is checked to carry no path on the server, and the architecture, the source, the preset
+and the request's overrides (dotted paths) go to :func:`core.training.config.resolve_config`,
+the only validator of a config. ``POST /v1/runs`` and every experiment cell come through
+:func:`resolve_run_config`; errors are 422s whose fields ``locate`` places in the request.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from core.training.config import TrainConfig, resolve_config
+from jobs.records import Run
+from jobs.records import repository as records
+from service.data import check_data_source, registered_dataset, source_of
+from service.errors import Locate, from_pydantic, invalid
+from service.schemas.runs import RunCreate
+
+
+class ResolvedRun(NamedTuple):
+    config: TrainConfig
+    dataset_id: str | None = None  # the registered dataset it trains on, if named by reference
+
+
+def in_body(loc: tuple[str | int, ...]) -> str:
+    """``("schedule", "base_lr")`` → ``body.schedule.base_lr``: where ``POST /v1/runs`` has it."""
+    return ".".join(("body", *(str(part) for part in loc)))
+
+
+def resolve_run_config(
+    session: Session, request: RunCreate, *, locate: Locate = in_body
+) -> ResolvedRun:
+    """The run's full config, and the registered dataset it trains on (if any).
+
+    Args:
+        session: To look up a dataset reference.
+        request: The validated request.
+        locate: Maps a place in the request (``("dataset",)``, ``("optimizer", "momentum")``)
+            to the field an error names.
+
+    Raises:
+        ApiError: 422 naming the offending field (``body.architecture``, ``body.preset``,
+            ``body.dataset``, ``body.data``, ``body.batch_size``, ``body.optimizer.momentum``…).
+    """
+    if (request.dataset is None) == (request.data is None):
+        raise invalid(
+            locate(("dataset",)),
+            "name the data with either 'dataset' (a registered dataset's name or id) or 'data' "
+            "(a source without a path), not both",
+            request.dataset,
+        )
+    if request.dataset is not None:
+        dataset = registered_dataset(session, request.dataset, field=locate(("dataset",)))
+        source, dataset_id = source_of(dataset), dataset.id
+    else:
+        assert request.data is not None
+        source, dataset_id = check_data_source(request.data, field=locate(("data",))), None
+    try:
+        config = resolve_config(
+            request.architecture, source, preset=request.preset, overrides=request.overrides()
+        )
+    except ValidationError as exc:
+        raise from_pydantic(exc, locate=locate) from None
+    return ResolvedRun(config, dataset_id)
+
+
+def record_run(
+    session: Session, resolved: ResolvedRun, *, api_key_id: str | None, max_attempts: int
+) -> Run:
+    """Record a run of a resolved config as ``queued`` (the caller commits, then sends it)."""
+    config = resolved.config
+    return records.create_run(
+        session,
+        architecture=config.architecture,
+        dataset=config.data,
+        config=config.model_dump(mode="json"),
+        api_key_id=api_key_id,
+        max_attempts=max_attempts,
+        dataset_id=resolved.dataset_id,
+    )

@@ -1,0 +1,92 @@
+"""``/v1/datasets`` bodies: register data under the data root; a dataset as the API shows it."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.data import KINDS
+from service.data import source_of
+
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_LOOKS_LIKE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_dataset_name(name: str) -> str:
+    """Raise ValueError unless ``name`` is a usable dataset name."""
+    if not DATASET_NAME.fullmatch(name):
+        raise ValueError(
+            "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if _LOOKS_LIKE_ID.fullmatch(name):
+        raise ValueError("must not look like a dataset id (32 hex digits)")
+    return name
+
+
+class DatasetCreate(BaseModel):
+    """Register data that already lies under the server's data root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="Unique; runs name the dataset by it")
+    kind: str = Field(..., description=f"One of {', '.join(KINDS)}")
+    path: str = Field(
+        ...,
+        description="Relative to the data root (for synthetic: N:HxWxC:K); nothing outside it",
+        min_length=1,
+        max_length=1024,
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_dataset_name(v)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in KINDS:
+            raise ValueError(f"Unknown data kind: {v!r}. Expected one of {', '.join(KINDS)}")
+        return v
+
+
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    kind: str
+    location: str = Field(..., description="Relative to the data root")
+    source: str = Field(..., description="KIND:PATH, as a run's config names it")
+    class_names: list[str]
+    counts: dict[str, Any] = Field(
+        ...,
+        description="Per split: {size, counts: {class: images}, image_shape}",
+        examples=[{"train": {"size": 5, "counts": {"cat": 3, "dog": 2}, "image_shape": None}}],
+    )
+    num_images: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> DatasetPublic:
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            location=row.location,
+            source=source_of(row),
+            class_names=list(row.class_names),
+            counts=dict(row.counts or {}),
+            num_images=row.num_images,
+            created_at=row.created_at,
+        )
+
+
+class DatasetsPublic(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+    limit: int
+    offset: int

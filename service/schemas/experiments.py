@@ -1,0 +1,125 @@
+"""``/v1/experiments`` bodies: a grid or a random search of runs, and its cells and summary.
+
+Hyperparameters are named by dotted path into the training config (``schedule.base_lr``), the
+same override grammar as everywhere else (:func:`core.training.config.resolve_config`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.reports.experiments import MAX_CELLS
+from jobs.records import RunStatus
+from jobs.records.models import ExperimentKind
+
+
+class RandomSearch(BaseModel):
+    """``trials`` draws from ``space``; the same ``seed`` gives the same draws."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(..., ge=1, le=MAX_CELLS)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the draws, not the runs")
+    space: dict[str, dict[str, Any]] = Field(
+        ...,
+        min_length=1,
+        description="Hyperparameter path → {low, high[, log][, integer]} or {choices: [...]}",
+        examples=[
+            {
+                "schedule.base_lr": {"low": 0.01, "high": 0.3, "log": True},
+                "optimizer.weight_decay": {"choices": [1e-4, 5e-4]},
+            }
+        ],
+    )
+
+
+class ExperimentCreate(BaseModel):
+    """Architectures × seeds × (a grid of hyperparameters | random-search trials).
+
+    ``base`` holds the fields of ``POST /v1/runs`` every cell shares (``dataset`` or ``data``,
+    ``preset``, ``epochs``, ``batch_size``, …). Hyperparameters are named by path: a config
+    field (``epochs``, ``label_smoothing``) or ``section.field`` (``schedule.base_lr``,
+    ``optimizer.weight_decay``). At most 200 cells.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=128)
+    architectures: list[str] = Field(
+        ..., min_length=1, max_length=MAX_CELLS, examples=[["resnet20", "resnet32", "resnet44"]]
+    )
+    plain_twins: bool = Field(
+        False, description="Add each ResNet's plain twin (resnet20 → plain20), as in Figure 6"
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_CELLS)
+    base: dict[str, Any] = Field(
+        default_factory=dict,
+        description="POST /v1/runs fields every cell shares (not architecture or seed)",
+        examples=[{"data": "cifar10", "preset": "cifar-paper"}],
+    )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Hyperparameter path → the values to try; every combination is a cell",
+        examples=[{"schedule.base_lr": [0.1, 0.05], "optimizer.weight_decay": [1e-4, 5e-4]}],
+    )
+    random: RandomSearch | None = Field(None, description="Instead of a grid")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 0 <= s <= 2**31 - 1]
+        if bad:
+            raise ValueError(f"seeds must lie in [0, 2**31 - 1]; got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+
+class CellPublic(BaseModel):
+    run_id: str
+    architecture: str
+    seed: int
+    params: dict[str, Any]
+    status: RunStatus | None = Field(None, description="null: the run was deleted")
+    epochs_completed: int | None = None
+    epochs_planned: int | None = None
+    accuracy: float | None = Field(None, description="Test accuracy, %")
+    error: float | None = Field(None, description="Test error, %")
+    f1: float | None = Field(None, description="Macro F1, %")
+    training_time: float | None = Field(None, description="Seconds")
+
+
+class ExperimentPublic(BaseModel):
+    id: str
+    name: str
+    kind: ExperimentKind
+    status: str = Field(..., description="queued, running, succeeded, failed or cancelled")
+    counts: dict[str, int] = Field(..., description="Runs per status")
+    created_at: datetime
+    cancelled_at: datetime | None
+    spec: dict[str, Any]
+    cells: list[CellPublic]
+    aggregate: list[dict[str, Any]] = Field(
+        ..., description="Per architecture and hyperparameters: mean and _std over seeds"
+    )
+
+
+class ExperimentSummary(BaseModel):
+    id: str
+    name: str
+    kind: ExperimentKind
+    status: str
+    counts: dict[str, int]
+    runs: int
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+class ExperimentsPublic(BaseModel):
+    items: list[ExperimentSummary]
+    total: int
+    limit: int
+    offset: int
