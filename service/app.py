@@ -24,8 +24,8 @@ from jobs.records import make_engine, make_sessionmaker
 from jobs.settings import Settings, get_settings
 from service.catalogue import Catalogue
 from service.errors import install_error_handlers
-from service.fastpath import ServiceApp
 from service.metrics import Metrics, MetricsMiddleware
+from service.predict.dispatch import PredictDispatch
 from service.queue import TaskQueue
 from service.routes import (
     architectures,
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue.close()
         engine.dispose()
 
-    app = ServiceApp(
+    app = FastAPI(
         title="resnet-service",
         version=core.__version__,
         description=DESCRIPTION,
@@ -94,8 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.catalogue = Catalogue()
     install_error_handlers(app)
+    # First, so innermost: predict requests skip only what PredictDispatch's docstring lists,
+    # and every middleware added after this line wraps them too.
+    app.add_middleware(
+        PredictDispatch, routes=models.router.routes, exception_handlers=app.exception_handlers
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    # models first: routes are matched in order, and its predict routes are the hot path
+    # models first: routes are matched in order (PredictDispatch leaves FastAPI the predict
+    # requests it refuses)
     routers = (models, predictions, runs, experiments, reports, datasets, architectures, health)
     for module in (*routers, dashboard):
         app.include_router(module.router)

@@ -163,3 +163,15 @@ class Inference:
     async def close(self) -> None:
         await self.cache.close()
         self._decoder.shutdown(wait=False, cancel_futures=True)
+
+
+def get_inference(app: Any) -> Inference:
+    """The app's prediction runtime (``app.state.inference``), created on first use.
+
+    Called on the event loop, so two requests never create two runtimes.
+    """
+    inference: Inference | None = getattr(app.state, "inference", None)
+    if inference is None:
+        inference = Inference(app.state.settings, app.state.sessions, app.state.metrics.registry)
+        app.state.inference = inference
+    return inference

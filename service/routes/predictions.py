@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.evaluation import Predictions, PredictionsError
-from jobs.ids import MAX_VERSION, is_record_id
+from jobs.ids import is_record_id
 from jobs.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
 from jobs.records import repository as records
 from jobs.records.models import Evaluation
@@ -35,52 +34,16 @@ from jobs.settings import Settings
 from jobs.storage import read_bytes
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, require
 from service.errors import ApiError
+from service.inference.payload import MAX_TOP_K
 from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
 from service.schemas import BatchPredictionCreate, EvaluationPublic
+from service.schemas.models import VersionPath
+from service.schemas.predictions import PredictionRow, PredictionsPage, Rescore, RescorePublic
 from service.submission import submit_evaluation
 
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
 
 PredictKey = Annotated[ApiKey, Depends(require(Scope.PREDICT))]
-_Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
-MAX_TOP_K = 1000
-
-
-class PredictionScore(BaseModel):
-    label: str
-    score: float
-
-
-class PredictionRow(BaseModel):
-    index: int = Field(..., description="Position in the split")
-    id: str = Field(..., description="The image's file under the data root, or split/index")
-    label: str | list[str] = Field(..., description="The true label (multi-label: all of them)")
-    predictions: list[PredictionScore] = Field(
-        ..., description="Top-k labels (multi-label: every label at or over the threshold)"
-    )
-
-
-class PredictionsPage(BaseModel):
-    evaluation_id: str
-    run_id: str
-    count: int = Field(..., description="Images in the split")
-    class_names: list[str]
-    multi_label: bool
-    offset: int
-    limit: int
-    items: list[PredictionRow]
-
-
-class Rescore(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Multi-label decision threshold")
-
-
-class RescorePublic(BaseModel):
-    evaluation_id: str
-    threshold: float
-    metrics: dict[str, Any]
 
 
 # --- batch predictions -----------------------------------------------------------------------
@@ -112,7 +75,7 @@ def batch_predict(
 )
 def batch_predict_version(
     name: str,
-    version: _Version,
+    version: VersionPath,
     body: BatchPredictionCreate,
     response: Response,
     session: SessionDep,

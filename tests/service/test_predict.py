@@ -803,7 +803,7 @@ def test_the_cli_predicts_through_the_service(served: Served, tmp_path: Path) ->
 
 
 def test_predict_routes_answer_as_registered_routes_and_are_counted(served: Served) -> None:
-    """The predict paths bypass FastAPI's request stack (service.fastpath); what a client sees
+    """The predict paths bypass FastAPI's router (service.predict.dispatch); what a client sees
     and what /metrics counts must not tell the difference."""
     client, key = served.client, served.predictor_key
     image = encode(pixels(1)[0], "PNG")
@@ -837,3 +837,92 @@ def test_predict_routes_answer_as_registered_routes_and_are_counted(served: Serv
         assert response.status_code == 422, (version, response.text)
         assert response.json()["error"]["details"][0]["field"] == "path.version"
     assert client.get("/v1/models/tiny/predict", headers=key).status_code == 405
+
+
+def test_the_dispatch_answers_exactly_as_the_fastapi_routes(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parity: every request, good or bad, through PredictDispatch (``served.app``) and through
+    the registered FastAPI routes (an app without the dispatch) gets the same status, headers,
+    body and request metric; and the dispatch really is what answered."""
+    from service.predict.dispatch import PredictDispatch
+    from service.predict.table import PREDICT_ROUTES
+    from service.routes.models import router
+
+    # Count the FastAPI routes' own calls: the dispatch must not reach them.
+    reached: list[str] = []
+    for route in router.routes:
+        if getattr(route, "path", None) in {r.path for r in PREDICT_ROUTES}:
+            handle = route.handle
+
+            async def counted(scope: Any, receive: Any, send: Any, handle: Any = handle) -> None:
+                reached.append(scope["path"])
+                await handle(scope, receive, send)
+
+            monkeypatch.setattr(route, "handle", counted)
+
+    routed = create_app(served.settings)
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not PredictDispatch]
+    png = encode(pixels(1)[0], "PNG")
+    one = [{"b64": b64(png)}]
+
+    def requests() -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """(request, key): fresh each time, as a chunked body can be sent only once."""
+        key, reader = served.predictor_key, served.reader
+        good = [
+            upload(("a.png", png), ("b.png", encode(pixels(1, seed=2)[0], "PNG"))),
+            upload(("a.png", png), url=f"{URL}?top_k=2"),
+            send_raw(png, "image/png", url="/v1/models/tiny/versions/1/predict?top_k=1"),
+            send_json({"images": one, "top_k": 3}),
+            send_json({"instances": one}, TF_URL),
+            send_json({"inputs": one}, "/v1/models/tiny/versions/1:predict"),
+            send_json({"images": one}, f"/v1/models/{served.run_id}/predict"),
+        ]
+        auth = [
+            (send_json({"images": one}), {}),
+            (send_json({"images": one}), {"Authorization": "Bearer rsk_unknown"}),
+            (send_json({"images": one}), reader),
+            (send_json({"instances": one}, TF_URL), reader),
+        ]
+        bad = [case.request for case in bad_inputs(served.queued_run)]
+        return [(r, key) for r in good + bad] + auth
+
+    def template(url: str) -> str:
+        path = url.partition("?")[0]
+        return next(
+            r.path for r in PREDICT_ROUTES
+            if re.fullmatch(re.sub(r"\{\w+\}", "[^/]+", r.path), path)
+        )  # fmt: skip
+
+    def request_counts(app: FastAPI) -> dict[tuple[str, ...], float]:
+        return {
+            (sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
+            for family in app.state.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == "resnet_http_requests_total"
+        }
+
+    def answered(client: TestClient, app: FastAPI) -> list[tuple[Any, ...]]:
+        """Per request: its URL, the status, headers and body, and what the metrics counted."""
+        answers = []
+        for request, key in requests():
+            before = request_counts(app)
+            response = post(client, request, key)
+            after = request_counts(app)
+            counted = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k)}
+            status = response.status_code
+            assert counted == {("POST", template(request["url"]), str(status)): 1.0}, request
+            answers.append(
+                (request["url"], status, dict(response.headers), response.content, counted)
+            )
+        return answers
+
+    dispatched = answered(served.client, served.app)
+    assert reached == ["/v1/models/tiny/versions/latest/predict"]  # refused: FastAPI's answer
+    reached.clear()
+    with TestClient(routed) as client:
+        through_fastapi = answered(client, routed)
+    assert len(reached) == len(through_fastapi)
+    assert [a[1] for a in dispatched].count(200) == 7
+    for ours, theirs in zip(dispatched, through_fastapi, strict=True):
+        assert ours == theirs
