@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
+from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from jobs.records import Evaluation, Run, RunStatus
 from jobs.records import repository as records
 from service.data import registered_dataset, source_of
-from service.deps import committed
+from service.deps import QueueDep, SessionDep, SettingsDep, committed
 from service.errors import ApiError, ErrorDetail
 from service.queue import EnqueueError, TaskQueue
 from service.records import fail_unqueued_evaluation, fail_unqueued_run
@@ -133,3 +134,25 @@ def queue_unavailable(what: str, exc: Exception) -> ApiError:
         details=[ErrorDetail(field=None, message=f"could not enqueue: {exc}")],
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+class Submitter:
+    """A request's way to submit jobs (a dependency): its session, its queue and the service's
+    settings (``RESNET_MAX_ATTEMPTS``), so routes name what to submit and nothing else."""
+
+    def __init__(self, session: SessionDep, queue: QueueDep, settings: SettingsDep) -> None:
+        self.session, self.queue, self.settings = session, queue, settings
+
+    def evaluation(self, run: Run, *, split: str, dataset_ref: str | None) -> Evaluation:
+        """:func:`submit_evaluation` of ``run``'s model (a batch prediction too)."""
+        return submit_evaluation(
+            self.session,
+            self.queue,
+            run,
+            split=split,
+            dataset_ref=dataset_ref,
+            max_attempts=self.settings.max_attempts,
+        )
+
+
+SubmitterDep = Annotated[Submitter, Depends()]

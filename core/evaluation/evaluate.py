@@ -118,26 +118,10 @@ def predict_dataset(
     return np.concatenate(all_probs), np.concatenate(all_labels), seconds
 
 
-def evaluate_model(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    *,
-    class_names: Sequence[str],
-    multi_label: bool = False,
-    steps: int | None = None,
-    ten_crop: bool = False,
-    threshold: float = 0.5,
-) -> dict[str, Any]:
-    """Score a model on a batched dataset: :func:`score_dataset`'s metrics alone."""
-    metrics, _ = score_dataset(
-        model,
-        dataset,
-        class_names=class_names,
-        multi_label=multi_label,
-        steps=steps,
-        ten_crop=ten_crop,
-        threshold=threshold,
-    )
+def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, **options: Any) -> dict[str, Any]:
+    """Score a model on a batched dataset: :func:`score_dataset`'s metrics alone (same options:
+    ``class_names``, ``multi_label``, ``steps``, ``ten_crop``, ``threshold``)."""
+    metrics, _ = score_dataset(model, dataset, **options)
     return metrics
 
 

@@ -22,7 +22,7 @@ from service.errors import ErrorBody
 from service.inference.payload import MAX_TOP_K, PredictJson, TFServingJson
 from service.predict.auth import PredictKey
 from service.predict.handlers import DEFAULT_TOP_K, JSON_TYPE, run_predict, run_tf_serving
-from service.routes import error_responses
+from service.routes import error_responses, multipart_form
 from service.schemas.models import PredictionsPublic, TFServingPublic, VersionPath
 
 Handler = Callable[[Request, str, int | None], Awaitable[Response]]
@@ -38,20 +38,17 @@ _LABELS_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "Image files (JPEG, PNG, BMP, GIF, WebP); any name",
-                        },
-                        "top_k": {"type": "integer", "minimum": 1},
-                        "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+            **multipart_form(
+                {
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "Image files (JPEG, PNG, BMP, GIF, WebP); any name",
                     },
+                    "top_k": {"type": "integer", "minimum": 1},
+                    "threshold": {"type": "number", "minimum": 0, "maximum": 1},
                 }
-            },
+            ),
             JSON_TYPE: {"schema": PredictJson.model_json_schema()},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },

@@ -36,6 +36,18 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 AUTH_ERRORS = (401, 403)
 
 
+def multipart_form(
+    properties: dict[str, Any], *, required: list[str] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI media type of a ``multipart/form-data`` form with these fields (for routes
+    that parse their body by hand, so FastAPI cannot describe it)."""
+    schema: dict[str, Any] = {"type": "object"}
+    if required:
+        schema["required"] = required
+    schema["properties"] = properties
+    return {"multipart/form-data": {"schema": schema}}
+
+
 def keyed_router(*, tag: str, prefix: str = "") -> APIRouter:
     """The router of one resource whose routes all need an API key.
 

@@ -21,7 +21,7 @@ from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
 from service.records import dataset_name_taken, find_dataset, list_datasets
-from service.routes import Limit, Offset, error_responses, keyed_router
+from service.routes import Limit, Offset, error_responses, keyed_router, multipart_form
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 
 router = keyed_router(prefix="/v1/datasets", tag="datasets")
@@ -31,23 +31,18 @@ UPLOADS = "uploads"
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["name", "file"],
-                    "properties": {
-                        "name": {"type": "string", "description": "The dataset's unique name"},
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A .zip, .tar or .tar.gz of class folders "
-                            "(<class>/<image>, or train/ and test/ of them)",
-                        },
-                    },
-                }
-            }
-        },
+        "content": multipart_form(
+            {
+                "name": {"type": "string", "description": "The dataset's unique name"},
+                "file": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "A .zip, .tar or .tar.gz of class folders "
+                    "(<class>/<image>, or train/ and test/ of them)",
+                },
+            },
+            required=["name", "file"],
+        ),
     }
 }
 

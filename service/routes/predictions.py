@@ -30,16 +30,15 @@ from jobs.ids import is_record_id
 from jobs.records import ApiKey, EvaluationStatus, RecordNotFound, Run, Scope
 from jobs.records import repository as records
 from jobs.records.models import Evaluation
-from jobs.settings import Settings
 from jobs.storage import read_bytes
-from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, require
+from service.deps import ReadKey, SessionDep, require
 from service.errors import ApiError
 from service.inference.payload import MAX_TOP_K
 from service.routes import AUTH_ERRORS, MAX_OFFSET, MAX_PAGE, error_responses
 from service.schemas import BatchPredictionCreate, EvaluationPublic
 from service.schemas.models import VersionPath
 from service.schemas.predictions import PredictionRow, PredictionsPage, Rescore, RescorePublic
-from service.submission import submit_evaluation
+from service.submission import Submitter, SubmitterDep
 
 router = APIRouter(tags=["models"], responses=error_responses(*AUTH_ERRORS, 422))
 
@@ -60,11 +59,10 @@ def batch_predict(
     body: BatchPredictionCreate,
     response: Response,
     session: SessionDep,
-    queue: QueueDep,
-    settings: SettingsDep,
+    submitter: SubmitterDep,
     key: PredictKey,
 ) -> EvaluationPublic:
-    return _queue(session, queue, settings, response, _model_run(session, name, None), body)
+    return _queue(submitter, response, _model_run(session, name, None), body)
 
 
 @router.post(
@@ -79,11 +77,10 @@ def batch_predict_version(
     body: BatchPredictionCreate,
     response: Response,
     session: SessionDep,
-    queue: QueueDep,
-    settings: SettingsDep,
+    submitter: SubmitterDep,
     key: PredictKey,
 ) -> EvaluationPublic:
-    return _queue(session, queue, settings, response, _model_run(session, name, version), body)
+    return _queue(submitter, response, _model_run(session, name, version), body)
 
 
 def _model_run(session: Session, name: str, version: int | None) -> Run:
@@ -98,21 +95,9 @@ def _model_run(session: Session, name: str, version: int | None) -> Run:
 
 
 def _queue(
-    session: Session,
-    queue: QueueDep,
-    settings: Settings,
-    response: Response,
-    run: Run,
-    body: BatchPredictionCreate,
+    submitter: Submitter, response: Response, run: Run, body: BatchPredictionCreate
 ) -> EvaluationPublic:
-    evaluation = submit_evaluation(
-        session,
-        queue,
-        run,
-        split=body.split,
-        dataset_ref=body.dataset,
-        max_attempts=settings.max_attempts,
-    )
+    evaluation = submitter.evaluation(run, split=body.split, dataset_ref=body.dataset)
     response.headers["Location"] = f"/v1/runs/{run.id}/evaluations/{evaluation.id}"
     return EvaluationPublic.model_validate(evaluation)
 

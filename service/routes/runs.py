@@ -28,7 +28,7 @@ from service.schemas import (
     RunPublic,
     RunsPublic,
 )
-from service.submission import RUN, submit, submit_evaluation
+from service.submission import RUN, SubmitterDep, submit
 
 router = keyed_router(prefix="/v1/runs", tag="runs")
 
@@ -151,19 +151,11 @@ def create_evaluation(
     run_id: str,
     body: EvaluationCreate,
     session: SessionDep,
-    queue: QueueDep,
-    settings: SettingsDep,
+    submitter: SubmitterDep,
     key: TrainKey,
 ) -> EvaluationPublic:
     run = records.get_run(session, run_id)
-    evaluation = submit_evaluation(
-        session,
-        queue,
-        run,
-        split=body.split,
-        dataset_ref=body.dataset,
-        max_attempts=settings.max_attempts,
-    )
+    evaluation = submitter.evaluation(run, split=body.split, dataset_ref=body.dataset)
     return EvaluationPublic.model_validate(evaluation)
 
 
