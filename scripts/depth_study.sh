@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The CIFAR-10 depth study (issue 10), run through the product as a user would: `resnet serve` on
+# the embedded default, the CIFAR-10 archive registered as a folder dataset, one POST
+# /v1/experiments. Runs at the lowest CPU priority; results are collected afterwards with
+# scripts/collect_depth_study.sh.
+#   STUDY_DIR=/work/study-run scripts/depth_study.sh [ARCHIVE]
+set -euo pipefail
+ARCHIVE=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
+STUDY_DIR=${STUDY_DIR:-var-study}
+PORT=${RESNET_PORT:-8765}
+export RESNET_STATE_DIR=$STUDY_DIR/var RESNET_PORT=$PORT
+# The study may be paused (SIGSTOP) while benchmarks run beside it: no heartbeat may go stale.
+export RESNET_STALE_AFTER_SECONDS=${RESNET_STALE_AFTER_SECONDS:-86400}
+mkdir -p "$RESNET_STATE_DIR/data"
+[ -d "$RESNET_STATE_DIR/data/cifar10-jpeg" ] || tar -xzf "$ARCHIVE" -C "$RESNET_STATE_DIR/data"
+source "$(dirname "$0")/_venv.sh"
+nice -n 19 resnet serve > "$STUDY_DIR/serve.log" 2>&1 &
+for _ in $(seq 120); do
+  grep -q rsk_ "$STUDY_DIR/serve.log" && curl -sf "localhost:$PORT/healthz" > /dev/null && break
+  sleep 2
+done
+KEY=$(grep -o 'rsk_[A-Za-z0-9_-]*' "$STUDY_DIR/serve.log" | head -1)
+echo "$KEY" > "$STUDY_DIR/key"
+H=(-sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json')
+curl "${H[@]}" -d '{"name": "cifar10", "kind": "folder", "path": "cifar10-jpeg"}' \
+  "localhost:$PORT/v1/datasets" > /dev/null
+# Most telling pairs first (the broker does not promise the order): residual and plain at 20 and 56.
+curl "${H[@]}" -d '{"name": "depth-study-cifar10",
+  "architectures": ["resnet20", "plain20", "resnet56", "plain56", "resnet32", "resnet44"],
+  "seeds": [0], "base": {"dataset": "cifar10", "preset": "cifar-fast", "epochs": 10}}' \
+  "localhost:$PORT/v1/experiments" > "$STUDY_DIR/experiment.json"
+python3 -c "import json,sys; print('experiment', json.load(open(sys.argv[1]))['id'])" \
+  "$STUDY_DIR/experiment.json"
