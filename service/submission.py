@@ -22,7 +22,7 @@ from jobs.records import repository as records
 from service.data import registered_dataset, source_of
 from service.deps import QueueDep, SessionDep, SettingsDep, committed
 from service.errors import ApiError, ErrorDetail
-from service.queue import EnqueueError, TaskQueue
+from service.queue import TaskQueue
 from service.records import fail_unqueued_evaluation, fail_unqueued_run
 
 RETRY_AFTER_S = 30
@@ -75,7 +75,7 @@ def submit(
     for sent, job_id in enumerate(ids):
         try:
             kind.send(queue, job_id)
-        except EnqueueError as exc:
+        except Exception as exc:  # EnqueueError, or anything else: not sent either way
             with committed(session):
                 for unsent in ids[sent:]:
                     kind.fail_unsent(session, unsent, f"could not enqueue: {exc}")

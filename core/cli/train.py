@@ -98,7 +98,7 @@ def train_command(
     from core.training.rundir import RunDir
 
     rundir = RunDir(out)
-    overrides: dict[str, Any] = {
+    options: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
         "schedule.base_lr": lr,
@@ -107,6 +107,8 @@ def train_command(
         "validation": _parse_validation(validation),
         "seed": seed,
     }
+    # Only the options given override the preset (resolve_config applies every value it gets).
+    overrides = {path: value for path, value in options.items() if value is not None}
     if resume:
         config = _resume_config(rundir, arch, data, preset, overrides)
     else:
@@ -193,7 +195,7 @@ def _resume_config(
     if ignored:
         flags = ", ".join(_OPTION_OF_FIELD.get(k, k) for k in ignored)
         warn(f"--resume continues with the saved configuration; ignoring {flags}.")
-    if overrides["epochs"] is not None:
+    if overrides.get("epochs") is not None:
         try:
             config = TrainConfig.model_validate({**saved, "epochs": overrides["epochs"]})
         except ValidationError as exc:

@@ -226,18 +226,22 @@ def resolve_config(
         data: The data source, ``KIND:PATH`` (or a source without a path, ``cifar10``).
         preset: A name in :data:`PRESETS`, or None for the defaults.
         overrides: Dotted path → value, e.g. ``{"schedule.base_lr": 0.05, "epochs": 3}``; a
-            section's other fields keep the preset's values. ``None`` values are skipped (an
-            option left unset).
+            section's other fields keep the preset's values. A top-level ``None`` is an
+            option left unset (the preset's value stays), as in every front door; inside a
+            section ``None`` is applied (``{"schedule.boundaries": None}`` clears the
+            preset's iteration boundaries so that ``schedule.boundary_epochs`` counts).
 
     Raises:
         pydantic.ValidationError: (a ``ValueError``) one entry per bad field, located by its
             path (``("schedule", "base_lr")``): unknown architecture or preset, out-of-range or
             unknown fields.
     """
-    values = apply_overrides(
-        _preset_values(architecture, preset),
-        {path: value for path, value in (overrides or {}).items() if value is not None},
-    )
+    given = {
+        path: value
+        for path, value in (overrides or {}).items()
+        if value is not None or "." in path  # a top-level None is an option left unset
+    }
+    values = apply_overrides(_preset_values(architecture, preset), given)
     values.update(architecture=architecture, data=data, preset=preset)
     return TrainConfig.model_validate(values)
 
@@ -246,6 +250,9 @@ def make_config(
     architecture: str, data: str, *, preset: str | None = None, **overrides: Any
 ) -> TrainConfig:
     """:func:`resolve_config` with overrides as keywords; nested dicts merge into the preset's.
+
+    A keyword set to ``None`` is left out (the preset's value stays); ``None`` inside a nested
+    dict is applied.
 
     Example:
         >>> make_config("resnet20", "cifar10", preset="cifar-paper", optimizer={"nesterov": True})

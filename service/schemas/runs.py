@@ -42,7 +42,9 @@ class RunCreate(Hyperparameters, _WhatToTrain):
     Name the data with exactly one of ``dataset`` (a registered dataset's name or id) or
     ``data`` (a source without a path). Every other field overrides the preset, within the
     bounds shown (the defaults shown are those without a preset); fields of ``optimizer`` and
-    ``schedule`` merge into the preset's, and ``null`` leaves a field as the preset has it.
+    ``schedule`` merge into the preset's. A top-level ``null`` leaves a field as the preset has
+    it; inside ``optimizer`` or ``schedule`` a ``null`` is applied (``"schedule": {"boundaries":
+    null, "boundary_epochs": [100, 150]}`` counts the preset's steps in epochs).
     ``init_from`` is not accepted over HTTP: it names a file on the workers' disks.
     """
 

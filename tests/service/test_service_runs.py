@@ -366,6 +366,20 @@ def test_null_leaves_a_hyperparameter_as_the_preset_has_it(
     assert run["config"]["seed"] == 0
 
 
+def test_a_nested_null_is_applied_over_the_preset(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    run = submit(
+        client,
+        admin,
+        preset="cifar-paper",
+        schedule={"boundaries": None, "boundary_epochs": [100, 150]},
+    )
+    schedule = run["config"]["schedule"]
+    assert schedule["boundaries"] is None and schedule["boundary_epochs"] == [100, 150]
+    assert schedule["base_lr"] == 0.1  # the preset's other schedule fields stay
+
+
 def test_a_run_and_an_experiment_cell_resolve_to_the_same_config(
     client: TestClient, admin: dict[str, str]
 ) -> None:

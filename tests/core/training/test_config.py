@@ -110,3 +110,20 @@ def test_a_config_dump_names_what_to_train_first_and_round_trips() -> None:
     assert list(dumped)[:3] == ["architecture", "data", "preset"]
     assert dumped["architecture"] == "resnet20"
     assert TrainConfig.model_validate(dumped) == config
+
+
+def test_a_nested_null_clears_the_presets_value():
+    """cifar-paper counts its steps in iterations; clearing ``boundaries`` lets
+    ``boundary_epochs`` count (schedules use the epochs only when the iterations are None)."""
+    config = resolve_config(
+        "resnet20",
+        "cifar10",
+        preset="cifar-paper",
+        overrides={"schedule.boundaries": None, "schedule.boundary_epochs": [10, 20]},
+    )
+    assert config.schedule.boundaries is None
+    assert config.schedule.boundary_epochs == [10, 20]
+    same = make_config(
+        "resnet20", "cifar10", preset="cifar-paper", schedule={"boundaries": None}, epochs=None
+    )
+    assert same.schedule.boundaries is None and same.epochs == 182
