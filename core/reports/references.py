@@ -16,6 +16,13 @@ Sources:
   with Graph Convolutional Networks" (ML-GCN), CVPR 2019, Table 1: the plain ResNet-101 baseline
   for MS-COCO 2014 multi-label classification at 448 × 448 input reaches 77.3 mAP (%).
 
+- **The seed study** — M. H. Rafi, Z. Rahimi Pirkoochi, "Exploring Deep Residual Learning for
+  Image Recognition", Auburn University, July 2024 (the study this service is built around), its
+  Tables 1–3 and training times on one RTX 4060 (:data:`STUDY`). A second reference, after He et
+  al.: its numbers are kept as it printed them, never corrected, and each row carries the
+  inconsistencies found in it (:class:`StudyFlag`) — in its Table 1 accuracy and error never add
+  up to 1, and its ResNet-110 accuracy, 95.64%, is above what He et al. report (93.57%).
+
 This module is the one home of these numbers: the architecture catalogue
 (:func:`core.catalogue.static_entry`, ``GET /v1/architectures``, ``resnet archs``), the report
 tables and the figures all read them from here.
@@ -23,8 +30,10 @@ tables and the figures all read them from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+from core.reports.study import STUDY_METRICS, StudyResult, study_flags
 
 HE_2016 = (
     "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
@@ -222,3 +231,124 @@ def all_references() -> list[Reference]:
         *COCO_MULTILABEL.values(),
         COCO_DETECTION_CONTEXT,
     ]
+
+
+# --- the seed study: a second reference, as reported and flagged ------------------------------
+
+SEED_STUDY = (
+    "Rafi, Rahimi Pirkoochi. Exploring Deep Residual Learning for Image Recognition. Auburn "
+    "University, July 2024 (study deck)"
+)
+#: Where the study trained, as it prints it (its "Environment"); its training times are this
+#: machine's.
+STUDY_HARDWARE = (
+    "one NVIDIA GeForce RTX 4060 16 GB; 13th Gen Intel(R) Core(TM) i9-13900HX; 32 GB DDR5 RAM; "
+    "TensorFlow, Keras, Python"
+)
+STUDY_GPU = "one RTX 4060"
+
+
+def _row(
+    table: int, row: str, task: Task, *cells: str | None, model: str | None, **more: Any
+) -> StudyResult:
+    """A row of the study's ``table``; ``cells`` in its column order (accuracy, precision,
+    recall, F1, error, baseline error; fewer where its table has fewer)."""
+    named: dict[str, Any] = dict(zip(STUDY_METRICS, cells, strict=False))
+    source = f"{SEED_STUDY}, Table {table}"
+    return StudyResult(
+        table, row, model, task, source=source, hardware=STUDY_HARDWARE, **named, **more
+    )
+
+
+def _cifar(row: str, *cells: str) -> StudyResult:
+    """A row of its Table 1: the net is the row's name (``ResNet110`` → ``resnet110``)."""
+    return _row(1, row, "cifar10", *cells, model=row.lower())
+
+
+# Cells exactly as the study prints them (fractions, some with a leading 0 and some without).
+# fmt: off
+_AS_PRINTED = (
+    # Table 1: Classification Metrics on CIFAR-10
+    #       Model         Accuracy  Precision Recall    F1-score  Error    Error (Baseline)
+    _cifar("ResNet20",   "0.8478", "0.8469", "0.8455", "0.8468", ".0923", ".0875"),
+    _cifar("ResNet32",   "0.8264", "0.8325", "0.8216", "0.8333", ".0856", ".0751"),
+    _cifar("ResNet44",   "0.8945", "0.8835", "0.8745", "0.8862", ".0802", ".0717"),
+    _cifar("ResNet56",   "0.9154", "0.9365", "0.9147", "0.9111", ".0736", ".069"),
+    _cifar("ResNet110",  "0.9564", "0.9456", "0.9684", "0.9231", ".0691", ".064"),
+    _cifar("ResNet1202", "0.8647", "0.8543", "0.8442", "0.8365", ".0895", ".079"),
+    # Table 2: Classification Metrics on MS COCO (Accuracy (%), Precision, Recall, F1-score)
+    _row(2, "ResNet101", "coco", ".7123", ".7245", ".7136", ".8131", model="resnet101"),
+    _row(2, "Baseline", "coco", None, ".7640", model=None,
+         note="the study names neither the model nor the source of this baseline"),
+    # Table 3: Classification Metrics of ResNet-101 on Large Datasets (… Training Time)
+    _row(3, "ImageNet", "imagenet", ".6759", ".6999", ".6854", ".6745", model="resnet101",
+         training_time="2 Days 21 Hours 12 Minutes"),
+    _row(3, "MS COCO", "coco", ".7487", ".7840", ".7551", ".7515", model="resnet101",
+         training_time="22 Hours 59 Minutes 41 s"),
+)
+# fmt: on
+
+
+def _original_error(result: StudyResult) -> Reference | None:
+    """He et al. 2016's error for the row's net and data, if the paper reports one (on COCO it
+    reports detection only, see :data:`COCO_NOTE`)."""
+    if result.model is None or result.task == "coco":
+        return None
+    return reference_for(result.model, result.task)
+
+
+#: Every row of the study's Tables 1–3, as printed, each with its flags.
+STUDY: tuple[StudyResult, ...] = tuple(
+    replace(r, flags=study_flags(r, original=_original_error(r), others=_AS_PRINTED))
+    for r in _AS_PRINTED
+)
+#: Its Table 1 (CIFAR-10) by architecture.
+STUDY_TABLE1: dict[str, StudyResult] = {r.model: r for r in STUDY if r.table == 1 and r.model}
+#: Its Table 3 (ResNet-101 on ImageNet and MS COCO) by task.
+STUDY_TABLE3: dict[str, StudyResult] = {r.task: r for r in STUDY if r.table == 3}
+
+STUDY_NOTES = (
+    "The seed study's numbers are kept as it printed them (fractions; the report tables show "
+    "them in %), never corrected, and each row lists what is inconsistent in it. He et al. 2016 "
+    "stays the primary reference.",
+    "Its Table 1 'Error (Baseline)' column is He et al. 2016's Table 6 error, printed to three "
+    "or four digits.",
+    "Its Table 2 heads the accuracy column 'Accuracy (%)' but prints fractions (.7123).",
+    f"Its training times were measured on {STUDY_HARDWARE}. Its Figure 1 (training time "
+    "against depth) prints no numbers, so none are kept from it.",
+)
+
+
+def study_result(model: str, dataset: str, *, table: int) -> StudyResult | None:
+    """The study's row a run of ``model`` is put beside: its Table 1 row for the architecture
+    (whatever the data, as the paper's error is), or its Table 3 row for the run's data."""
+    key = model.strip().lower().replace("-", "")
+    if table == 1:
+        return STUDY_TABLE1.get(key)
+    found = STUDY_TABLE3.get(task_of(dataset) or "")
+    return found if found is not None and found.model == key else None
+
+
+def references_document() -> dict[str, Any]:
+    """Both sources — He et al. 2016 (with the COCO baseline) and the seed study, flagged — as
+    ``GET /v1/reports/references`` answers and the bundles carry them (``references.json``)."""
+    return {
+        "items": [r.to_json() for r in all_references()],
+        "notes": [COCO_NOTE],
+        "sources": [
+            {"key": "he2016", "citation": HE_2016, "role": "primary reference"},
+            {"key": "chen2019", "citation": CHEN_2019, "role": "COCO multi-label baseline"},
+            {
+                "key": "seed_study",
+                "citation": SEED_STUDY,
+                "role": "second reference: as reported, flagged where inconsistent",
+                "hardware": STUDY_HARDWARE,
+            },
+        ],
+        "study": {
+            "source": SEED_STUDY,
+            "hardware": STUDY_HARDWARE,
+            "items": [r.to_json() for r in STUDY],
+            "notes": list(STUDY_NOTES),
+        },
+    }
