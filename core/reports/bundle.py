@@ -10,9 +10,11 @@ A run's bundle::
     history.csv         one row per finished epoch
     metrics.json        the test metrics (per-class and confusion matrix included, if evaluated)
     figures/*.png|svg   training curves, and the confusion matrix when there is one
+    references.json     the numbers to compare with: He et al. 2016's and the seed study's
 
 An experiment's bundle has ``experiment.json`` (spec, cells, aggregate), Table 1 as Markdown,
-CSV and JSON, the experiment's figures, and each run's bundle under ``runs/<label>-<id>/``.
+CSV and JSON (beside He et al.'s and the seed study's numbers), ``references.json``, the
+experiment's figures, and each run's bundle under ``runs/<label>-<id>/``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.reports.figures import FIGURES, FigureDataError, figure
+from core.reports.references import references_document
 from core.reports.runs import RunData
 from core.reports.tables import table1
 from core.training.hooks import EPOCH_METRICS
@@ -117,6 +120,7 @@ def experiment_bundle(
         _add(zf, "table1.csv", table.to_csv())
         _add(zf, "table1.json", _json(table.to_json()))
         _add(zf, "table1_mean_std.md", table1(runs, aggregate=True).to_markdown())
+        _add(zf, "references.json", _json(references_document()))
         drawn = _figures(zf, "figures/", runs, FIGURES)
         for run in runs:
             folder = f"runs/{_slug(run.get('label', run['architecture']))}-{run['id'][:8]}/"
@@ -127,7 +131,10 @@ def experiment_bundle(
             f"Experiment {experiment.get('id')} ({experiment.get('name')}): {len(runs)} runs.\n\n"
             "experiment.json   the spec, each cell's run and status, mean ± std over seeds\n"
             "table1.*          Table 1 (model, accuracy, precision, recall, F1, error, paper's\n"
-            "                  error, training time) as Markdown, CSV and JSON\n"
+            "                  error, training time, the seed study's numbers and flags) as\n"
+            "                  Markdown, CSV and JSON\n"
+            "references.json   He et al. 2016's numbers and the seed study's, each row of the\n"
+            "                  study flagged where it contradicts itself or the paper\n"
             f"figures/          {', '.join(drawn) or 'none (no finished epochs yet)'}\n"
             "runs/<run>/       each run's bundle (config, environment, history, metrics)\n",
         )
@@ -162,6 +169,7 @@ def _write_run(
     _add(zf, prefix + "environment.json", _json(run_environment(run, environment)))
     _add(zf, prefix + "history.csv", history_csv(run.get("epochs") or []))
     _add(zf, prefix + "metrics.json", _json(metrics))
+    _add(zf, prefix + "references.json", _json(references_document()))
     drawn = _figures(zf, prefix + "figures/", [run], {k: FIGURES[k] for k in RUN_FIGURES})
     _add(
         zf,
@@ -173,6 +181,7 @@ def _write_run(
         "environment.json  Python, TensorFlow, Keras, CUDA and device (see its 'source')\n"
         "history.csv       one row per finished epoch\n"
         "metrics.json      test metrics\n"
+        "references.json   He et al. 2016's numbers and the seed study's, flagged\n"
         f"figures/          {', '.join(drawn) or 'none (no finished epochs yet)'}\n",
     )
 

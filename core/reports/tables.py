@@ -8,6 +8,10 @@
   published reference (ImageNet: the paper's 10-crop error; COCO: ML-GCN's ResNet-101 mAP,
   since the paper's own COCO result is object detection).
 
+Both put the seed study's own numbers for the same net beside ours and He et al.'s (``study_*``
+columns: its Table 1, or its Table 3 with its training times on its RTX 4060), as it printed
+them, with what is inconsistent in each of its rows (``study_flags``).
+
 Percentages are in percent (``91.25``), times in seconds; ``None`` is a number not recorded.
 """
 
@@ -24,12 +28,17 @@ from typing import Any, Literal
 from core.reports.references import (
     COCO_NOTE,
     IMAGENET_TOP5,
+    STUDY,
+    STUDY_GPU,
+    STUDY_HARDWARE,
     Reference,
     paper_error,
     reference_for,
+    study_result,
     task_of,
 )
 from core.reports.runs import RunData, recipe
+from core.reports.study import StudyResult
 
 Format = Literal["json", "csv", "md"]
 FORMATS: tuple[str, ...] = ("json", "csv", "md")
@@ -52,6 +61,7 @@ class Table:
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
+    study: list[StudyResult] = field(default_factory=list)  # the seed study's rows shown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +74,7 @@ class Table:
                 {k: v for k, v in r.to_json().items() if k != "params_millions"}
                 for r in self.references
             ],
+            "study": [s.to_json() for s in self.study],
         }
 
     def to_csv(self) -> str:
@@ -141,6 +152,15 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     }
 
 
+# The seed study's scores beside ours, and what is inconsistent in its row.
+_STUDY_SCORE_COLUMNS = (
+    Column("study_accuracy", "Study's accuracy", "%"),
+    Column("study_precision", "Study's precision", "%"),
+    Column("study_recall", "Study's recall", "%"),
+    Column("study_f1", "Study's F1", "%"),
+)
+_STUDY_FLAGS = Column("study_flags", "Study's flags")
+
 # --- Table 1 ---------------------------------------------------------------------------------
 
 # The scores both tables give a run, in this order.
@@ -158,6 +178,10 @@ TABLE1_COLUMNS = [
     Column("error", "Error", "%", aggregate=True),
     Column("paper_error", "Paper's error", "%"),
     Column("training_time", "Training time", "s", aggregate=True),
+    # the seed study's, after ours and the paper's (its Table 1, as printed, in %)
+    *_STUDY_SCORE_COLUMNS,
+    Column("study_error", "Study's error", "%"),
+    _STUDY_FLAGS,
 ]
 
 
@@ -172,14 +196,19 @@ def table1(runs: Sequence[RunData], *, aggregate: bool = False) -> Table:
 
     The paper's error is He et al. 2016's CIFAR-10 test error (Table 6) for the CIFAR nets and
     its ImageNet top-1 10-crop error (Table 3) for the ImageNet ones, whatever the run trained
-    on: a note says so when a run's data is not the paper's.
+    on: a note says so when a run's data is not the paper's. The ``study_*`` columns are the
+    seed study's Table 1 row for the same net (CIFAR-10), as printed, with its flags.
     """
     rows: list[dict[str, Any]] = []
     refs: dict[str, Reference] = {}
+    studied: dict[str, StudyResult] = {}
     other_data = False
     for r in runs:
         numbers = headline(r.get("metrics") or {})
         ref = paper_error(r["architecture"])
+        study = study_result(r["architecture"], r.get("dataset") or "", table=1)
+        if study is not None:
+            studied[study.row] = study
         if ref is not None:
             refs[ref.model] = ref
             expected = "cifar10" if ref.task == "cifar10" else "imagenet"
@@ -200,15 +229,18 @@ def table1(runs: Sequence[RunData], *, aggregate: bool = False) -> Table:
                 "paper_error": ref.value if ref else None,
                 "paper_error_text": ref.display() if ref else None,
                 "training_time": r.get("train_seconds"),
+                **_study_cells(study, table=1),
             }
         )
     notes = _paper_notes(refs.values(), other_data)
+    notes += _study_notes(list(studied.values()), "its Table 1 (CIFAR-10)")
     table = Table(
-        "Table 1: classification metrics beside the paper's error",
+        "Table 1: classification metrics beside the paper's error and the seed study's",
         list(TABLE1_COLUMNS),
         rows,
         notes,
         sorted(refs.values(), key=lambda x: (x.task, x.model)),
+        sorted(studied.values(), key=_study_order),
     )
     if aggregate:
         table = _aggregated(table, runs)
@@ -237,6 +269,45 @@ def _paper_notes(refs: Any, other_data: bool) -> list[str]:
     return notes
 
 
+def _study_cells(study: StudyResult | None, *, table: int) -> dict[str, Any]:
+    """A row's ``study_*`` values: the study's numbers in % (and, in Table 3, its training time
+    in seconds with the text it printed), its flags' codes and, for a cell, their labels."""
+    cells: dict[str, Any] = {
+        f"study_{m}": study.percent(m) if study else None
+        for m in ("accuracy", "precision", "recall", "f1")
+    }
+    if table == 1:
+        cells["study_error"] = study.percent("error") if study else None
+    else:
+        cells["study_training_time"] = study.training_seconds if study else None
+        cells["study_training_time_text"] = study.training_time if study else None
+    cells["study_flags"] = [f.code for f in study.flags] if study else None
+    cells["study_flags_text"] = study.flags_label if study else None
+    return cells
+
+
+def _study_notes(shown: Sequence[StudyResult], which: str) -> list[str]:
+    """What the ``study_*`` columns are, and each shown row's inconsistencies in full."""
+    if not shown:
+        return []
+    notes = [
+        f"Study's columns: the seed study's own results, {which}, as it printed them "
+        f"(fractions, here in %), never corrected; measured on {STUDY_HARDWARE}. The published "
+        "references stay the primary ones; its flags say where its numbers contradict "
+        "themselves or the original paper."
+    ]
+    for study in sorted(shown, key=_study_order):
+        if study.flags:
+            texts = "; ".join(f.text for f in study.flags)
+            notes.append(f"Study's {study.row} (its Table {study.table}): {texts}.")
+    return notes
+
+
+def _study_order(study: StudyResult) -> int:
+    """The study's own row order (ResNet20 … ResNet1202, then its Tables 2 and 3)."""
+    return STUDY.index(study)
+
+
 def _aggregated(table: Table, runs: Sequence[RunData]) -> Table:
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(runs):
@@ -252,8 +323,8 @@ def _aggregated(table: Table, runs: Sequence[RunData]) -> Table:
             "run_ids": [table.rows[i]["run_id"] for i in members],
             "dataset": first["dataset"],
             "n": len(members),
-            "paper_error": first["paper_error"],
-            "paper_error_text": first["paper_error_text"],
+            # the published numbers are the architecture's, the same for every member
+            **{k: v for k, v in first.items() if k.startswith(("paper_error", "study_"))},
         }
         for column in table.columns:
             if column.aggregate:
@@ -263,7 +334,14 @@ def _aggregated(table: Table, runs: Sequence[RunData]) -> Table:
     columns = [c for c in table.columns if c.key != "run_id"]
     columns.insert(1, Column("n", "Runs"))
     notes = [*table.notes, "Each number is the mean ± sample standard deviation over seeds."]
-    return Table(table.title + " (mean ± std over seeds)", columns, rows, notes, table.references)
+    return Table(
+        table.title + " (mean ± std over seeds)",
+        columns,
+        rows,
+        notes,
+        table.references,
+        table.study,
+    )
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -286,6 +364,10 @@ LARGE_COLUMNS = [
     Column("mAP", "mAP", "%", aggregate=True),
     Column("training_time", "Training time", "s", aggregate=True),
     Column("reference", "Published reference"),
+    # the seed study's Table 3 row for the same net and data, its training time on its machine
+    *_STUDY_SCORE_COLUMNS,
+    Column("study_training_time", f"Study's training time, {STUDY_GPU}", "s"),
+    _STUDY_FLAGS,
 ]
 
 
@@ -295,14 +377,20 @@ def large_dataset_table(runs: Sequence[RunData]) -> Table:
     Multi-label runs (COCO) report subset accuracy and the per-class averages CP, CR, CF1, and
     their mAP. The reference column gives the published number for the same model and task:
     ImageNet top-1/top-5 error (He et al. 2016, Table 3, 10-crop), or for COCO ML-GCN's
-    ResNet-101 baseline, 77.3 mAP; the paper's COCO result is detection and is not used.
+    ResNet-101 baseline, 77.3 mAP; the paper's COCO result is detection and is not used. The
+    ``study_*`` columns are the seed study's Table 3 row for the same net and data, as printed,
+    with its training time on its one RTX 4060.
     """
     rows = []
     refs: dict[tuple[str, str], Reference] = {}
+    studied: dict[str, StudyResult] = {}
     coco = False
     for r in runs:
         numbers = headline(r.get("metrics") or {})
         dataset = r.get("dataset") or ""
+        study = study_result(r["architecture"], dataset, table=3)
+        if study is not None:
+            studied[study.row] = study
         ref = reference_for(r["architecture"], dataset)
         task = task_of(dataset)
         coco |= task == "coco"
@@ -331,6 +419,7 @@ def large_dataset_table(runs: Sequence[RunData]) -> Table:
                 "reference": text,
                 "reference_value": ref.value if ref else None,
                 "reference_source": ref.source if ref else None,
+                **_study_cells(study, table=3),
             }
         )
     notes = [
@@ -340,12 +429,14 @@ def large_dataset_table(runs: Sequence[RunData]) -> Table:
     ]
     if coco:
         notes.append(COCO_NOTE)
+    notes += _study_notes(list(studied.values()), "its Table 3 (ResNet-101; training time)")
     return Table(
         "Table 3: large datasets — metrics and training time",
         list(LARGE_COLUMNS),
         rows,
         notes,
         sorted(refs.values(), key=lambda x: (x.task, x.model, x.metric)),
+        sorted(studied.values(), key=_study_order),
     )
 
 
@@ -364,8 +455,8 @@ def format_seconds(seconds: float) -> str:
 
 def _md_cell(row: Mapping[str, Any], column: Column) -> str:
     value = row.get(column.key)
-    if column.key == "paper_error" and row.get("paper_error_text"):
-        return str(row["paper_error_text"])
+    if row.get(f"{column.key}_text"):  # as published: "6.43 (best of 5; …)", "2 Days 21 Hours"
+        return str(row[f"{column.key}_text"])
     if column.key == "run_id":
         return str(value)[:8] if value else ""
     if value is None:

@@ -2,7 +2,8 @@
 
 - ``GET /v1/reports/table1`` and ``/v1/reports/table3``: the study's tables for a set of runs
   (``?runs=id,id``) or an experiment (``?experiment=id``) as JSON, CSV or Markdown;
-- ``GET /v1/reports/references``: the published numbers the tables compare with, and sources;
+- ``GET /v1/reports/references``: the numbers the tables compare with, from both sources — He et
+  al. 2016 (and the COCO baseline) and the seed study's own results, flagged where inconsistent;
 - ``GET /v1/figures/{kind}.{png|svg}``: the study's figures for the same selections;
 - ``GET /v1/runs/{id}/events``: server-sent events while a run trains (progress, ETA, each
   finished epoch, "behind the curve"), ending when the run does; ``/v1/runs/{id}/live`` is the
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.reports.bundle import api_environment, run_bundle
 from core.reports.figures import FIGURES, MEDIA_TYPES, FigureDataError, figure
 from core.reports.progress import behind_the_curve, snapshot, twins_of
-from core.reports.references import COCO_NOTE, all_references
+from core.reports.references import references_document
 from core.reports.runs import RunData, finite
 from core.reports.tables import Table, large_dataset_table, table1
 from jobs.records import RecordNotFound, RunStatus
@@ -116,10 +117,11 @@ def report_table3(
 
 @router.get("/v1/reports/references", summary="The published numbers reports compare with")
 def references(key: ReadKey) -> dict[str, Any]:
-    return {
-        "items": [r.to_json() for r in all_references()],
-        "notes": [COCO_NOTE],
-    }
+    """``items``: He et al. 2016's numbers and the COCO baseline, each with its source;
+    ``sources``: every source and its role; ``study``: the seed study's Tables 1–3 as it printed
+    them (and as numbers), its hardware, and each row's ``flags`` — where it contradicts itself
+    (accuracy + error ≠ 1, its tables disagree) or the original paper."""
+    return references_document()
 
 
 # --- figures ---------------------------------------------------------------------------------

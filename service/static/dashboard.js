@@ -506,7 +506,8 @@
       num: Boolean(c.unit),
       cell(row) {
         const v = row[c.key];
-        if (c.key === "paper_error" && row.paper_error_text) return row.paper_error_text;
+        // as published: "6.43 (best of 5; …)", the seed study's flags, its printed training time
+        if (row[`${c.key}_text`]) return row[`${c.key}_text`];
         if (c.key === "run_id") return v ? el("a", { href: `/dashboard/runs/${v}` }, fmt.short(v)) : "";
         if (v === null || v === undefined) return "—";
         const std = row[`${c.key}_std`];

@@ -72,6 +72,12 @@ def test_markdown_csv_and_json() -> None:
         "error",
         "paper_error",
         "training_time",
+        "study_accuracy",
+        "study_precision",
+        "study_recall",
+        "study_f1",
+        "study_error",
+        "study_flags",
     ]
     assert data["rows"][1]["paper_error"] == 6.43
     assert data["references"][0]["source"].startswith("He, Zhang, Ren, Sun")
