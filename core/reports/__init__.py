@@ -4,7 +4,8 @@ Pure functions over plain data (:class:`~core.reports.runs.RunData` dicts), so t
 database, a web server or TensorFlow:
 
 - :mod:`core.reports.references`: He et al. 2016's CIFAR-10 and ImageNet numbers and the COCO
-  multi-label baseline (Chen et al. 2019), each with its source;
+  multi-label baseline (Chen et al. 2019), each with its source, and the seed study's Tables 1–3
+  as printed (:mod:`core.reports.study`: that row type and the checks that flag it);
 - :mod:`core.reports.tables`: Table 1 and a Table 3-like large-dataset table as JSON, CSV,
   Markdown;
 - :mod:`core.reports.figures`: PNG/SVG figures (matplotlib, imported lazily);

@@ -271,6 +271,9 @@ def test_an_experiment_report_with_figures(page: Any, served: Served, shots: Pat
     report = page.inner_text("#report-table")
     assert "Paper's error (%)" in report and "8.75" in report and "6.97" in report
     assert "91.25" in report
+    # the seed study's own Table 1 beside ours and He et al.'s (ResNet-20: 0.8478 → 84.78), flagged
+    assert "Study's accuracy (%)" in report and "84.78" in report
+    assert "accuracy + error ≠ 1" in report
     assert page.locator("#aggregate tbody tr").count() == 4
     assert "± " in page.inner_text("#aggregate")
     page.wait_for_function(

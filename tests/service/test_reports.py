@@ -100,6 +100,15 @@ def test_table3_with_imagenet_and_coco(
         assert first[key] is not None
     md = client.get(f"/v1/reports/table3?runs={ids}&format=md", headers=make_key("read")).text
     assert "Published reference" in md and "77.30" in md
+    # the seed study's Table 3 rows beside ours, its training times on its hardware as printed
+    assert (first["training_time"], first["study_training_time"]) == (
+        pytest.approx(7200.0),
+        249120.0,
+    )
+    assert first["study_accuracy"] == 67.59 and first["study_flags"] == []
+    assert second["study_training_time"] == 82781.0 and second["study_flags"] == ["tables_disagree"]
+    assert "Study's training time, one RTX 4060 (s)" in md
+    assert "| 2:00:00 |" in md and "| 2 Days 21 Hours 12 Minutes |" in md
 
 
 def test_references(client: TestClient, make_key: Callable[..., dict[str, str]]) -> None:
@@ -108,6 +117,64 @@ def test_references(client: TestClient, make_key: Callable[..., dict[str, str]])
     assert by[("cifar10", "resnet110", "test error (%)")]["mean"] == 6.61
     assert by[("coco", "resnet101", "mAP (%)")]["value"] == 77.3
     assert not by[("coco", "resnet101", "detection mAP@[.5, .95] (%)")]["comparable"]
+
+
+def test_table1_over_recorded_runs_beside_he_et_al_and_the_seed_study(
+    client: TestClient, make_key: Callable[..., dict[str, str]], study: dict[str, str]
+) -> None:
+    reader = make_key("read")
+    runs = ",".join([study["resnet20"], study["resnet56"], study["plain56"]])
+    data = client.get(f"/v1/reports/table1?runs={runs}", headers=reader).json()
+    keys = [c["key"] for c in data["columns"]]
+    assert keys.index("paper_error") < keys.index("study_accuracy") < keys.index("study_flags")
+    r20, r56, p56 = data["rows"]
+    # ours, He et al. 2016's Table 6, and the study's Table 1 as printed (0.9154 / .0736 in %)
+    assert (r56["accuracy"], r56["paper_error"]) == (pytest.approx(93.10), 6.97)
+    assert (r56["study_accuracy"], r56["study_error"], r56["study_f1"]) == (91.54, 7.36, 91.11)
+    assert r56["study_flags"] == ["accuracy_plus_error", "baseline_not_he_2016"]
+    assert (r20["study_accuracy"], r20["study_flags"]) == (84.78, ["accuracy_plus_error"])
+    assert p56["paper_error"] is None and p56["study_accuracy"] is None
+    assert [s["row"] for s in data["study"]] == ["ResNet20", "ResNet56"]
+    assert any(".069" in n and "6.97" in n for n in data["notes"])
+
+    md = client.get(f"/v1/reports/table1?runs={runs}&format=md", headers=reader).text
+    assert "Paper's error (%)" in md and "Study's accuracy (%)" in md and "Study's error (%)" in md
+    row = f"| resnet56 | {study['resnet56'][:8]} | 93.10 | 92.10 | 91.10 | 90.10 | 6.90 | 6.97 |"
+    assert f"{row} 0:26:40 | 91.54 | 93.65 | 91.47 | 91.11 | 7.36 |" in md
+    response = client.get(f"/v1/reports/table1?runs={runs}&format=csv", headers=reader)
+    parsed = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["paper_error"], r["study_accuracy"]) for r in parsed] == [
+        ("8.75", "84.78"),
+        ("6.97", "91.54"),
+        ("", ""),
+    ]
+    grouped = client.get(f"/v1/reports/table1?runs={runs}&aggregate=true", headers=reader).json()
+    assert [r["study_accuracy"] for r in grouped["rows"]] == [84.78, 91.54, None]
+
+
+def test_references_list_both_sources(
+    client: TestClient, make_key: Callable[..., dict[str, str]]
+) -> None:
+    data = client.get("/v1/reports/references", headers=make_key("read")).json()
+    assert [s["key"] for s in data["sources"]] == ["he2016", "chen2019", "seed_study"]
+    assert data["sources"][0]["citation"].startswith("He, Zhang, Ren, Sun")
+    assert "RTX 4060" in data["sources"][2]["hardware"]
+    rows = {(i["table"], i["row"]): i for i in data["study"]["items"]}
+    assert len(rows) == 10
+    assert rows[(1, "ResNet110")]["printed"] == {
+        "accuracy": "0.9564",
+        "precision": "0.9456",
+        "recall": "0.9684",
+        "f1": "0.9231",
+        "error": ".0691",
+        "baseline_error": ".064",
+    }
+    assert {f["code"] for f in rows[(1, "ResNet110")]["flags"]} == {
+        "accuracy_plus_error",
+        "above_he_2016",
+    }
+    assert all(rows[(1, r)]["flags"] for r in ("ResNet20", "ResNet32", "ResNet44", "ResNet56"))
+    assert rows[(3, "MS COCO")]["training_time"] == "22 Hours 59 Minutes 41 s"
 
 
 @pytest.mark.parametrize("kind", sorted(FIGURES))

@@ -151,6 +151,9 @@ def test_a_learning_rate_by_weight_decay_sweep_and_its_aggregate(
     assert "experiment.json" in names and "table1.md" in names
     assert json.loads(zf.read("experiment.json"))["aggregate"][0]["accuracy"] == pytest.approx(82.0)
     assert sum(n.endswith("/config.json") for n in names) == 12
+    assert "references.json" in names
+    assert "seed_study" in {s["key"] for s in json.loads(zf.read("references.json"))["sources"]}
+    assert "Study's accuracy (%)" in zf.read("table1.md").decode()
 
 
 def test_a_seeded_random_search(

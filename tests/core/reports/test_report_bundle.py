@@ -10,6 +10,7 @@ import zipfile
 import pytest
 
 from core.reports.bundle import api_environment, experiment_bundle, run_bundle
+from core.reports.references import references_document
 from tests.core.reports.factory import check_png, labelled, make_run
 
 
@@ -41,6 +42,17 @@ def test_a_run_bundle_has_config_environment_history_metrics_and_figures() -> No
     assert env["source"] == "api" and env["python"] and "tensorflow" in env["packages"]
     check_png(zf.read("figures/curves.png"))
     assert run_bundle(run) == run_bundle(run)  # fixed member times: same records, same bytes
+
+
+def test_a_bundle_carries_both_reference_sources() -> None:
+    [run] = labelled(make_run("ef" * 16, "resnet110"))
+    zf = zipfile.ZipFile(io.BytesIO(run_bundle(run)))
+    references = json.loads(zf.read("references.json"))
+    assert references == json.loads(json.dumps(references_document()))
+    assert {s["key"] for s in references["sources"]} == {"he2016", "chen2019", "seed_study"}
+    r110 = next(i for i in references["study"]["items"] if i["model"] == "resnet110")
+    assert {f["code"] for f in r110["flags"]} == {"accuracy_plus_error", "above_he_2016"}
+    assert "references.json" in zf.read("README.txt").decode()
 
 
 def test_the_workers_recorded_environment_wins() -> None:
@@ -85,3 +97,10 @@ def test_an_experiment_bundle_has_the_table_figures_and_each_run() -> None:
     assert f"runs/resnet20_s0-{'a1' * 4}/config.json" in names
     assert f"runs/plain20-{'b1' * 4}/history.csv" in names
     assert "92.00 ± 1.41" in zf.read("table1_mean_std.md").decode()
+    references = json.loads(zf.read("references.json"))
+    assert references == json.loads(json.dumps(references_document()))
+    assert f"runs/plain20-{'b1' * 4}/references.json" in names
+    table = zf.read("table1.md").decode()
+    assert "Paper's error (%)" in table and "Study's accuracy (%)" in table
+    assert "accuracy + error ≠ 1" in table  # the study's ResNet20 row, flagged
+    assert "the seed study's" in zf.read("README.txt").decode()

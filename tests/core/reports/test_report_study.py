@@ -102,9 +102,9 @@ def test_numbers_are_the_printed_fractions_and_percent_is_only_a_change_of_unit(
                 field = FIELDS.get(header)
                 if field is None or field == "training_time":
                     continue
-                assert study.value(field) == (None if cell is None else float(cell))  # type: ignore[arg-type]
+                assert study.value(field) == (None if cell is None else float(cell))
                 if cell is not None:
-                    assert study.percent(field) == float(Decimal(cell) * 100)  # type: ignore[arg-type]
+                    assert study.percent(field) == float(Decimal(cell) * 100)
     r110 = refs.STUDY_TABLE1["resnet110"]
     assert (r110.percent("accuracy"), r110.percent("error")) == (95.64, 6.91)  # never "fixed"
 

@@ -164,3 +164,96 @@ def test_mean_std_and_format_seconds() -> None:
     assert format_seconds(59.94) == "59.9 s"
     assert format_seconds(61) == "0:01:01"
     assert format_seconds(90061) == "25:01:01"
+
+
+def test_table1_shows_the_papers_and_the_studys_numbers_beside_ours() -> None:
+    runs = labelled(
+        make_run("a" * 32, "resnet20", accuracy=0.9125, seconds=3725.0),
+        make_run("b" * 32, "plain20", accuracy=0.9000, seconds=3000.0),
+        make_run("c" * 32, "resnet110", accuracy=0.9300, seconds=42.0),
+    )
+    table = table1(runs)
+    r20, p20, r110 = table.rows
+    # ours, He et al.'s, and the study's Table 1 (0.8478 / .0923 as printed, in %)
+    assert (r20["accuracy"], r20["paper_error"]) == (pytest.approx(91.25), 8.75)
+    assert (r20["study_accuracy"], r20["study_error"]) == (84.78, 9.23)
+    assert (r20["study_precision"], r20["study_recall"], r20["study_f1"]) == (84.69, 84.55, 84.68)
+    assert r20["study_flags"] == ["accuracy_plus_error"]
+    assert (r110["paper_error"], r110["study_accuracy"], r110["study_error"]) == (6.43, 95.64, 6.91)
+    assert r110["study_flags"] == ["accuracy_plus_error", "above_he_2016"]
+    assert p20["study_accuracy"] is None and p20["study_flags"] is None  # not in the study
+    assert [s.row for s in table.study] == ["ResNet20", "ResNet110"]
+    assert any("93.57" in n and "95.64" in n for n in table.notes)
+    assert any("RTX 4060" in n for n in table.notes)
+
+    md = table.to_markdown()
+    assert "Paper's error (%)" in md and "Study's accuracy (%)" in md and "Study's flags" in md
+    assert (
+        "| resnet20 | aaaaaaaa | 91.25 | 90.25 | 89.25 | 89.75 | 8.75 | 8.75 | 1:02:05 "
+        "| 84.78 | 84.69 | 84.55 | 84.68 | 9.23 | accuracy + error ≠ 1 |"
+    ) in md
+    assert (
+        "| 95.64 | 94.56 | 96.84 | 92.31 | 6.91 | accuracy + error ≠ 1; above He et al. 2016 |"
+        in md
+    )
+    assert "| — | — | — | — | — | — |" in md  # plain20: neither source has it
+
+    parsed = list(csv.DictReader(io.StringIO(table.to_csv())))
+    assert [(r["paper_error"], r["study_accuracy"], r["study_error"]) for r in parsed] == [
+        ("8.75", "84.78", "9.23"),
+        ("", "", ""),
+        ("6.43", "95.64", "6.91"),
+    ]
+    assert parsed[2]["study_flags"] == "accuracy_plus_error above_he_2016"
+
+    data = json.loads(json.dumps(table.to_json()))
+    assert [s["row"] for s in data["study"]] == ["ResNet20", "ResNet110"]
+    assert data["study"][1]["printed"]["accuracy"] == "0.9564"
+    assert {f["code"] for f in data["study"][1]["flags"]} == {
+        "accuracy_plus_error",
+        "above_he_2016",
+    }
+    assert data["references"][0]["source"].startswith("He, Zhang, Ren, Sun")
+
+    aggregated = table1(runs, aggregate=True)
+    assert [(r["paper_error"], r["study_accuracy"]) for r in aggregated.rows] == [
+        (8.75, 84.78),
+        (None, None),
+        (6.43, 95.64),
+    ]
+    assert aggregated.study == table.study and "Study's error (%)" in aggregated.to_markdown()
+
+
+def test_table3_shows_the_studys_numbers_and_training_times_on_its_hardware() -> None:
+    imagenet = make_run(
+        "i" * 32, "resnet101", accuracy=0.77, seconds=86400.0, dataset="imagenet:/d"
+    )
+    coco = make_run("m" * 32, "resnet101", accuracy=0.40, seconds=7200.0, dataset="coco:/c")
+    other = make_run("o" * 32, "resnet50", accuracy=0.70, seconds=3600.0, dataset="imagenet:/d")
+    table = large_dataset_table(labelled(imagenet, coco, other))
+    first, second, third = table.rows
+    assert (first["study_accuracy"], first["study_f1"]) == (67.59, 67.45)
+    assert first["study_training_time"] == 249120.0
+    assert first["study_training_time_text"] == "2 Days 21 Hours 12 Minutes"
+    assert first["study_flags"] == []
+    assert (second["study_accuracy"], second["study_precision"]) == (74.87, 78.40)
+    assert second["study_training_time"] == 82781.0
+    assert second["study_flags"] == ["tables_disagree"]
+    assert third["study_accuracy"] is None  # the study trained ResNet-101 only
+    md = table.to_markdown()
+    assert "Study's training time, one RTX 4060 (s)" in md
+    assert "| 24:00:00 | top-1/top-5 error (%) 21.75/6.05 | 67.59 | 69.99 | 68.54 | 67.45 " in md
+    assert "| 2 Days 21 Hours 12 Minutes | none |" in md
+    assert "| 22 Hours 59 Minutes 41 s | ≠ its Table 2 |" in md
+    assert any("NVIDIA GeForce RTX 4060 16 GB" in n for n in table.notes)
+    assert any(n.startswith("Study's MS COCO (its Table 3): its Table 2") for n in table.notes)
+    header = table.to_csv().splitlines()[0].split(",")
+    assert header[-6:] == [
+        "study_accuracy",
+        "study_precision",
+        "study_recall",
+        "study_f1",
+        "study_training_time",
+        "study_flags",
+    ]
+    assert [s.row for s in table.study] == ["ImageNet", "MS COCO"]
