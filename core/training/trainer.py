@@ -171,6 +171,7 @@ def _pipeline(
     *,
     training: bool,
     transform: Any,
+    epochs: range | None = None,
 ) -> Any:
     ds = make_pipeline(
         images,
@@ -179,6 +180,7 @@ def _pipeline(
         image_shape=shape,
         augment=config.augment if training else "none",
         seed=config.seed,
+        epochs=epochs,
     )
     return ds.map(transform) if transform is not None else ds
 
@@ -236,7 +238,13 @@ def train(
             model = _new_model(config, shape, dataset, splits.train, steps)
 
     transform = _label_transform(config, len(dataset.class_names), multi_label)
-    train_ds = _pipeline(splits.train, config, shape, training=True, transform=transform)
+    # One pass over the epochs still to run, each epoch's order and augmentation a function of
+    # (seed, epoch): a resumed run sees the batches the uninterrupted one saw. fit keeps one
+    # iterator across epochs because steps_per_epoch is given.
+    remaining = range(len(history), config.epochs)
+    train_ds = _pipeline(
+        splits.train, config, shape, training=True, transform=transform, epochs=remaining
+    )
     val_ds = (
         _pipeline(splits.val, config, shape, training=False, transform=transform)
         if splits.val is not None
@@ -265,6 +273,7 @@ def train(
             train_ds,
             epochs=config.epochs,
             initial_epoch=len(history),
+            steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=0,
             shuffle=False,
