@@ -25,6 +25,7 @@ from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
 from core.training.hooks import EpochRecord, TrainHooks
 from core.training.precision import make_strategy, resolve_policy
+from core.training.random_state import restore_random_states
 from core.training.rundir import RunDir, write_json
 from core.training.schedules import make_schedule
 
@@ -231,6 +232,9 @@ def train(
                 safe_mode=True,
             )
             history = [EpochRecord(**r) for r in state["history"]]
+            # Dropout's seed generators: not in the .keras file (absent from older states).
+            if "random_states" in state:
+                restore_random_states(model, state["random_states"])
             # Same optimizer object (its step count and momenta restored), our loss and metrics.
             _compile(model, config, model.optimizer, multi_label)
             log.info("resuming after epoch %d of %d", state["epoch"], config.epochs)
