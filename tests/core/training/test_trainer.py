@@ -123,3 +123,27 @@ def test_label_smoothing_and_bfloat16_train(tmp_path, dataset):
     )
     assert result.dtype_policy == "mixed_bfloat16"
     assert np.isfinite(result.history[0].loss)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_dropout_is_the_uninterrupted_run(tmp_path, dataset):
+    """Dropout's seed generators are not in .keras files: the checkpoint's state keeps them."""
+    config = tiny(epochs=2, dropout=0.3)
+    arch = config.model_copy(update={"architecture": "preact_resnet8"})
+    whole = train(arch, tmp_path / "whole", dataset=dataset)
+    batches = []
+    cancelled = train(
+        arch,
+        tmp_path / "resumed",
+        hooks=TrainHooks(on_progress=batches.append, should_cancel=lambda: len(batches) >= 7),
+        dataset=dataset,
+    )
+    assert cancelled.epochs_completed == 1
+    resumed = train(arch, tmp_path / "resumed", dataset=dataset, resume=True)
+    assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
+    a, b = (
+        keras.saving.load_model(r.out_dir / "model.keras", custom_objects=CUSTOM_OBJECTS)
+        for r in (whole, resumed)
+    )
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
