@@ -415,6 +415,7 @@ def _from_files(images: ImageSet, o: _Opts) -> tf.data.Dataset:
 def _from_tfrecords(images: ImageSet, o: _Opts) -> tf.data.Dataset:
     assert images.tfrecords is not None
     files = tf.constant(images.tfrecords, tf.string)
+    n_files = len(images.tfrecords)
     spec = {
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
         "image/class/label": tf.io.FixedLenFeature([], tf.int64),
@@ -426,14 +427,10 @@ def _from_tfrecords(images: ImageSet, o: _Opts) -> tf.data.Dataset:
         return ex["image/encoded"], ex["image/class/label"] - offset
 
     def reader(s_order: tf.Tensor | None) -> tf.data.Dataset:
-        names = (
-            files
-            if s_order is None
-            else tf.gather(files, _permutation(len(images.tfrecords), s_order))
-        )
+        names = files if s_order is None else tf.gather(files, _permutation(n_files, s_order))
         records = tf.data.Dataset.from_tensor_slices(names).interleave(
             lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-            cycle_length=min(16, len(images.tfrecords)),
+            cycle_length=min(16, n_files),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
