@@ -10,6 +10,7 @@ and seeded: the same seed gives the same epochs, and each epoch differs from the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ def make_pipeline(
     cache: bool = True,
     drop_remainder: bool = False,
     repeat: bool = False,
+    epochs: range | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` for training or evaluation.
 
@@ -55,8 +57,16 @@ def make_pipeline(
             Ignored unless ``training``.
         seed: seeds shuffling and augmentation.
         cache: keep decoded, fitted images in memory (streamed sources, when they fit).
-        drop_remainder: drop the last, smaller batch.
-        repeat: repeat forever (batches then run across epoch boundaries).
+        drop_remainder: drop the last, smaller batch of each epoch.
+        repeat: repeat forever, epoch 0, 1, 2... after one another.
+        epochs: with ``training``, the (0-based) epochs one pass of the dataset runs through,
+            one after the other: ``range(3, 10)`` gives the batches of epochs 3 to 9 of the run,
+            so a run resumed at epoch 3 sees exactly what the uninterrupted run saw.
+
+    Each training epoch's order and augmentation are a function of ``seed`` and the epoch's
+    number alone, never of a random stream consumed since the start. Without ``epochs`` or
+    ``repeat``, every pass is one epoch, a different one each time (the same sequence for
+    the same seed).
 
     Returns:
         A dataset of float32 ``(B, H, W, C)`` images in [0, 255] and int64 ``(B,)`` labels,
@@ -70,9 +80,11 @@ def make_pipeline(
         raise ValueError(f"image_shape must be (H, W, 1|3); got {image_shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
+    if repeat and epochs is not None:
+        raise ValueError("repeat and epochs exclude each other")
     aug = augment if training else "none"
     shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
-    opts = _Opts(shape, batch_size, training, aug, seed, cache, drop_remainder, repeat)
+    opts = _Opts(shape, batch_size, training, aug, seed, cache, drop_remainder, repeat, epochs)
     if images.images is not None:
         ds = _from_memory(images, opts)
     elif images.paths is not None:
@@ -80,6 +92,10 @@ def make_pipeline(
     else:
         ds = _from_tfrecords(images, opts)
     return ds.prefetch(AUTOTUNE)
+
+
+# One epoch of training batches from the epoch's two seeds: (order, augmentation).
+EpochBatches = Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
 
 
 @dataclass(frozen=True)
@@ -92,10 +108,40 @@ class _Opts:
     cache: bool
     drop_remainder: bool
     repeat: bool
+    epochs: range | None
 
-    def seeds(self) -> tf.data.Dataset:
-        """One int64 per element, different every epoch, deterministic from the seed."""
-        return tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
+    def batch(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
+
+    def per_epoch(self, epoch_batches: EpochBatches) -> tf.data.Dataset:
+        """The training epochs one pass runs through, each built from its own two seeds."""
+
+        def one_epoch(key: tf.Tensor) -> tf.data.Dataset:
+            pair = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(key, tf.int64)])
+            s_order, s_augment = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
+            return epoch_batches(s_order, s_augment)
+
+        return self._epoch_keys().flat_map(one_epoch)
+
+    def _epoch_keys(self) -> tf.data.Dataset:
+        if self.epochs is not None:
+            return tf.data.Dataset.range(self.epochs.start, self.epochs.stop)
+        if self.repeat:
+            return tf.data.Dataset.counter()
+        # One epoch per pass, a new one each pass: a key drawn from a seeded stream.
+        return tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True).take(1)
+
+
+def _element_seeds(s_augment: tf.Tensor) -> tf.data.Dataset:
+    """Seed pairs for the 0th, 1st... element (image or batch) of one epoch."""
+    return tf.data.Dataset.counter().map(
+        lambda i: tf.random.experimental.stateless_fold_in(s_augment, i)
+    )
+
+
+def _shuffle_seed(s_order: tf.Tensor) -> tf.Tensor:
+    """A ``Dataset.shuffle`` seed from an epoch's order seed (for what only a buffer shuffles)."""
+    return s_order[0]
 
 
 def _labels(images: ImageSet) -> np.ndarray:
@@ -127,28 +173,29 @@ def _from_memory(images: ImageSet, o: _Opts) -> tf.data.Dataset:
             else np.zeros((0, *o.shape), np.uint8)
         )
     pixels, labels = tf.constant(x), tf.constant(_labels(images))
-    idx = tf.data.Dataset.range(len(x))
-    if o.training:
-        idx = idx.shuffle(max(1, len(x)), seed=o.seed, reshuffle_each_iteration=True)
-    if o.repeat:
-        idx = idx.repeat()
-    idx = idx.batch(o.batch_size, drop_remainder=o.drop_remainder)
+    n = len(x)
     shape = o.shape
+
+    def gather(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(tf.gather(pixels, i), tf.float32), tf.gather(labels, i)
+
+    if not o.training:
+        return o.batch(tf.data.Dataset.range(n)).map(gather, num_parallel_calls=AUTOTUNE)
+
+    def epoch_indices(s_order: tf.Tensor, s_augment: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), s_order)
+        batches = o.batch(tf.data.Dataset.from_tensor_slices(order))
+        return tf.data.Dataset.zip(batches, _element_seeds(s_augment))
+
+    indices = o.per_epoch(epoch_indices)
     if o.augment == "none":
-        return idx.map(
-            lambda i: (tf.cast(tf.gather(pixels, i), tf.float32), tf.gather(labels, i)),
-            num_parallel_calls=AUTOTUNE,
-        )
+        return indices.map(lambda i, s: gather(i), num_parallel_calls=AUTOTUNE)
     augment = cifar_augment_batch if o.augment == "cifar" else imagenet_augment_batch
 
     def step(i: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return augment(tf.gather(pixels, i), _seed_pair(s), shape), tf.gather(labels, i)
+        return augment(tf.gather(pixels, i), s, shape), tf.gather(labels, i)
 
-    return tf.data.Dataset.zip(idx, o.seeds()).map(step, num_parallel_calls=AUTOTUNE)
-
-
-def _seed_pair(s: tf.Tensor) -> tf.Tensor:
-    return tf.stack([s, tf.constant(0, tf.int64)])
+    return indices.map(step, num_parallel_calls=AUTOTUNE)
 
 
 def fit_batch(x: tf.Tensor, shape: Shape) -> tf.Tensor:
@@ -286,68 +333,89 @@ def random_resized_crop(data: tf.Tensor, seed: tf.Tensor, shape: Shape) -> tf.Te
     return tf.ensure_shape(out, shape)
 
 
+# Encoded ``(bytes, label)`` elements: in order (``None``) or in an epoch's order.
+
+
+Reader = Callable[[tf.Tensor | None], tf.data.Dataset]
+
+
 def _stream(
-    encoded: tf.data.Dataset, n: int, o: _Opts, *, shuffled: bool, buffer: int
+    reader: Reader, n: int, o: _Opts, *, reader_shuffles: bool, buffer: int
 ) -> tf.data.Dataset:
-    """``(bytes, label)`` elements to batches. ``shuffled``: the caller already shuffled."""
+    """Encoded elements to batches. ``reader_shuffles``: the reader's order is a full shuffle
+    (names are cheap to shuffle); otherwise a buffer of ``buffer`` elements shuffles them."""
     shape = o.shape
-    if o.augment == "imagenet":
-        if o.training and not shuffled:
-            encoded = encoded.shuffle(buffer, seed=o.seed, reshuffle_each_iteration=True)
-        if o.repeat:
-            encoded = encoded.repeat()
-        ds = (
-            tf.data.Dataset.zip(encoded, o.seeds())
-            .map(
-                lambda e, s: (random_resized_crop(e[0], _seed_pair(s), shape), e[1]),
+    cacheable = o.cache and n * math.prod(shape) <= CACHE_BUDGET_BYTES
+
+    def decoded(encoded: tf.data.Dataset) -> tf.data.Dataset:
+        return encoded.map(
+            lambda data, y: (fit_image(decode(data, shape[2]), shape), y),
+            num_parallel_calls=AUTOTUNE,
+        ).ignore_errors(log_warning=True)
+
+    def in_epoch_order(s_order: tf.Tensor) -> tf.data.Dataset:
+        encoded = reader(s_order)
+        if reader_shuffles:
+            return encoded
+        return encoded.shuffle(buffer, seed=_shuffle_seed(s_order))
+
+    if not o.training:
+        ds = decoded(reader(None))
+        return o.batch(ds.cache() if cacheable else ds).map(_to_float, num_parallel_calls=AUTOTUNE)
+    if o.augment == "imagenet":  # crops per image, from the encoded bytes
+
+        def cropped(s_order: tf.Tensor, s_augment: tf.Tensor) -> tf.data.Dataset:
+            ds = tf.data.Dataset.zip(in_epoch_order(s_order), _element_seeds(s_augment)).map(
+                lambda e, s: (random_resized_crop(e[0], s, shape), e[1]),
                 num_parallel_calls=AUTOTUNE,
             )
-            .ignore_errors(log_warning=True)
-        )
-        return ds.batch(o.batch_size, drop_remainder=o.drop_remainder)
-    cacheable = o.cache and n * math.prod(shape) <= CACHE_BUDGET_BYTES
-    if o.training and not shuffled and not cacheable:
-        encoded = encoded.shuffle(buffer, seed=o.seed, reshuffle_each_iteration=True)
-    ds = encoded.map(
-        lambda data, y: (fit_image(decode(data, shape[2]), shape), y), num_parallel_calls=AUTOTUNE
-    ).ignore_errors(log_warning=True)
-    if cacheable:
-        ds = ds.cache()
-        if o.training:
-            ds = ds.shuffle(max(1, n), seed=o.seed, reshuffle_each_iteration=True)
-    if o.repeat:
-        ds = ds.repeat()
-    ds = ds.batch(o.batch_size, drop_remainder=o.drop_remainder)
-    if o.augment == "cifar":
-        return tf.data.Dataset.zip(ds, o.seeds()).map(
-            lambda b, s: (cifar_augment_batch(b[0], _seed_pair(s), shape), b[1]),
+            return o.batch(ds.ignore_errors(log_warning=True))
+
+        return o.per_epoch(cropped)
+    cached = decoded(reader(None)).cache() if cacheable else None
+
+    def batches(s_order: tf.Tensor, s_augment: tf.Tensor) -> tf.data.Dataset:
+        if cached is not None:
+            ds = cached.shuffle(max(1, n), seed=_shuffle_seed(s_order))
+        else:
+            ds = decoded(in_epoch_order(s_order))
+        ds = o.batch(ds)
+        if o.augment != "cifar":
+            return ds.map(_to_float, num_parallel_calls=AUTOTUNE)
+        return tf.data.Dataset.zip(ds, _element_seeds(s_augment)).map(
+            lambda b, s: (cifar_augment_batch(b[0], s, shape), b[1]),
             num_parallel_calls=AUTOTUNE,
         )
-    return ds.map(_to_float, num_parallel_calls=AUTOTUNE)
+
+    return o.per_epoch(batches)
+
+
+def _permutation(n: int, s_order: tf.Tensor) -> tf.Tensor:
+    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), s_order)
 
 
 def _from_files(images: ImageSet, o: _Opts) -> tf.data.Dataset:
     assert images.paths is not None
     n = len(images.paths)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(images.paths, tf.string), _labels(images)))
-    cacheable = o.cache and o.augment != "imagenet" and n * math.prod(o.shape) <= CACHE_BUDGET_BYTES
-    shuffled = o.training and not cacheable
-    if shuffled:  # shuffling names is cheap: do it before reading
-        ds = ds.shuffle(max(1, n), seed=o.seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
-    return _stream(ds, n, o, shuffled=shuffled, buffer=max(1, n))
+    paths, labels = tf.constant(images.paths, tf.string), tf.constant(_labels(images))
+
+    def reader(s_order: tf.Tensor | None) -> tf.data.Dataset:
+        if s_order is None:
+            ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        else:  # shuffling names is cheap: do it before reading
+            order = _permutation(n, s_order)
+            ds = tf.data.Dataset.from_tensor_slices(
+                (tf.gather(paths, order), tf.gather(labels, order))
+            )
+        return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
+
+    return _stream(reader, n, o, reader_shuffles=True, buffer=max(1, n))
 
 
 def _from_tfrecords(images: ImageSet, o: _Opts) -> tf.data.Dataset:
     assert images.tfrecords is not None
-    files = tf.data.Dataset.from_tensor_slices(images.tfrecords)
-    if o.training:
-        files = files.shuffle(len(images.tfrecords), seed=o.seed, reshuffle_each_iteration=True)
-    records = files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-        cycle_length=min(16, len(images.tfrecords)),
-        num_parallel_calls=AUTOTUNE,
-    )
+    files = tf.constant(images.tfrecords, tf.string)
+    n_files = len(images.tfrecords)
     spec = {
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
         "image/class/label": tf.io.FixedLenFeature([], tf.int64),
@@ -358,9 +426,20 @@ def _from_tfrecords(images: ImageSet, o: _Opts) -> tf.data.Dataset:
         ex: Any = tf.io.parse_single_example(record, spec)
         return ex["image/encoded"], ex["image/class/label"] - offset
 
-    ds = records.map(parse, num_parallel_calls=AUTOTUNE)
+    def reader(s_order: tf.Tensor | None) -> tf.data.Dataset:
+        names = files if s_order is None else tf.gather(files, _permutation(n_files, s_order))
+        records = tf.data.Dataset.from_tensor_slices(names).interleave(
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+            cycle_length=min(16, n_files),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        return records.map(parse, num_parallel_calls=AUTOTUNE)
+
     n = len(images)
-    return _stream(ds, n, o, shuffled=False, buffer=max(1, min(n, RECORD_SHUFFLE_BUFFER)))
+    return _stream(
+        reader, n, o, reader_shuffles=False, buffer=max(1, min(n, RECORD_SHUFFLE_BUFFER))
+    )
 
 
 def ten_crop(batch_images: Any, size: int | tuple[int, int]) -> tf.Tensor:

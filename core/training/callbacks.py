@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from core.training.hooks import EpochRecord, ProgressEvent, TrainHooks
+from core.training.random_state import random_states
 from core.training.rundir import CHECKPOINT_GLOB, RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class RunCallback(keras.callbacks.Callback):
             {
                 "epoch": epoch,
                 "checkpoint": path.name,
+                "random_states": random_states(self.model),
                 "config": self.config_dump,
                 "history": history,
             },

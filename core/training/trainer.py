@@ -25,6 +25,7 @@ from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
 from core.training.hooks import EpochRecord, TrainHooks
 from core.training.precision import make_strategy, resolve_policy
+from core.training.random_state import restore_random_states
 from core.training.rundir import RunDir, write_json
 from core.training.schedules import make_schedule
 
@@ -171,6 +172,7 @@ def _pipeline(
     *,
     training: bool,
     transform: Any,
+    epochs: range | None = None,
 ) -> Any:
     ds = make_pipeline(
         images,
@@ -179,6 +181,7 @@ def _pipeline(
         image_shape=shape,
         augment=config.augment if training else "none",
         seed=config.seed,
+        epochs=epochs,
     )
     return ds.map(transform) if transform is not None else ds
 
@@ -229,6 +232,9 @@ def train(
                 safe_mode=True,
             )
             history = [EpochRecord(**r) for r in state["history"]]
+            # Dropout's seed generators: not in the .keras file (absent from older states).
+            if "random_states" in state:
+                restore_random_states(model, state["random_states"])
             # Same optimizer object (its step count and momenta restored), our loss and metrics.
             _compile(model, config, model.optimizer, multi_label)
             log.info("resuming after epoch %d of %d", state["epoch"], config.epochs)
@@ -236,7 +242,13 @@ def train(
             model = _new_model(config, shape, dataset, splits.train, steps)
 
     transform = _label_transform(config, len(dataset.class_names), multi_label)
-    train_ds = _pipeline(splits.train, config, shape, training=True, transform=transform)
+    # One pass over the epochs still to run, each epoch's order and augmentation a function of
+    # (seed, epoch): a resumed run sees the batches the uninterrupted one saw. fit keeps one
+    # iterator across epochs because steps_per_epoch is given.
+    remaining = range(len(history), config.epochs)
+    train_ds = _pipeline(
+        splits.train, config, shape, training=True, transform=transform, epochs=remaining
+    )
     val_ds = (
         _pipeline(splits.val, config, shape, training=False, transform=transform)
         if splits.val is not None
@@ -265,6 +277,7 @@ def train(
             train_ds,
             epochs=config.epochs,
             initial_epoch=len(history),
+            steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=0,
             shuffle=False,

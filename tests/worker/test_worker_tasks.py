@@ -395,3 +395,73 @@ def test_url_artifact_root_trains_in_staging_and_copies_the_run_up(tmp_path: Pat
         assert not (stack.settings.state_dir / "staging" / run_id).exists()
         evaluation = _wait_evaluation(stack, stack.evaluate(run_id, "val"))
         assert evaluation.status == EvaluationStatus.SUCCEEDED, evaluation.error
+
+
+def _saved_arrays(model_file: Path) -> dict[str, Any]:
+    """Every array of a ``.keras`` file (weights and optimizer state), read without Keras."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    with zipfile.ZipFile(model_file) as archive:
+        h5 = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+
+        def keep(name: str, item: Any) -> None:
+            if isinstance(item, h5py.Dataset):
+                arrays[name] = np.asarray(item)
+
+        h5.visititems(keep)
+    return arrays
+
+
+def test_a_run_whose_worker_is_killed_mid_epoch_resumes_to_the_uninterrupted_run(
+    fresh_redis_stack: Stack,
+) -> None:
+    """Issue 15 through the service: the same config once uninterrupted and once with its
+    worker killed inside epoch 2 and resumed by another worker; CIFAR augmentation (the
+    default) and a step schedule dropping after the resume point. Equal epochs, equal weights."""
+    stack = fresh_redis_stack
+    config = tiny_config(
+        data="synthetic:4096:16x16x3:3",  # 96 batches an epoch: time to land a kill inside one
+        schedule={"kind": "step", "base_lr": 0.05, "boundary_epochs": [2], "factor": 0.1},
+        augment="cifar",
+        tensorboard=False,
+    )
+    first = stack.start_worker()
+    whole = stack.submit(config)
+    stack.wait_finished(whole)
+    assert stack.run(whole).status == RunStatus.SUCCEEDED
+
+    resumed = stack.submit(config)
+    run = stack.wait_run(
+        resumed,
+        lambda r: (
+            r.epochs_completed >= 2
+            or (
+                r.epochs_completed == 1
+                and r.progress is not None
+                and r.progress["epoch"] == 2
+                and r.progress["batch"] <= r.progress["batches"] // 2
+            )
+        ),
+        what="to be inside epoch 2",
+    )
+    first.kill()  # kill -9 of the worker's whole process group
+    assert run.epochs_completed == 1, "epoch 2 ended before the kill: make the epochs longer"
+    assert stack.run(resumed).epochs_completed == 1
+    stack.start_worker()
+    stack.wait_finished(resumed)
+    assert stack.run(resumed).attempts == 2
+
+    def losses(run_id: str) -> list[tuple[float | None, float | None, float | None]]:
+        return [(e.loss, e.accuracy, e.val_loss) for e in stack.epochs(run_id)]
+
+    assert losses(resumed) == losses(whole)
+    root = _local(stack.settings.artifacts)
+    a, b = (_saved_arrays(root / r / "model.keras") for r in (whole, resumed))
+    assert a.keys() == b.keys() and any("optimizer" in k for k in a)
+    for name in a:
+        assert (a[name] == b[name]).all(), name

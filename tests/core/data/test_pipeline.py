@@ -211,3 +211,44 @@ def test_ten_crop() -> None:
     np.testing.assert_array_equal(crops[:, 3], x[:, 2:, 2:])  # bottom-right
     np.testing.assert_array_equal(crops[:, 4], x[:, 1:5, 1:5])  # centre
     np.testing.assert_array_equal(crops[:, 9], x[:, 1:5, 1:5][:, :, ::-1])  # mirrored centre
+
+
+def _epochs_of(images: ImageSet, epochs: range, **kw) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    ds = make_pipeline(images, batch_size=4, training=True, seed=3, epochs=epochs, **kw)
+    return [x for x, _ in ds.as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("augment", ["none", "cifar", "imagenet"])
+def test_an_epoch_depends_on_the_seed_and_its_number_alone(augment: str) -> None:
+    """What exact resume rests on: epochs 2-3 of a run are the same batches whether the
+    pipeline starts at epoch 0 or at epoch 2."""
+    images = _memory(n=10, shape="8x8x3")
+    whole = _epochs_of(images, range(4), image_shape=(8, 8, 3), augment=augment)
+    assert len(whole) == 4 * 3  # 10 images in batches of 4, per epoch: no batch spans two
+    resumed = _epochs_of(images, range(2, 4), image_shape=(8, 8, 3), augment=augment)
+    assert len(resumed) == len(whole[6:])
+    for a, b in zip(resumed, whole[6:], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.concatenate(whole[:3]), np.concatenate(whole[3:6]))
+
+
+@pytest.mark.parametrize(
+    ("augment", "cache"), [("cifar", True), ("none", False), ("imagenet", True)]
+)
+def test_streamed_epochs_depend_on_the_seed_and_their_number_alone(
+    big_folder: ImageSet, augment: str, cache: bool
+) -> None:
+    kw = {"image_shape": (24, 24, 3), "augment": augment, "cache": cache}
+    whole = _epochs_of(big_folder, range(3), **kw)
+    resumed = _epochs_of(big_folder, range(1, 3), **kw)
+    assert len(whole) == 3 * 2 and len(resumed) == 2 * 2
+    for a, b in zip(resumed, whole[2:], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_repeat_and_epochs_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="exclude"):
+        make_pipeline(
+            _memory(), batch_size=2, training=True, image_shape=(8, 8, 3), repeat=True,
+            epochs=range(2),
+        )  # fmt: skip

@@ -123,3 +123,37 @@ def test_label_smoothing_and_bfloat16_train(tmp_path, dataset):
     )
     assert result.dtype_policy == "mixed_bfloat16"
     assert np.isfinite(result.history[0].loss)
+
+
+def _killed_and_resumed(config, out, dataset):  # type: ignore[no-untyped-def]
+    """Cancel inside epoch 2 (what a kill leaves: epoch 1's checkpoint), then resume."""
+    batches = []
+    hooks = TrainHooks(on_progress=batches.append, should_cancel=lambda: len(batches) >= 7)
+    assert train(config, out, hooks=hooks, dataset=dataset).epochs_completed == 1
+    return train(config, out, dataset=dataset, resume=True)
+
+
+def _assert_same_model(a, b):  # type: ignore[no-untyped-def]
+    assert [r.loss for r in b.history] == [r.loss for r in a.history]
+    wa, wb = (
+        keras.saving.load_model(r.model_path, custom_objects=CUSTOM_OBJECTS, compile=False)
+        for r in (a, b)
+    )
+    for x, y in zip(wa.get_weights(), wb.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_dropout_is_the_uninterrupted_run(tmp_path, dataset):
+    """Dropout's seed generators are not in .keras files: the checkpoint's state keeps them."""
+    config = tiny(epochs=2, dropout=0.3).model_copy(update={"architecture": "preact_resnet8"})
+    whole = train(config, tmp_path / "whole", dataset=dataset)
+    _assert_same_model(whole, _killed_and_resumed(config, tmp_path / "resumed", dataset))
+
+
+@pytest.mark.slow
+def test_a_resumed_fine_tuning_run_is_the_uninterrupted_run(tmp_path, dataset):
+    source = train(tiny(epochs=1, validation=None), tmp_path / "source", dataset=dataset)
+    config = tiny(epochs=2, init_from=str(source.model_path), freeze=["stem", "stage1"])
+    whole = train(config, tmp_path / "whole", dataset=dataset)
+    _assert_same_model(whole, _killed_and_resumed(config, tmp_path / "resumed", dataset))
