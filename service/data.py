@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from core.data import DataError, load_dataset
 from jobs.records import DatasetRecord, RecordNotFound
+from jobs.records.datasets import find_dataset
 from service.errors import ApiError, invalid
-from service.records import find_dataset
 
 # Sources a run may name directly in ``data``: they carry no path on the server. Everything with
 # a path goes through a registered dataset, whose path was checked to lie under the data root.

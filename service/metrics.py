@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.records import RunStatus
-from service.records import count_runs_by_status
+from jobs.records.runs import count_runs_by_status
 
 log = logging.getLogger(__name__)
 

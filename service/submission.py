@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from jobs.records import Evaluation, Run, RunStatus
 from jobs.records import repository as records
+from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from service.data import registered_dataset, source_of
 from service.deps import QueueDep, SessionDep, SettingsDep, committed
 from service.errors import ApiError, ErrorDetail
 from service.queue import TaskQueue
-from service.records import fail_unqueued_evaluation, fail_unqueued_run
 
 RETRY_AFTER_S = 30
 
@@ -38,10 +38,12 @@ class JobKind:
     fail_unsent: Callable[[Session, str, str], bool]
 
 
-RUN = JobKind(send=lambda queue, run_id: queue.enqueue_run(run_id), fail_unsent=fail_unqueued_run)
+RUN = JobKind(
+    send=lambda queue, run_id: queue.enqueue_run(run_id), fail_unsent=RUN_JOBS.fail_unsent
+)
 EVALUATION = JobKind(
     send=lambda queue, evaluation_id: queue.enqueue_evaluation(evaluation_id),
-    fail_unsent=fail_unqueued_evaluation,
+    fail_unsent=EVALUATION_JOBS.fail_unsent,
 )
 
 

@@ -16,11 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from jobs.ids import new_id
 from jobs.records import DatasetRecord
 from jobs.records import repository as records
+from jobs.records.datasets import dataset_name_taken, find_dataset, list_datasets
 from service import uploads
 from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
-from service.records import dataset_name_taken, find_dataset, list_datasets
 from service.routes import Limit, Offset, error_responses, keyed_router, multipart_form
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 

@@ -13,9 +13,9 @@ from fastapi import Query, Response
 
 from jobs.records import RecordNotFound, RunStatus
 from jobs.records import repository as records
+from jobs.records.datasets import find_dataset
 from service.data import source_of
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
-from service.records import find_dataset
 from service.routes import Limit, Offset, error_responses, keyed_router
 from service.run_configs import record_run, resolve_run_config
 from service.schemas import (
