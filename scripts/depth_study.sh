@@ -4,6 +4,8 @@
 # /v1/experiments. Runs at the lowest CPU priority; results are collected afterwards with
 # scripts/collect_depth_study.sh.
 #   STUDY_DIR=/work/study-run scripts/depth_study.sh [ARCHIVE]
+# With RESNET_BROKER_URL=redis://... the runs are taken in the order posted (the embedded
+# filesystem broker does not promise an order).
 set -euo pipefail
 ARCHIVE=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
 STUDY_DIR=${STUDY_DIR:-var-study}
@@ -24,9 +26,9 @@ echo "$KEY" > "$STUDY_DIR/key"
 H=(-sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json')
 curl "${H[@]}" -d '{"name": "cifar10", "kind": "folder", "path": "cifar10-jpeg"}' \
   "localhost:$PORT/v1/datasets" > /dev/null
-# Most telling pairs first (the broker does not promise the order): residual and plain at 20 and 56.
+# Most telling runs first: the plain pair (does plain-56 degrade?), then residual at 56 and 20.
 curl "${H[@]}" -d '{"name": "depth-study-cifar10",
-  "architectures": ["resnet20", "plain20", "resnet56", "plain56", "resnet32", "resnet44"],
+  "architectures": ["plain20", "plain56", "resnet56", "resnet20", "resnet32", "resnet44"],
   "seeds": [0], "base": {"dataset": "cifar10", "preset": "cifar-fast", "epochs": 10}}' \
   "localhost:$PORT/v1/experiments" > "$STUDY_DIR/experiment.json"
 python3 -c "import json,sys; print('experiment', json.load(open(sys.argv[1]))['id'])" \
