@@ -12,16 +12,20 @@ With the defaults that is SQLite (WAL) and kombu's filesystem queue under ``stat
 else to install or start. Core does not import the service or the worker: they are started by
 command, as separate processes.
 
-Ctrl-C (or SIGTERM) stops both: the API at once, the worker after its current task; a second
-Ctrl-C stops the worker at once (an interrupted run is picked up again, from its last
-checkpoint, when the service next starts). If either child exits on its own, the other is
-stopped and :func:`serve` returns non-zero.
+Ctrl-C (or SIGTERM) stops both: the API at once, the worker after its current task but within
+``RESNET_STOP_TIMEOUT_SECONDS`` (then Celery's cold shutdown, then SIGKILL to its whole process
+group, pool processes included); a second Ctrl-C stops the worker at once. An interrupted run is
+picked up again, from its last checkpoint, when the service next starts. If the launcher itself
+dies (even by ``kill -9``), the worker gets Celery's cold-shutdown signal and the API SIGTERM:
+no child outlives it for long. If either child exits on its own, the other is stopped and
+:func:`serve` returns non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -122,6 +126,9 @@ def ensure_admin_key(db_url: str) -> str | None:
 class _Child:
     name: str
     command: list[str]
+    # What the child gets when the launcher dies. The worker gets Celery's cold shutdown: a warm
+    # one would wait for a training that may last days, orphaned.
+    on_parent_death: int = signal.SIGTERM
     proc: subprocess.Popen[bytes] | None = None
     signals_sent: list[int] = field(default_factory=list)
 
@@ -138,7 +145,8 @@ class _Child:
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # only sets a prctl flag: safe between fork and exec
+            # Only sets a prctl flag: safe between fork and exec.
+            preexec_fn=functools.partial(_die_with_parent, self.on_parent_death),
         )
 
     def poll(self) -> int | None:
@@ -156,15 +164,15 @@ class _Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the launcher dies (even by ``kill -9``)."""
+def _die_with_parent(sig: int) -> None:
+    """Linux: the child gets ``sig`` if the launcher dies (even by ``kill -9``)."""
     if sys.platform != "linux":
         return
     with contextlib.suppress(Exception):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(sig))
 
 
 def _say(message: str) -> None:
@@ -183,10 +191,12 @@ def _port_open(host: str, port: int) -> bool:
 class _Supervisor:
     """Starts the children, relays stop requests to them, and stops all when one exits."""
 
-    def __init__(self, children: Sequence[_Child]) -> None:
+    def __init__(self, children: Sequence[_Child], *, stop_timeout_s: float) -> None:
         self.children = list(children)
         self.stop_requests = 0
+        self.stop_timeout_s = stop_timeout_s
         self._stop_requested = threading.Event()
+        self._escalate_at: float | None = None  # when a stop in progress gets firmer
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         self.stop_requests += 1
@@ -194,10 +204,11 @@ class _Supervisor:
         worker = self._child("worker")
         if self.stop_requests == 1:
             _say(
-                "stopping: the API now, the worker after its current task "
-                "(Ctrl-C again to stop it at once; an interrupted run resumes from its last "
-                "checkpoint next time)"
+                "stopping: the API now, the worker after its current task or within "
+                f"{self.stop_timeout_s:g} s (Ctrl-C again to stop it at once; an interrupted run "
+                "resumes from its last checkpoint next time)"
             )
+            self._escalate_at = time.monotonic() + self.stop_timeout_s
             for child in self.children:
                 child.signal(signal.SIGTERM)
         elif self.stop_requests == 2:
@@ -207,6 +218,7 @@ class _Supervisor:
             for child in self.children:
                 if child is not worker:
                     child.signal(signal.SIGTERM)
+            self._escalate_at = time.monotonic() + STOP_GRACE_S
         else:
             _say("killing the children")
             for child in self.children:
@@ -230,6 +242,23 @@ class _Supervisor:
             while time.monotonic() < deadline and any(c.poll() is None for c in running):
                 time.sleep(POLL_S)
 
+    def _escalate_if_overdue(self) -> None:
+        """A stop that takes too long gets firmer: cold shutdown, then SIGKILL to the groups."""
+        if self._escalate_at is None or time.monotonic() < self._escalate_at:
+            return
+        if self.stop_requests == 1:
+            _say(
+                f"the worker's current task did not end within {self.stop_timeout_s:g} s: "
+                "stopping it at once (its run resumes from its last checkpoint next time)"
+            )
+        self.request_stop(signal.SIGTERM)
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of each child's process group (a pool process whose parent has
+        gone would otherwise go on training, orphaned)."""
+        for child in self.children:
+            child.kill_group()
+
     def wait(self, *, host: str, port: int, url: str) -> int:
         announced = False
         while True:
@@ -238,6 +267,7 @@ class _Supervisor:
                 if len(exited) == len(self.children):
                     _say("stopped")
                     return 0
+                self._escalate_if_overdue()
             elif exited:
                 child = exited[0]
                 code = child.poll()
@@ -298,9 +328,10 @@ def serve(
     env = child_environment(settings)
     supervisor = _Supervisor(
         [
-            _Child("worker", worker_command(settings)),
+            _Child("worker", worker_command(settings), on_parent_death=signal.SIGQUIT),
             _Child("api", api_command(host=host, port=port, app=app)),
-        ]
+        ],
+        stop_timeout_s=settings.stop_timeout_seconds,
     )
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
@@ -315,6 +346,7 @@ def serve(
         return supervisor.wait(host=host, port=port, url=url)
     finally:
         supervisor.stop_all()
+        supervisor.kill_leftovers()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(120.0, gt=0)
     visibility_timeout_seconds: int = Field(7 * 24 * 3600, ge=60)
     worker_concurrency: int = Field(1, ge=1)
+    stop_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=24 * 3600,
+        description="`resnet serve` stopping: how long the worker may finish its current task "
+        "before it is stopped at once (the run then resumes from its last checkpoint).",
+    )
     # Prediction (service/inference): limits, the dynamic batcher and the model cache.
     predict_max_body_bytes: int = Field(
         32 * 1024**2, ge=1024, description="Largest predict request body (413 above it)."

@@ -8,6 +8,7 @@ stand-in app (:mod:`tests.jobs.asgi_stand_in`) and check the launcher, not the r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -34,9 +35,10 @@ SECRET = re.compile(r"\b(rsk_[A-Za-z0-9_-]{43})\b")
 class Launcher:
     """``python -m jobs.launcher`` in its own process group, its output collected."""
 
-    def __init__(self, state_dir: Path, *args: str) -> None:
+    def __init__(self, state_dir: Path, *args: str, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_")}
         env["RESNET_STATE_DIR"] = str(state_dir)
+        env.update({f"RESNET_{name.upper()}": value for name, value in settings.items()})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.launcher", *args],
             cwd=ROOT,
@@ -157,3 +159,118 @@ def test_serve_stops_the_worker_and_fails_when_the_api_dies(
     assert re.search(r"the api exited \(code \d+\); stopping the others", launcher.output)
     assert _gone(worker), f"the worker outlived the launcher:\n{launcher.output[-4000:]}"
     assert time.monotonic() - started < 60
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid`` (read from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name may hold spaces and parentheses: the fields follow the last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+def _api(port: int, secret: str, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {secret}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _epochs_done(port: int, secret: str, run_id: str) -> list[int]:
+    epochs = _api(port, secret, "GET", f"/v1/runs/{run_id}/epochs")
+    return [row["epoch"] for row in epochs["items"]]
+
+
+@pytest.mark.timeout(420)
+def test_stopping_ends_a_busy_worker_within_the_timeout_and_the_run_resumes(
+    tmp_path: Path, launchers: list[Launcher]
+) -> None:
+    """Issue 9, finding 13: SIGTERM while the worker trains ends every child within the stop
+    timeout (warm, then cold, then SIGKILL to the group), and the run finishes after a restart
+    with each epoch exactly once."""
+    state, port = tmp_path / "state", free_port()
+    args = ("--host", "127.0.0.1", "--port", str(port))
+    quick = {"stop_timeout_seconds": "2", "heartbeat_seconds": "1", "stale_after_seconds": "5"}
+    first = Launcher(state, *args, **quick)
+    launchers.append(first)
+    first.wait_output(rf"ready: http://127\.0\.0\.1:{port}", timeout=120)
+    secret = first.wait_output(SECRET.pattern).group(1)
+    worker = first.child_pid("worker")
+    config = {
+        "architecture": "resnet8",
+        "data": "synthetic:24000:16x16x3:2",  # epochs of several seconds: SIGTERM finds one going
+        "epochs": 4,
+        "batch_size": 64,
+        "precision": "float32",
+    }
+    run_id = _api(port, secret, "POST", "/v1/runs", config)["id"]
+    wait_for(
+        lambda: _epochs_done(port, secret, run_id),
+        timeout=180,
+        what="a first epoch",
+        details=lambda: first.output[-4000:],
+    )
+    assert len(_group_members(worker)) >= 2  # the Celery main process and its pool process
+
+    asked = time.monotonic()
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.wait_exit(timeout=60) == 0, first.output[-4000:]
+    # Warm for 2 s, then cold shutdown; SIGKILL only if that took longer than its grace.
+    assert time.monotonic() - asked < 2 + 15 + 10, first.output[-3000:]
+    assert "did not end within 2 s" in first.output
+    assert _group_members(worker) == [], "a worker process outlived the launcher"
+    assert _api_down(port)
+
+    second = Launcher(state, *args, **quick)
+    launchers.append(second)
+    second.wait_output(rf"ready: http://127\.0\.0\.1:{port}", timeout=120)
+    wait_for(
+        lambda: _api(port, secret, "GET", f"/v1/runs/{run_id}")["status"] == "succeeded",
+        timeout=240,
+        what="the interrupted run to finish after the restart",
+        details=lambda: second.output[-4000:],
+    )
+    assert _epochs_done(port, secret, run_id) == [1, 2, 3, 4]
+
+
+def test_a_killed_launcher_leaves_no_worker_training(
+    tmp_path: Path, launchers: list[Launcher]
+) -> None:
+    """``kill -9`` of the launcher: the worker gets Celery's cold shutdown (not a warm one that
+    would wait for the whole training), so its process group is gone within seconds."""
+    state, port = tmp_path / "state", free_port()
+    launcher = Launcher(state, "--host", "127.0.0.1", "--port", str(port))
+    launchers.append(launcher)
+    launcher.wait_output(rf"ready: http://127\.0\.0\.1:{port}", timeout=120)
+    secret = launcher.wait_output(SECRET.pattern).group(1)
+    worker = launcher.child_pid("worker")
+    config = {"architecture": "resnet8", "data": "synthetic:4096:16x16x3:2", "epochs": 50}
+    run_id = _api(port, secret, "POST", "/v1/runs", config)["id"]
+    wait_for(
+        lambda: _api(port, secret, "GET", f"/v1/runs/{run_id}")["status"] == "running",
+        timeout=180,
+        what="the run to start",
+    )
+    launcher.proc.kill()
+    launcher.proc.wait(timeout=10)
+    wait_for(
+        lambda: _group_members(worker) == [],
+        timeout=45,
+        what="the worker's processes to end after the launcher was killed",
+    )
+
+
+def _api_down(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    except OSError:
+        return True
+    return False
