@@ -8,7 +8,10 @@ The protocol is the one job lifecycle's (:mod:`jobs.records.lifecycle`, :mod:`wo
   second delivery of the same message is harmless, and every claim counts an attempt.
 - **Train.** ``core.training.train(..., resume=True)`` into ``<artifact root>/<run_id>``: after a
   crash it continues from the last complete epoch's checkpoint. Each epoch's row is an
-  idempotent upsert, so the resumed run still has one row per epoch.
+  idempotent upsert, so the resumed run still has one row per epoch. An epoch's write rides
+  out a database outage of up to ``stale_after_seconds`` (retried), and the finishing
+  transaction writes the whole history again: a row that no write got through for (an epoch
+  checkpointed by an attempt that then failed) is there at the end.
 - **Alive.** The job's heartbeat (:class:`worker.lifecycle.JobHeartbeat`) beats every
   ``heartbeat_seconds`` for as long as the task runs (data loading, building the model and the
   final evaluation send no progress); progress reports beat too. If a beat, a progress report
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.environment import describe_environment
@@ -51,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 1.0  # write progress (and so beat) at most this often
+RETRY_PAUSE_S = (0.5, 1.0, 2.0, 4.0)  # between tries of an epoch's write; then 4 s each
+# The database errors worth another try: the server went away or is restarting.
+_TRANSIENT = (OperationalError, InterfaceError)
 CANCEL_CHECK_EVERY_S = 0.5  # ask the database about a cancel at most this often
 
 # Run-level metrics keep the headline numbers; per-class tables and the confusion matrix stay in
@@ -75,10 +82,12 @@ class RunMonitor:
         *,
         heartbeat: JobHeartbeat[Run],
         after_epoch: Callable[[], None] | None = None,
+        retry_for_s: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.run_id = run_id
         self.heartbeat = heartbeat
+        self.retry_for_s = retry_for_s
         self.attempt = heartbeat.attempt
         self.after_epoch = after_epoch
         self._last_progress = float("-inf")
@@ -95,13 +104,31 @@ class RunMonitor:
         )
 
     def on_epoch(self, record: EpochRecord) -> None:
-        with session_scope(self.sessions) as session:
-            recorded = record_epoch(session, self.run_id, record.to_dict(), attempt=self.attempt)
+        recorded = self._record_epoch(record.to_dict())
         if not recorded:
             self.heartbeat.lose("epoch")
             return
         if self.after_epoch is not None:
             self.after_epoch()
+
+    def _record_epoch(self, row: dict[str, Any]) -> bool:
+        """Write an epoch's row, trying again while the database is unreachable (a restart, a
+        fail-over) for up to ``retry_for_s``; then the error fails the run."""
+        deadline = time.monotonic() + self.retry_for_s
+        for attempt in range(1_000_000):
+            try:
+                with session_scope(self.sessions) as session:
+                    return record_epoch(session, self.run_id, row, attempt=self.attempt)
+            except _TRANSIENT as exc:
+                pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "run %s: epoch %s not recorded yet (%s); trying again in %.1f s",
+                    self.run_id, row.get("epoch"), describe_error(exc), pause,
+                )  # fmt: skip
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def on_progress(self, event: ProgressEvent) -> None:
         now = time.monotonic()
@@ -174,7 +201,11 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         sessions, RUN_JOBS, run_id, attempt=attempt, interval_s=settings.heartbeat_seconds
     )
     monitor = RunMonitor(
-        sessions, run_id, heartbeat=heartbeat, after_epoch=lambda: store.push_checkpoint(run_id)
+        sessions,
+        run_id,
+        heartbeat=heartbeat,
+        after_epoch=lambda: store.push_checkpoint(run_id),
+        retry_for_s=settings.stale_after_seconds,
     )
     lost = heartbeat.lost
     try:
@@ -206,6 +237,10 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         dtype_policy=result.dtype_policy,
     )
     with session_scope(sessions) as session:
+        # The whole history again (idempotent upserts): an epoch whose write never got through
+        # in an earlier attempt, which then failed after checkpointing it, is recorded here.
+        for record in result.history:
+            record_epoch(session, run_id, record.to_dict(), attempt=attempt)
         finished = finish_run(
             session, run_id, status=RunStatus.SUCCEEDED, metrics=jsonable(summary), attempt=attempt
         )
