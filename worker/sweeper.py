@@ -12,6 +12,9 @@ queued again, failed after its ``max_attempts``, or cancelled if a cancel was pe
 requeued job's task is sent again, after the commit. Sweepers on several workers may race: the
 reclaim is one conditional UPDATE, so one of them wins and sends.
 
+The same sweep sends again the task of a job that has been ``queued`` for ``stale_after_seconds``
+while the broker holds no message for it (a lost message; see :mod:`worker.waiting`).
+
 Why a thread and not ``celery beat`` (``-B``): a sweep task would wait in the queue behind the
 very training jobs that keep every worker busy, and every ``-B`` worker would run its own beat.
 The thread does no more than a few indexed queries; the training itself runs in the pool
@@ -23,11 +26,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
 from jobs.records.lifecycle import Job, JobLifecycle, ReclaimOutcome
+from jobs.records.models import utcnow
 from worker.runtime import describe_error
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,56 @@ def requeue_stale(
             # Committed above: the worker that takes it sees it queued.
             send(job_id)
     return outcomes
+
+
+def resend_lost(
+    sessions: sessionmaker[Session],
+    jobs: JobLifecycle[Job],
+    *,
+    waiting: Callable[[], set[str] | None],
+    queued_for_s: float,
+    send: Callable[[str], object],
+) -> list[str]:
+    """Send again the task of each job queued for over ``queued_for_s`` whose message the
+    broker does not hold.
+
+    Args:
+        sessions: The worker's session factory.
+        jobs: The kind of job.
+        waiting: Reads the ids of the jobs the broker holds a message for; ``None`` when it
+            cannot tell (then nothing is resent).
+        queued_for_s: How long a job must have been queued (since it was created) before its
+            missing message counts as lost rather than not sent yet.
+        send: Enqueues a job's task again, given its id.
+
+    Returns:
+        The ids of the jobs whose task was sent again.
+    """
+    job = jobs.model
+    cutoff = utcnow() - timedelta(seconds=queued_for_s)
+    queued = select(job.id).where(job.status == jobs.queued, job.created_at < cutoff)
+    with session_scope(sessions) as session:
+        candidates = list(session.scalars(queued.order_by(job.created_at)))
+    if not candidates:
+        return []
+    # The records first, the broker second: a message taken by a worker in between looks lost
+    # and is sent twice, which is harmless; the other order could miss a lost one for good.
+    held = waiting()
+    if held is None:
+        return []
+    resent = []
+    for job_id in candidates:
+        if job_id in held:
+            continue
+        with session_scope(sessions) as session:
+            still_queued = session.scalar(queued.where(job.id == job_id)) is not None
+        if still_queued:
+            log.warning(
+                "%s %s: queued but its message is gone: sending it again", jobs.noun, job_id
+            )
+            send(job_id)
+            resent.append(job_id)
+    return resent
 
 
 class Sweeper:

@@ -4,9 +4,10 @@
   with core, record epochs, progress and the outcome (:mod:`worker.training`).
 - ``worker.evaluate_run(evaluation_id)``: score a run's model on a split
   (:mod:`worker.evaluation`).
-- ``worker.requeue_stale_runs()``: queue again the runs whose worker stopped beating
-  (:mod:`worker.sweeper`). Every worker already does this on start-up and periodically on a
-  thread of its main process; the task is there to trigger a sweep by hand.
+- ``worker.requeue_stale_runs()``: queue again the runs whose worker stopped beating, and send
+  again the task of a queued job whose message was lost (:mod:`worker.sweeper`). Every worker
+  already does this on start-up and periodically on a thread of its main process; the task is
+  there to trigger a sweep by hand.
 
 Tasks are acknowledged late and the pool process is expected to die sometimes (OOM, a crash
 in native code): a message redelivered after that finds its run still ``running`` with a
@@ -33,8 +34,9 @@ from jobs.settings import get_settings
 from worker.celery_app import app
 from worker.evaluation import run_evaluation
 from worker.runtime import sessions
-from worker.sweeper import Sweeper, requeue_stale
+from worker.sweeper import Sweeper, requeue_stale, resend_lost
 from worker.training import run_training
+from worker.waiting import waiting_job_ids
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,22 @@ def sweep() -> list[str]:
     stale_after_s = settings.stale_after_seconds
     outcomes = requeue_stale(db, RUN_JOBS, stale_after_s=stale_after_s, send=send_train)
     outcomes |= requeue_stale(db, EVALUATION_JOBS, stale_after_s=stale_after_s, send=send_evaluate)
-    return [job_id for job_id, outcome in outcomes.items() if outcome == "requeued"]
+    requeued = [job_id for job_id, outcome in outcomes.items() if outcome == "requeued"]
+    # Lost messages: read the broker once for both kinds of job, and only if one is queued.
+    held: list[set[str] | None] = []
+
+    def waiting() -> set[str] | None:
+        if not held:
+            held.append(waiting_job_ids(settings))
+        return held[0]
+
+    requeued += resend_lost(
+        db, RUN_JOBS, waiting=waiting, queued_for_s=stale_after_s, send=send_train
+    )
+    requeued += resend_lost(
+        db, EVALUATION_JOBS, waiting=waiting, queued_for_s=stale_after_s, send=send_evaluate
+    )
+    return requeued
 
 
 @app.task(name=SWEEP_TASK)

@@ -143,3 +143,37 @@ def test_artifact_disk_full_at_a_checkpoint_fails_the_run_clearly(
         numbers = epoch_numbers(stack, run_id)
         assert numbers == list(range(1, len(numbers) + 1))
         assert not [a for a in stack.artifacts(run_id) if a.kind == ArtifactKind.MODEL]
+
+
+def test_a_message_lost_from_the_embedded_queue_is_sent_again(embedded_stack: Stack) -> None:
+    """A queued run whose message file vanished (a cleaned folder, a lost disk) is not left
+    queued for ever: the sweeper notices the broker holds no message for it and sends one."""
+    run_id = embedded_stack.submit(tiny_config())
+    out = embedded_stack.settings.broker_folder / "out"
+    messages = list(out.glob("*.msg"))
+    assert len(messages) == 1
+    messages[0].unlink()
+    embedded_stack.start_worker()
+    assert_whole(embedded_stack, run_id, 3)
+    assert "its message is gone" in embedded_stack.logs()
+
+
+def test_runs_queued_in_a_redis_that_lost_its_data_are_sent_again(
+    postgres_server: PostgresServer, pg_template: str, tmp_path: Path
+) -> None:
+    """A Redis without its append-only file crashes while a run trains and two wait: the
+    training run ends whole, and the two whose messages went with Redis's memory are sent again
+    and run."""
+    with (
+        throwaway_redis() as redis,
+        production_stack(postgres_server, redis, pg_template, tmp_path) as stack,
+    ):
+        stack.start_worker()
+        first = stack.submit(LONGER)
+        waiting = [stack.submit(tiny_config(epochs=2)) for _ in range(2)]
+        wait_for_epoch(stack, first)
+        redis.kill()
+        redis.start()
+        assert_whole(stack, first, LONGER["epochs"])
+        for run_id in waiting:
+            assert_whole(stack, run_id, 2)
