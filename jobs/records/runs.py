@@ -30,6 +30,7 @@ from jobs.records.models import (
     Artifact,
     EpochMetric,
     Evaluation,
+    ModelVersion,
     Run,
     RunStatus,
     utcnow,
@@ -298,12 +299,24 @@ def finish_run(
 
 
 def delete_run(session: Session, run_id: str) -> None:
-    """Delete a run with its epochs, evaluations and artifact records (not the files).
+    """Delete a run with its epochs, evaluations and artifact records (the caller frees the
+    files, :mod:`jobs.records.run_files`, once this is committed).
 
     Raises:
         RecordNotFound: No such run.
-        RecordConflict: The run is running: cancel it first.
+        RecordConflict: The run is running (cancel it first), or live model versions were
+            promoted from it (delete them first): deleting it would lose them silently.
     """
+    backing = session.execute(
+        select(ModelVersion.name, ModelVersion.version)
+        .where(ModelVersion.run_id == run_id, ModelVersion.deleted_at.is_(None))
+        .order_by(ModelVersion.name, ModelVersion.version)
+    ).all()
+    if backing:
+        named = ", ".join(f"{name} version {version}" for name, version in backing)
+        raise RecordConflict(
+            f"Run {run_id!r} backs model versions {named}: delete those versions before the run"
+        )
     if not changed(session, delete(Run).where(Run.id == run_id, Run.status != RunStatus.RUNNING)):
         ensure_exists(session, Run, run_id)
         raise RecordConflict(f"Run {run_id!r} is running: cancel it before deleting it")

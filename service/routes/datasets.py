@@ -61,7 +61,7 @@ def register_dataset(
     _refuse_taken(session, body.name)
     described = describe(body.kind, body.path, root=settings.data_dir)
     with committed(session):
-        row = _register(session, body.name, described)
+        row = _register(session, body.name, described, owner=key.id)
     return DatasetPublic.from_row(row)
 
 
@@ -102,7 +102,7 @@ async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey)
         described = await run_in_threadpool(
             describe, "folder", location, root=settings.data_dir, field="body.file"
         )
-        row = await run_in_threadpool(_register_in, sessions, name, described)
+        row = await run_in_threadpool(_register_in, sessions, name, described, key.id)
     except BaseException:
         # Synchronously: this must also run when the request is cancelled.
         uploads.remove(folder)
@@ -147,8 +147,10 @@ def _refuse_taken(session: Session, name: str) -> None:
         )
 
 
-def _register(session: Session, name: str, described: Described) -> DatasetRecord:
-    return records.register_dataset(
+def _register(
+    session: Session, name: str, described: Described, *, owner: str | None
+) -> DatasetRecord:
+    row = records.register_dataset(
         session,
         name=name,
         kind=described.kind,
@@ -157,6 +159,9 @@ def _register(session: Session, name: str, described: Described) -> DatasetRecor
         counts=described.counts,
         num_images=described.num_images,
     )
+    row.api_key_id = owner  # its owner (jobs.records.owners)
+    session.flush()
+    return row
 
 
 def _refuse_taken_in(sessions: sessionmaker[Session], name: str) -> None:
@@ -164,7 +169,9 @@ def _refuse_taken_in(sessions: sessionmaker[Session], name: str) -> None:
         _refuse_taken(session, name)
 
 
-def _register_in(sessions: sessionmaker[Session], name: str, described: Described) -> DatasetRecord:
+def _register_in(
+    sessions: sessionmaker[Session], name: str, described: Described, owner: str | None
+) -> DatasetRecord:
     with sessions() as session, committed(session):
         _refuse_taken(session, name)
-        return _register(session, name, described)
+        return _register(session, name, described, owner=owner)
