@@ -111,7 +111,7 @@ class Settings(BaseSettings):
 
     # owners and quotas
     max_active_runs_per_key: int = Field(
-        50,
+        200,  # the largest experiment (core.reports.experiments.MAX_CELLS) fits, once
         ge=1,
         description="Queued and running runs one API key may have at once; a submission over it "
         "gets 429 with Retry-After (an experiment counts all its runs).",
