@@ -32,7 +32,7 @@ def promote_run(
     Raises:
         RecordNotFound: No such run.
         RecordConflict: The run has not succeeded, has no model artifact, or a concurrent
-            promotion took the version number.
+            promotion took the version number (or a concurrent delete took the run).
     """
     run = get_row(session, Run, run_id)
     if run.status != RunStatus.SUCCEEDED:
@@ -60,8 +60,10 @@ def promote_run(
             .returning(ModelVersion.id)
         ).scalar_one()
     except IntegrityError:
+        # A concurrent promotion took the number, or the run was deleted meanwhile.
         raise RecordConflict(
-            f"Another promotion of {name!r} took the next version at the same time; try again"
+            f"Another promotion of {name!r} took the next version, or run {run_id!r} was "
+            "deleted, at the same time; try again"
         ) from None
     return get_row(session, ModelVersion, new_id)
 

@@ -308,6 +308,7 @@ def _public(session: Session, experiment: Experiment) -> ExperimentPublic:
         spec=experiment.spec,
         cells=cells,
         aggregate=[finite(dict(g)) for g in groups],
+        owner_key_id=experiment.api_key_id,
     )
 
 

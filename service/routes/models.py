@@ -180,13 +180,19 @@ def _public_version(
 ) -> ModelVersionPublic:
     return _describe(
         request, session, version.run, name=version.name, version=version.version,
-        created=version.created_at,
+        created=version.created_at, owner=version.api_key_id,
     )  # fmt: skip
 
 
 def _public_run(request: Request, session: Session, run: Run) -> ModelVersionPublic:
     return _describe(
-        request, session, run, name=None, version=None, created=run.finished_at or run.created_at
+        request,
+        session,
+        run,
+        name=None,
+        version=None,
+        created=run.finished_at or run.created_at,
+        owner=run.api_key_id,
     )
 
 
@@ -198,6 +204,7 @@ def _describe(
     name: str | None,
     version: int | None,
     created: datetime,
+    owner: str | None,
 ) -> ModelVersionPublic:
     artifact = records.get_model_artifact(session, run.id)
     classes, multi_label = _labels(artifact.uri) if artifact is not None else (None, None)
@@ -216,6 +223,7 @@ def _describe(
         metrics=run.metrics,
         created_at=created,
         status=ModelStatus(**status),
+        owner_key_id=owner,
     )
 
 

@@ -342,6 +342,11 @@ def test_train_keys_change_only_their_own_admin_anything_read_keys_read_all(
         assert records.get_run(session, done).api_key_id == ids["alice"]
         owners = {(v.name, v.version, v.api_key_id) for v in session.scalars(select(ModelVersion))}
         assert ("pets", 2, ids["alice"]) in owners and ("admins", 1, ids["admin"]) in owners
+    assert live.http.get(f"/v1/runs/{done}", headers=reader).json()["owner_key_id"] == ids["alice"]
+    answer = live.http.get(f"/v1/experiments/{experiment_id}", headers=reader).json()
+    assert answer["owner_key_id"] == ids["alice"]
+    answer = live.http.get("/v1/models/admins/versions/1", headers=reader).json()
+    assert answer["owner_key_id"] == ids["admin"]
 
 
 def test_records_owned_by_no_key_are_changed_by_admin_keys_only(live: Live) -> None:
