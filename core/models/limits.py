@@ -41,6 +41,10 @@ class ArchLimits:
 LIMITS = ArchLimits()
 
 
+class OutOfBounds(ValueError):
+    """An architecture or input beyond :data:`LIMITS` (the message names the bound)."""
+
+
 def check_number(text: str, what: str, name: str) -> int:
     """A number of an architecture name (ASCII digits only, as the parser's regexes match).
 
@@ -48,7 +52,7 @@ def check_number(text: str, what: str, name: str) -> int:
         ValueError: more digits than :attr:`ArchLimits.max_number_digits`.
     """
     if len(text) > LIMITS.max_number_digits:
-        raise ValueError(
+        raise OutOfBounds(
             f"{what} {text[:12]}{'…' if len(text) > 12 else ''} of {name!r} has more than "
             f"{LIMITS.max_number_digits} digits"
         )
@@ -57,14 +61,14 @@ def check_number(text: str, what: str, name: str) -> int:
 
 def check_name_length(name: str) -> None:
     if len(name) > LIMITS.max_name_chars:
-        raise ValueError(
+        raise OutOfBounds(
             f"Architecture name of {len(name)} characters: the limit is {LIMITS.max_name_chars}"
         )
 
 
 def _bounded(value: int, limit: int, what: str, name: str) -> None:
     if value > limit:
-        raise ValueError(f"{what} {value} of {name!r} exceeds the limit of {limit}")
+        raise OutOfBounds(f"{what} {value} of {name!r} exceeds the limit of {limit}")
 
 
 def check_spec_numbers(
@@ -88,12 +92,12 @@ def check_input_shape(shape: tuple[int, ...] | list[int]) -> tuple[int, int, int
     height, width, channels = (int(v) for v in shape)
     for what, value in (("height", height), ("width", width)):
         if not LIMITS.min_side <= value <= LIMITS.max_side:
-            raise ValueError(
+            raise OutOfBounds(
                 f"input {what} {value} is out of bounds: it must lie in "
                 f"[{LIMITS.min_side}, {LIMITS.max_side}]"
             )
     if not 1 <= channels <= LIMITS.max_channels:
-        raise ValueError(
+        raise OutOfBounds(
             f"input channels {channels} is out of bounds: it must lie in [1, {LIMITS.max_channels}]"
         )
     return height, width, channels
@@ -174,11 +178,11 @@ def check_spec_size(spec: ArchSpec, *, input_shape: tuple[int, int, int] | None 
     """Parameters (and, with an input shape, multiply-adds per image) within the table."""
     size = spec_size(spec, input_shape=input_shape)
     if size.params > LIMITS.max_params:
-        raise ValueError(
+        raise OutOfBounds(
             f"{spec.name!r} has {size.params:,} parameters: the limit is {LIMITS.max_params:,}"
         )
     if input_shape is not None and size.macs > LIMITS.max_macs:
-        raise ValueError(
+        raise OutOfBounds(
             f"{spec.name!r} at input {input_shape} needs {size.macs:,} multiply-adds per image: "
             f"the limit is {LIMITS.max_macs:,}"
         )

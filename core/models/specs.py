@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from core.models.limits import (
+    OutOfBounds,
     check_name_length,
     check_number,
     check_spec_numbers,
@@ -125,7 +126,7 @@ def parse_architecture(name: str) -> ArchSpec:
     check_name_length(name)
     key = name.strip().lower().replace("-", "")
     if any(ch.isdigit() and ch not in "0123456789" for ch in key):
-        raise ValueError(f"Invalid architecture {name!r}: digits must be ASCII 0-9")
+        raise OutOfBounds(f"Invalid architecture {name!r}: digits must be ASCII 0-9")
     for kind, pattern in _PATTERNS:
         m = pattern.fullmatch(key)
         if m:
@@ -141,8 +142,8 @@ def parse_architecture(name: str) -> ArchSpec:
                 )
                 check_spec_size(spec)
                 return spec
-            except ValueError as exc:
-                raise ValueError(f"Invalid architecture {name!r}: {exc}") from None
+            except ValueError as exc:  # OutOfBounds stays OutOfBounds
+                raise type(exc)(f"Invalid architecture {name!r}: {exc}") from None
     raise ValueError(
         f"Unknown architecture: {name!r}. Expected one of {', '.join(CATALOGUE_NAMES)}, "
         "or a pattern: resnet{6n+2}, plain{6n+2}, preact_resnet{d}, wrn{6n+4}_{k}, "

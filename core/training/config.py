@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.models.limits import check_input_shape, check_spec_size
+from core.models.limits import OutOfBounds, check_input_shape, check_spec_size
 from core.models.specs import CATALOGUE_NAMES, parse_architecture
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -176,7 +176,8 @@ class _WhatToTrain(_Strict):
             parse_architecture(v)
         except ValueError as exc:
             message = str(exc)
-            if "Expected one of" not in message:  # e.g. a depth no ResNet has: list the names too
+            # e.g. a depth no ResNet has: list the names too (a bound is named, not listed)
+            if "Expected one of" not in message and not isinstance(exc, OutOfBounds):
                 message += f" Expected one of {', '.join(CATALOGUE_NAMES)}, or another valid depth."
             raise ValueError(message) from None
         return v.strip().lower()

@@ -91,3 +91,25 @@ def test_a_wide_net_on_a_large_input_is_refused_for_its_work_per_image():
         "wrn28_10", "synthetic:8:8x8x3:2", overrides={"input_shape": [64, 64, 3]}
     )
     assert config.input_shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("arch", "bound"),
+    [
+        ("wrn28_100000", "exceeds the limit of 20"),
+        ("resnet6000000002", "more than 6 digits"),
+        ("resnet٢٠", "digits must be ASCII 0-9"),
+    ],
+)
+def test_the_cli_refuses_names_beyond_the_bounds_before_training(tmp_path, arch, bound):
+    from typer.testing import CliRunner
+
+    from core import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli.app, ["train", arch, "--data", "synthetic:8:8x8x3:2", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert bound in " ".join(result.output.split())  # rich wraps long lines
+    assert not out.exists()
