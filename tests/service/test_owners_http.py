@@ -18,7 +18,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.records import RunStatus, make_engine, make_sessionmaker, session_scope
+from jobs.records import (
+    RunStatus,
+    make_engine,
+    make_sessionmaker,
+    session_scope,
+    upgrade_to_head,
+)
 from jobs.records import repository as records
 from jobs.records.models import ApiKey, DatasetRecord, ModelVersion
 from jobs.settings import Settings
@@ -399,10 +405,16 @@ def test_active_runs_per_key_are_capped_with_429_and_retry_after(
         assert records.count_runs_by_status(session)[RunStatus.QUEUED] == 4
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_flood_of_concurrent_submissions_stops_exactly_at_the_quota(
-    live_factory: Callable[..., Live],
+    live_factory: Callable[..., Live], dialect: str, request: pytest.FixtureRequest
 ) -> None:
-    live = live_factory(max_active_runs_per_key=5)
+    overrides: dict[str, object] = {"max_active_runs_per_key": 5}
+    if dialect == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+        upgrade_to_head(url)
+        overrides["database_url"] = url
+    live = live_factory(**overrides)
     alice = live.key("train", name="alice")
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: live.submit(alice).status_code, range(24)))
