@@ -44,12 +44,21 @@ def free_run_files(settings: Settings, run_id: str) -> None:
 
 
 def _folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (links are neither followed nor counted)."""
     total = 0
-    for parent, _, files in os.walk(folder):  # does not follow links to folders
-        for name in files:
+    pending = [str(folder)]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:  # missing, or removed while we walked
+            continue
+        for entry in entries:
             try:
-                total += os.lstat(os.path.join(parent, name)).st_size
-            except OSError:  # removed while we walked
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
                 continue
     return total
 
