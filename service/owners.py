@@ -7,12 +7,13 @@ service's answers, so every route applies it the same way.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jobs.records import ApiKey, Run, RunStatus
+from jobs.records import ApiKey, DatasetRecord, Run, RunStatus
 from jobs.records.owners import Owned, describe_owner, may_change
 from jobs.records.run_files import stored_bytes
 from jobs.settings import Settings
@@ -41,6 +42,28 @@ def require_owner(session: Session, key: ApiKey, record: Owned, what: str) -> No
             "what it made; its owner or an admin key may change it",
             code="not_owner",
         )
+
+
+def require_upload_owner(session: Session, key: ApiKey, *, root: Path, path: str) -> None:
+    """403 if ``path`` lies in another key's upload (``uploads/<id>/…`` under the data root,
+    as ``POST /v1/datasets/upload`` lays them out): an upload is its uploader's to register.
+
+    Paths outside the root, or in no registered upload, are left to the caller's checks.
+    """
+    try:
+        parts = (root / path).resolve().relative_to(root.resolve()).parts
+    except (ValueError, OSError):  # outside the root, or not a path: the caller's 422
+        return
+    if len(parts) < 2 or parts[0] != "uploads":
+        return
+    upload = session.scalars(
+        select(DatasetRecord)
+        .where(DatasetRecord.location.startswith(f"uploads/{parts[1]}/", autoescape=True))
+        .order_by(DatasetRecord.created_at)
+        .limit(1)
+    ).one_or_none()
+    if upload is not None:
+        require_owner(session, key, upload, f"Upload uploads/{parts[1]} (dataset {upload.name!r})")
 
 
 def check_stored_bytes(session: Session, settings: Settings, key: ApiKey) -> None:

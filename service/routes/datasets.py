@@ -21,6 +21,7 @@ from service import uploads
 from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
+from service.owners import require_upload_owner
 from service.routes import Limit, Offset, error_responses, keyed_router, multipart_form
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 
@@ -59,6 +60,7 @@ def register_dataset(
     """``kind`` plus a ``path`` relative to the data root. The source is loaded once to check
     it and to record its classes and counts; a path outside the root is a 422."""
     _refuse_taken(session, body.name)
+    require_upload_owner(session, key, root=settings.data_dir, path=body.path)
     described = describe(body.kind, body.path, root=settings.data_dir)
     with committed(session):
         row = _register(session, body.name, described, owner=key.id)

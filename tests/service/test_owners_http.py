@@ -355,6 +355,43 @@ def test_train_keys_change_only_their_own_admin_anything_read_keys_read_all(
     assert answer["owner_key_id"] == ids["admin"]
 
 
+def test_an_upload_is_registered_again_only_by_its_uploader_or_an_admin(
+    live: Live, image_folder: Callable[..., Path], tmp_path: Path
+) -> None:
+    import io
+    import zipfile
+
+    alice = live.key("train", "read", name="alice")
+    bob = live.key("train", "read", name="bob")
+    admin = live.key("admin", name="admin")
+    folder = image_folder(tmp_path / "pets", {"cat": 2, "dog": 2})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for file in sorted(folder.rglob("*.png")):
+            zf.write(file, file.relative_to(folder).as_posix())
+    uploaded = live.http.post(
+        "/v1/datasets/upload",
+        data={"name": "pets"},
+        files={"file": ("pets.zip", buffer.getvalue(), "application/zip")},
+        headers=alice,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    location = uploaded.json()["location"]
+    assert location.startswith("uploads/")
+
+    for path in (location, f"{location}/cat", f"./{location}/../data/dog"):
+        body = {"name": "copied", "kind": "folder", "path": path}
+        refused = live.http.post("/v1/datasets", json=body, headers=bob)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "'alice'" in _message(refused) and "Upload uploads/" in _message(refused)
+    assert live.http.get("/v1/datasets/copied", headers=bob).status_code == 404
+    body = {"kind": "folder", "path": location}
+    mine = live.http.post("/v1/datasets", json={"name": "cats", **body}, headers=alice)
+    assert mine.status_code == 201, mine.text
+    theirs = live.http.post("/v1/datasets", json={"name": "dogs", **body}, headers=admin)
+    assert theirs.status_code == 201, theirs.text
+
+
 def test_records_owned_by_no_key_are_changed_by_admin_keys_only(live: Live) -> None:
     """Runs recorded without a key (before owners, or a deleted key) are admin-only."""
     alice = live.key("train", "read", name="alice")
