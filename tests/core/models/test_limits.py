@@ -20,12 +20,12 @@ from core.training.config import resolve_config
         ("resnet20", (32, 32, 3)),
         ("plain20", (28, 28, 1)),
         ("preact_resnet20", (32, 32, 3)),
-        ("preact_resnet164", (32, 32, 3)),
+        pytest.param("preact_resnet164", (32, 32, 3), marks=pytest.mark.slow),
         ("wrn10_2", (24, 20, 3)),
         ("resnext29_2x4d", (32, 32, 3)),
         ("resnet18", (64, 64, 3)),
-        ("resnet50", (96, 96, 3)),
-        ("preact_resnet50", (64, 64, 3)),
+        pytest.param("resnet50", (96, 96, 3), marks=pytest.mark.slow),
+        pytest.param("preact_resnet50", (64, 64, 3), marks=pytest.mark.slow),
     ],
 )
 def test_size_from_the_spec_equals_the_built_models(name, shape):
