@@ -109,6 +109,20 @@ class Settings(BaseSettings):
     def artifacts(self) -> str:
         return self.artifact_root or str((self.state_dir / "runs").resolve())
 
+    # owners and quotas
+    max_active_runs_per_key: int = Field(
+        200,  # the largest experiment (core.reports.experiments.MAX_CELLS) fits, once
+        ge=1,
+        description="Queued and running runs one API key may have at once; a submission over it "
+        "gets 429 with Retry-After (an experiment counts all its runs).",
+    )
+    max_stored_bytes_per_key: int = Field(
+        100 * 1024**3,
+        ge=0,
+        description="Bytes one API key's runs may keep (their folders and artifacts); a "
+        "submission once they keep this much gets 507.",
+    )
+
 
 @functools.cache
 def get_settings() -> Settings:

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 
 from core.models.layers import BatchNorm, Preprocess, ZeroPadShortcut
+from core.models.limits import check_input_shape, check_spec_size
 from core.models.specs import ArchSpec, Shortcut, Stage, parse_architecture
 
 
@@ -146,9 +147,10 @@ def build_model(
         spec = ArchSpec(**{**spec.__dict__, "dropout": float(dropout)})
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
-    shape = tuple(input_shape or spec.default_input_shape)
-    if len(shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels); got {shape}.")
+    # The bounds of core.models.limits, as at the door: a shape taken from the data is checked
+    # here, before Keras allocates anything.
+    shape = check_input_shape(tuple(input_shape or spec.default_input_shape))
+    check_spec_size(spec, input_shape=shape)
     L = _Layers(dtype_policy, weight_decay)
     # Keras walks the layer graph recursively: ResNet-1202 needs a few thousand frames.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))

@@ -16,6 +16,14 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from core.models.limits import (
+    OutOfBounds,
+    check_name_length,
+    check_number,
+    check_spec_numbers,
+    check_spec_size,
+)
+
 Family = Literal["cifar", "imagenet"]
 Shortcut = Literal["A", "B", "none"]
 Block = Literal["basic", "bottleneck"]
@@ -97,30 +105,45 @@ def _cifar_depth(depth: int, per_block: int) -> int:
 
 
 _PATTERNS = [
-    ("wrn", re.compile(r"wrn(\d+)_(\d+)")),
-    ("resnext", re.compile(r"resnext(\d+)_(\d+)x(\d+)d")),
-    ("preact", re.compile(r"preact_resnet(\d+)")),
-    ("cifar_plain", re.compile(r"cifar_plain(\d+)")),
-    ("cifar_resnet", re.compile(r"cifar_resnet(\d+)")),
-    ("plain", re.compile(r"plain(\d+)")),
-    ("resnet", re.compile(r"resnet(\d+)")),
+    ("wrn", re.compile(r"wrn([0-9]+)_([0-9]+)")),
+    ("resnext", re.compile(r"resnext([0-9]+)_([0-9]+)x([0-9]+)d")),
+    ("preact", re.compile(r"preact_resnet([0-9]+)")),
+    ("cifar_plain", re.compile(r"cifar_plain([0-9]+)")),
+    ("cifar_resnet", re.compile(r"cifar_resnet([0-9]+)")),
+    ("plain", re.compile(r"plain([0-9]+)")),
+    ("resnet", re.compile(r"resnet([0-9]+)")),
 ]
+# [0-9], not \d: \d (and str.isdigit) also match other scripts' digits ("resnet٢٠"), which
+# int() reads but nothing else in the house expects in a name.
 
 
 def parse_architecture(name: str) -> ArchSpec:
-    """Turn an architecture name into its spec.
+    """Turn an architecture name into its spec, within the bounds of :mod:`core.models.limits`.
 
     Raises:
-        ValueError: naming the architecture and the accepted forms.
+        ValueError: naming the architecture and the accepted forms, or the bound it exceeds.
     """
+    check_name_length(name)
     key = name.strip().lower().replace("-", "")
+    if any(ch.isdigit() and ch not in "0123456789" for ch in key):
+        raise OutOfBounds(f"Invalid architecture {name!r}: digits must be ASCII 0-9")
     for kind, pattern in _PATTERNS:
         m = pattern.fullmatch(key)
         if m:
             try:
-                return _build_spec(key, kind, [int(g) for g in m.groups()])
-            except ValueError as exc:
-                raise ValueError(f"Invalid architecture {name!r}: {exc}") from None
+                nums = [check_number(g, "number", name) for g in m.groups()]
+                spec = _build_spec(key, kind, nums)
+                check_spec_numbers(
+                    name,
+                    depth=spec.depth,
+                    widen=nums[1] if kind == "wrn" else 1,
+                    cardinality=nums[1] if kind == "resnext" else 1,
+                    group_width=nums[2] if kind == "resnext" else 1,
+                )
+                check_spec_size(spec)
+                return spec
+            except ValueError as exc:  # OutOfBounds stays OutOfBounds
+                raise type(exc)(f"Invalid architecture {name!r}: {exc}") from None
     raise ValueError(
         f"Unknown architecture: {name!r}. Expected one of {', '.join(CATALOGUE_NAMES)}, "
         "or a pattern: resnet{6n+2}, plain{6n+2}, preact_resnet{d}, wrn{6n+4}_{k}, "

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.models.limits import OutOfBounds, check_input_shape, check_spec_size
 from core.models.specs import CATALOGUE_NAMES, parse_architecture
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -146,6 +147,11 @@ class Hyperparameters(_Strict):
             raise ValueError(f"a validation count must be >= 1; got {v}")
         return v
 
+    @field_validator("input_shape")
+    @classmethod
+    def _input_shape_in_bounds(cls, v: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        return None if v is None else check_input_shape(v)  # the bounds: core.models.limits
+
     @field_validator("freeze")
     @classmethod
     def _freeze_prefixes(cls, v: list[str]) -> list[str]:
@@ -170,7 +176,8 @@ class _WhatToTrain(_Strict):
             parse_architecture(v)
         except ValueError as exc:
             message = str(exc)
-            if "Expected one of" not in message:  # e.g. a depth no ResNet has: list the names too
+            # e.g. a depth no ResNet has: list the names too (a bound is named, not listed)
+            if "Expected one of" not in message and not isinstance(exc, OutOfBounds):
                 message += f" Expected one of {', '.join(CATALOGUE_NAMES)}, or another valid depth."
             raise ValueError(message) from None
         return v.strip().lower()
@@ -201,6 +208,14 @@ class TrainConfig(Hyperparameters, _WhatToTrain):
     """
 
     init_from: str | None = Field(None, description="A .keras model whose weights to start from.")
+
+    @model_validator(mode="after")
+    def _work_per_image_in_bounds(self) -> TrainConfig:
+        # The architecture and the input shape are each in bounds; together they must be too
+        # (a wide net on a large input needs too many multiply-adds per image).
+        if self.input_shape is not None:
+            check_spec_size(parse_architecture(self.architecture), input_shape=self.input_shape)
+        return self
 
     @property
     def multi_label(self) -> bool:

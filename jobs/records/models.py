@@ -174,6 +174,10 @@ class DatasetRecord(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(_json(), default=dict)  # per split / per class
     num_images: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The key that registered it (its owner: see jobs.records.owners); None: admin-only.
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
 
 
 class Run(Base):
@@ -186,6 +190,7 @@ class Run(Base):
         Index(None, "dataset"),
         Index(None, "created_at"),
         Index(None, "experiment_id"),
+        Index(None, "api_key_id"),  # quotas count a key's runs
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -326,7 +331,9 @@ class ModelVersion(Base):
     """A succeeded run promoted to a named model: ``cifar10-resnet56`` version 3.
 
     Versions of a name count up from 1 and are never reused; a version always names the same
-    run. Deleting the run deletes the versions that point at it.
+    run. A run that a live version names cannot be deleted; a deleted version stays as a
+    tombstone (``deleted_at``, and no run once its run is deleted) that keeps its number taken.
+    Every query of live versions filters ``deleted_at IS NULL``.
     """
 
     __tablename__ = "model_versions"
@@ -335,9 +342,18 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    # NULL only on a tombstone whose run was deleted after the version was.
+    run_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("runs.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The key that promoted it (its owner: see jobs.records.owners); None: admin-only.
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    deleted_at: Mapped[datetime | None]
 
+    # Live versions always have their run (see above).
     run: Mapped[Run] = relationship()
 
     def __repr__(self) -> str:

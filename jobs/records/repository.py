@@ -36,6 +36,7 @@ from jobs.records.keys import (
 )
 from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS, JobLifecycle, ReclaimOutcome
 from jobs.records.registry import (
+    delete_model_version,
     get_model_version,
     list_model_versions,
     list_models,
@@ -82,6 +83,7 @@ __all__ = [
     "create_experiment",
     "create_run",
     "dataset_name_taken",
+    "delete_model_version",
     "delete_run",
     "evaluation_heartbeat",
     "fail_unsent_evaluation",

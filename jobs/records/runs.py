@@ -30,6 +30,7 @@ from jobs.records.models import (
     Artifact,
     EpochMetric,
     Evaluation,
+    ModelVersion,
     Run,
     RunStatus,
     utcnow,
@@ -298,14 +299,38 @@ def finish_run(
 
 
 def delete_run(session: Session, run_id: str) -> None:
-    """Delete a run with its epochs, evaluations and artifact records (not the files).
+    """Delete a run with its epochs, evaluations and artifact records (the caller frees the
+    files, :mod:`jobs.records.run_files`, once this is committed).
 
     Raises:
         RecordNotFound: No such run.
-        RecordConflict: The run is running: cancel it first.
+        RecordConflict: The run is running (cancel it first), or live model versions were
+            promoted from it (delete them first): deleting it would lose them silently.
     """
-    if not changed(session, delete(Run).where(Run.id == run_id, Run.status != RunStatus.RUNNING)):
+    # One statement decides, so a promotion cannot slip in between a check and the delete:
+    # on SQLite it runs under the write lock; on PostgreSQL the row lock taken first makes a
+    # concurrent promotion (whose foreign key check locks the run's row) wait, then fail.
+    session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+    live_versions = select(ModelVersion.id).where(
+        ModelVersion.run_id == run_id, ModelVersion.deleted_at.is_(None)
+    )
+    if not changed(
+        session,
+        delete(Run).where(
+            Run.id == run_id, Run.status != RunStatus.RUNNING, ~live_versions.exists()
+        ),
+    ):
         ensure_exists(session, Run, run_id)
+        backing = session.execute(
+            select(ModelVersion.name, ModelVersion.version)
+            .where(ModelVersion.run_id == run_id, ModelVersion.deleted_at.is_(None))
+            .order_by(ModelVersion.name, ModelVersion.version)
+        ).all()
+        if backing:
+            named = ", ".join(f"{name} version {version}" for name, version in backing)
+            raise RecordConflict(
+                f"Run {run_id!r} backs model versions {named}: delete those versions before the run"
+            )
         raise RecordConflict(f"Run {run_id!r} is running: cancel it before deleting it")
     # The database cascaded to the child rows; forget the copies the session still holds
     # (reading their state dicts, which never loads from the database).

@@ -21,6 +21,7 @@ from service import uploads
 from service.data import Described, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
+from service.owners import require_upload_owner
 from service.routes import Limit, Offset, error_responses, keyed_router, multipart_form
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 
@@ -59,9 +60,10 @@ def register_dataset(
     """``kind`` plus a ``path`` relative to the data root. The source is loaded once to check
     it and to record its classes and counts; a path outside the root is a 422."""
     _refuse_taken(session, body.name)
+    require_upload_owner(session, key, root=settings.data_dir, path=body.path)
     described = describe(body.kind, body.path, root=settings.data_dir)
     with committed(session):
-        row = _register(session, body.name, described)
+        row = _register(session, body.name, described, owner=key.id)
     return DatasetPublic.from_row(row)
 
 
@@ -102,7 +104,7 @@ async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey)
         described = await run_in_threadpool(
             describe, "folder", location, root=settings.data_dir, field="body.file"
         )
-        row = await run_in_threadpool(_register_in, sessions, name, described)
+        row = await run_in_threadpool(_register_in, sessions, name, described, key.id)
     except BaseException:
         # Synchronously: this must also run when the request is cancelled.
         uploads.remove(folder)
@@ -147,8 +149,10 @@ def _refuse_taken(session: Session, name: str) -> None:
         )
 
 
-def _register(session: Session, name: str, described: Described) -> DatasetRecord:
-    return records.register_dataset(
+def _register(
+    session: Session, name: str, described: Described, *, owner: str | None
+) -> DatasetRecord:
+    row = records.register_dataset(
         session,
         name=name,
         kind=described.kind,
@@ -157,6 +161,9 @@ def _register(session: Session, name: str, described: Described) -> DatasetRecor
         counts=described.counts,
         num_images=described.num_images,
     )
+    row.api_key_id = owner  # its owner (jobs.records.owners)
+    session.flush()
+    return row
 
 
 def _refuse_taken_in(sessions: sessionmaker[Session], name: str) -> None:
@@ -164,7 +171,9 @@ def _refuse_taken_in(sessions: sessionmaker[Session], name: str) -> None:
         _refuse_taken(session, name)
 
 
-def _register_in(sessions: sessionmaker[Session], name: str, described: Described) -> DatasetRecord:
+def _register_in(
+    sessions: sessionmaker[Session], name: str, described: Described, owner: str | None
+) -> DatasetRecord:
     with sessions() as session, committed(session):
         _refuse_taken(session, name)
-        return _register(session, name, described)
+        return _register(session, name, described, owner=owner)

@@ -39,6 +39,7 @@ from jobs.records.models import Experiment, ExperimentKind
 from jobs.reports import load_experiment_runs
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, Locate, from_pydantic, invalid
+from service.owners import QUOTA_ERRORS, check_stored_bytes, hold_run_quota, require_owner
 from service.routes import (
     ZIP_CONTENT,
     Limit,
@@ -73,7 +74,7 @@ class _Recorded(NamedTuple):
     "",
     status_code=202,
     summary="Queue an experiment: one run per cell of a grid or random search",
-    responses=error_responses(503),
+    responses={**error_responses(503), **QUOTA_ERRORS},
 )
 def create_experiment(
     body: ExperimentCreate,
@@ -88,8 +89,10 @@ def create_experiment(
     ``queued`` and sent to the workers."""
     cells = _cells(body)
     resolved = [_cell_config(session, body, i, cell) for i, cell in enumerate(cells)]
+    check_stored_bytes(session, settings, key)
 
     def record() -> _Recorded:
+        hold_run_quota(session, settings, key, adding=len(cells))
         experiment = records.create_experiment(
             session,
             name=body.name,
@@ -158,12 +161,15 @@ def get_experiment(experiment_id: str, session: SessionDep, key: ReadKey) -> Exp
 @router.post(
     "/{experiment_id}/cancel",
     status_code=202,
-    summary="Cancel the experiment's runs that have not finished",
+    summary="Cancel the experiment's runs that have not finished (its owner's key or admin)",
     responses=error_responses(404),
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, key: TrainKey) -> ExperimentPublic:
     """Queued runs are cancelled at once, running ones stop within a few batches; finished
-    runs keep their results. Cancelling again changes nothing."""
+    runs keep their results. Cancelling again changes nothing. Another key's experiment: 403,
+    unless this is an admin key."""
+    experiment = records.get_experiment(session, experiment_id)
+    require_owner(session, key, experiment, f"Experiment {experiment_id}")
     with committed(session):
         experiment, _ = records.cancel_experiment(session, experiment_id)
     return _public(session, experiment)
@@ -302,6 +308,7 @@ def _public(session: Session, experiment: Experiment) -> ExperimentPublic:
         spec=experiment.spec,
         cells=cells,
         aggregate=[finite(dict(g)) for g in groups],
+        owner_key_id=experiment.api_key_id,
     )
 
 

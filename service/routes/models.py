@@ -4,17 +4,19 @@
   and all its versions; ``GET /v1/models/{name}/versions/{version}``: one version. Each says
   whether it is loaded in this process.
 - ``POST /v1/models`` ``{"run_id", "name"}``: promote a succeeded run to the next version of
-  ``name`` (409 if the run has not succeeded).
+  ``name`` (409 if the run has not succeeded; 403 for another key's run, unless admin).
+- ``DELETE /v1/models/{name}/versions/{version}``: delete a version (its promoter's key or an
+  admin key; 409 for the newest of several, which requests without a version are served).
 - ``POST /v1/models/{name}[/versions/{version}]/predict``: images as multipart files, JSON
   base64 or a bare image body → each image's top-k labels (multi-label models: every label over
   the threshold). ``name`` may also be a succeeded run's id: every run serves its model.
 - ``POST /v1/models/{name}[/versions/{version}]:predict``: TF Serving's REST predict,
   ``{"instances": [{"b64": "..."}]}`` → ``{"predictions": [[p0, p1, ...], ...]}``.
 
-Reads need the ``read`` scope, promoting ``train``, predicting ``predict``. The predict routes
-come from one table, :mod:`service.predict.table`, and are served ahead of the router by
-:mod:`service.predict.dispatch`; how predictions are served fast (model cache, dynamic batching,
-decoding off the loop) is in :mod:`service.inference`; answers are the core
+Reads need the ``read`` scope, promoting and deleting ``train``, predicting ``predict``. The
+predict routes come from one table, :mod:`service.predict.table`, and are served ahead of the
+router by :mod:`service.predict.dispatch`; how predictions are served fast (model cache, dynamic
+batching, decoding off the loop) is in :mod:`service.inference`; answers are the core
 :class:`~core.inference.Predictor`'s, to 1e-5.
 """
 
@@ -39,6 +41,7 @@ from jobs.storage import is_url
 from service.deps import ReadKey, SessionDep, TrainKey, committed
 from service.inference.payload import LimitedRoute
 from service.inference.runtime import Inference
+from service.owners import require_owner
 from service.predict.table import add_predict_routes
 from service.routes import AUTH_ERRORS, error_responses
 from service.schemas.models import (
@@ -88,12 +91,13 @@ def promote(
     body: ModelPromote, request: Request, response: Response, session: SessionDep, key: TrainKey
 ) -> ModelVersionPublic:
     """The run becomes version N+1 of ``name`` (version 1 of a new name). A run that has not
-    succeeded, or recorded no model: 409."""
+    succeeded, or recorded no model: 409. Another key's run: 403, unless this is an admin key
+    (the version is owned by the key that promotes it)."""
+    run = records.get_run(session, body.run_id)
+    require_owner(session, key, run, f"Run {run.id}")
     with committed(session):
-        promoted = records.promote_run(session, body.run_id, body.name)
-    inference: Inference | None = getattr(request.app.state, "inference", None)
-    if inference is not None:
-        inference.refs.clear()  # "newest version" changed: this process sees it at once
+        promoted = records.promote_run(session, body.run_id, body.name, api_key_id=key.id)
+    _forget_names(request)
     response.headers["Location"] = f"{router.prefix}/{promoted.name}/versions/{promoted.version}"
     return _public_version(request, session, promoted)
 
@@ -134,6 +138,28 @@ def get_model_version(
     return _public_version(request, session, records.get_model_version(session, name, version))
 
 
+@router.delete(
+    "/{name}/versions/{version}",
+    status_code=204,
+    summary="Delete a model version (its promoter's key or an admin key)",
+    responses=error_responses(404, 409),
+)
+def delete_model_version(
+    name: str, version: VersionPath, request: Request, session: SessionDep, key: TrainKey
+) -> Response:
+    """The version is no longer listed or served, and its number is never reused. Its run and
+    the run's files stay (the run still serves its model by run id) until the run is deleted,
+    which this makes possible. The newest of several versions, which requests naming no version
+    are served: 409 (promote the run to serve first). Another key's version: 403, unless this
+    is an admin key."""
+    found = records.get_model_version(session, name, version)
+    require_owner(session, key, found, f"Model {name} version {version}")
+    with committed(session):
+        records.delete_model_version(session, name, version)
+    _forget_names(request)
+    return Response(status_code=204)
+
+
 # --- predictions: the four routes of the predict table --------------------------------------
 
 add_predict_routes(router)
@@ -142,18 +168,31 @@ add_predict_routes(router)
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def _forget_names(request: Request) -> None:
+    """Versions changed: this process resolves names afresh at once (others within the TTL)."""
+    inference: Inference | None = getattr(request.app.state, "inference", None)
+    if inference is not None:
+        inference.refs.clear()
+
+
 def _public_version(
     request: Request, session: Session, version: ModelVersion
 ) -> ModelVersionPublic:
     return _describe(
         request, session, version.run, name=version.name, version=version.version,
-        created=version.created_at,
+        created=version.created_at, owner=version.api_key_id,
     )  # fmt: skip
 
 
 def _public_run(request: Request, session: Session, run: Run) -> ModelVersionPublic:
     return _describe(
-        request, session, run, name=None, version=None, created=run.finished_at or run.created_at
+        request,
+        session,
+        run,
+        name=None,
+        version=None,
+        created=run.finished_at or run.created_at,
+        owner=run.api_key_id,
     )
 
 
@@ -165,6 +204,7 @@ def _describe(
     name: str | None,
     version: int | None,
     created: datetime,
+    owner: str | None,
 ) -> ModelVersionPublic:
     artifact = records.get_model_artifact(session, run.id)
     classes, multi_label = _labels(artifact.uri) if artifact is not None else (None, None)
@@ -183,6 +223,7 @@ def _describe(
         metrics=run.metrics,
         created_at=created,
         status=ModelStatus(**status),
+        owner_key_id=owner,
     )
 
 

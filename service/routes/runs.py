@@ -9,13 +9,15 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 
-from jobs.records import RecordNotFound, RunStatus
+from jobs.records import RecordNotFound, Run, RunStatus
 from jobs.records import repository as records
 from jobs.records.datasets import find_dataset
+from jobs.records.run_files import free_run_files
 from service.data import source_of
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
+from service.owners import QUOTA_ERRORS, check_stored_bytes, hold_run_quota, require_owner
 from service.routes import Limit, Offset, error_responses, keyed_router
 from service.run_configs import record_run, resolve_run_config
 from service.schemas import (
@@ -37,7 +39,7 @@ router = keyed_router(prefix="/v1/runs", tag="runs")
     "",
     status_code=202,
     summary="Queue a training run",
-    responses=error_responses(503),
+    responses={**error_responses(503), **QUOTA_ERRORS},
 )
 def create_run(
     body: RunCreate,
@@ -48,15 +50,20 @@ def create_run(
     key: TrainKey,
 ) -> RunPublic:
     """Validate the config (architecture, data, preset, hyperparameters), record the run as
-    ``queued`` and send it to the workers. Invalid input is a 422 naming the field."""
+    ``queued`` and send it to the workers. Invalid input is a 422 naming the field; a key
+    over its quota of active runs gets 429 (with ``Retry-After``), of stored bytes 507."""
     resolved = resolve_run_config(session, body)
+    check_stored_bytes(session, settings, key)
+
+    def record() -> Run:
+        hold_run_quota(session, settings, key, adding=1)
+        return record_run(session, resolved, api_key_id=key.id, max_attempts=settings.max_attempts)
+
     run = submit(
         session,
         queue,
         RUN,
-        lambda: record_run(
-            session, resolved, api_key_id=key.id, max_attempts=settings.max_attempts
-        ),
+        record,
         job_ids=lambda run: [run.id],
         describe=lambda run, _: f"Run {run.id}",
     )
@@ -118,12 +125,14 @@ def list_epochs(run_id: str, session: SessionDep, key: ReadKey) -> EpochsPublic:
 @router.post(
     "/{run_id}/cancel",
     status_code=202,
-    summary="Cancel a run",
+    summary="Cancel a run (its owner's key or an admin key)",
     responses=error_responses(404, 409),
 )
 def cancel_run(run_id: str, session: SessionDep, key: TrainKey) -> RunPublic:
     """A queued run is cancelled at once; a running one gets ``cancel_requested`` and its
-    worker stops it within a few batches. A run that already succeeded or failed: 409."""
+    worker stops it within a few batches. A run that already succeeded or failed: 409.
+    Another key's run: 403, unless this is an admin key."""
+    require_owner(session, key, records.get_run(session, run_id), f"Run {run_id}")
     with committed(session):
         run = records.request_cancel(session, run_id)
     return RunPublic.from_row(run)
@@ -132,12 +141,23 @@ def cancel_run(run_id: str, session: SessionDep, key: TrainKey) -> RunPublic:
 @router.delete(
     "/{run_id}",
     status_code=204,
-    summary="Delete a run and its records (refused while it runs)",
+    summary="Delete a run, its records and its files (refused while it runs or backs a model)",
     responses=error_responses(404, 409),
 )
-def delete_run(run_id: str, session: SessionDep, key: TrainKey) -> Response:
+def delete_run(
+    run_id: str, request: Request, session: SessionDep, settings: SettingsDep, key: TrainKey
+) -> Response:
+    """Deletes the run's epochs, evaluations and artifact records, then its folder (model,
+    checkpoints, stored predictions). A running run: 409 (cancel it first); a run that model
+    versions were promoted from: 409 naming them (delete them first). Another key's run: 403,
+    unless this is an admin key."""
+    require_owner(session, key, records.get_run(session, run_id), f"Run {run_id}")
     with committed(session):
         records.delete_run(session, run_id)
+    free_run_files(settings, run_id)
+    inference = getattr(request.app.state, "inference", None)
+    if inference is not None:
+        inference.refs.clear()  # its id no longer names a model, in this process at once
     return Response(status_code=204)
 
 

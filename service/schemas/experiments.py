@@ -105,6 +105,9 @@ class ExperimentPublic(BaseModel):
     aggregate: list[dict[str, Any]] = Field(
         ..., description="Per architecture and hyperparameters: mean and _std over seeds"
     )
+    owner_key_id: str | None = Field(
+        None, description="The API key that made it, its owner (None: only admin keys change it)"
+    )
 
 
 class ExperimentSummary(BaseModel):

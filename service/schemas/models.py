@@ -54,6 +54,11 @@ class ModelVersionPublic(BaseModel):
     metrics: dict[str, Any] | None = Field(None, description="The run's test metrics")
     created_at: datetime = Field(..., description="When promoted (the run's end, for a run id)")
     status: ModelStatus
+    owner_key_id: str | None = Field(
+        None,
+        description="The API key that promoted it (for a run id: made the run), its owner "
+        "(None: only admin keys change it)",
+    )
 
 
 class ModelsPublic(BaseModel):

@@ -106,10 +106,14 @@ class RunPublic(BaseModel):
     progress: RunProgress | None
     eta_seconds: float | None = Field(None, description="While running: time left, estimated")
     metrics: dict[str, Any] | None = Field(None, description="Test metrics, once succeeded")
+    owner_key_id: str | None = Field(
+        None, description="The API key that made it, its owner (None: only admin keys change it)"
+    )
 
     @classmethod
     def from_row(cls, run: Any) -> RunPublic:
         public = cls.model_validate(run)
+        public.owner_key_id = run.api_key_id
         if public.status == RunStatus.RUNNING and public.progress is not None:
             public.eta_seconds = public.progress.eta_seconds
         return public

@@ -90,9 +90,10 @@ def test_a_learning_rate_by_weight_decay_sweep_and_its_aggregate(
     make_key: Callable[..., dict[str, str]],
     db: sessionmaker[Session],
 ) -> None:
+    owner = make_key("train")  # a train key cancels only its own experiments
     response = post(
         client,
-        make_key("train"),
+        owner,
         name="lr x wd",
         architectures=["resnet20"],
         seeds=[0, 1, 2],
@@ -131,7 +132,7 @@ def test_a_learning_rate_by_weight_decay_sweep_and_its_aggregate(
     assert listed["items"][0]["status"] == "running"
 
     # cancel the rest: finished runs keep their results, queued ones stop, the running one is asked
-    response = client.post(f"/v1/experiments/{experiment['id']}/cancel", headers=make_key("train"))
+    response = client.post(f"/v1/experiments/{experiment['id']}/cancel", headers=owner)
     assert response.status_code == 202, response.text
     after = response.json()
     assert after["counts"] == {"succeeded": 3, "running": 1, "cancelled": 8}
@@ -141,7 +142,7 @@ def test_a_learning_rate_by_weight_decay_sweep_and_its_aggregate(
         records.finish_run(session, cells[3]["run_id"], status=RunStatus.CANCELLED)
     final = client.get(f"/v1/experiments/{experiment['id']}", headers=reader).json()
     assert final["status"] == "cancelled"
-    again = client.post(f"/v1/experiments/{experiment['id']}/cancel", headers=make_key("train"))
+    again = client.post(f"/v1/experiments/{experiment['id']}/cancel", headers=owner)
     assert again.status_code == 202 and again.json()["counts"] == final["counts"]
 
     bundle = client.get(f"/v1/experiments/{experiment['id']}/bundle", headers=reader)

@@ -153,3 +153,65 @@ def test_migration_0005_gives_evaluations_recorded_before_it_max_attempts(tmp_pa
     assert "max_attempts" not in columns and "attempts" in columns
     assert db.execute("SELECT id, attempts FROM evaluations").fetchall() == [("e1", 2)]
     db.close()
+
+
+def test_migration_0006_owners_and_deleted_versions_up_and_down(db_url: str) -> None:
+    """On both dialects: rows made before 0006 are owned by no key; a deleted version's row
+    outlives its run (its number stays taken); downgrading drops the tombstones only."""
+    from sqlalchemy import text
+
+    cfg = alembic_config(db_url)
+    command.upgrade(cfg, "0005")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, status, cancel_requested, architecture, dataset, "
+                    "config, created_at, attempts, max_attempts, epochs_completed) VALUES "
+                    "(:id, 'succeeded', false, 'resnet20', 'cifar10', '{}', "
+                    "'2026-01-01 00:00:00+00', 1, 3, 1)"
+                ),
+                [{"id": "r1"}, {"id": "r2"}],
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO model_versions (name, version, run_id, created_at) VALUES "
+                    "('m', 1, 'r1', '2026-01-01 00:00:00+00'), "
+                    "('m', 2, 'r2', '2026-01-01 00:00:00+00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO datasets (id, name, kind, location, class_names, counts, "
+                    "num_images, created_at) VALUES ('d1', 'pets', 'folder', 'pets', '[]', "
+                    "'{}', 0, '2026-01-01 00:00:00+00')"
+                )
+            )
+        command.upgrade(cfg, "0006")
+        with engine.begin() as conn:
+            owners = conn.execute(
+                text("SELECT name, version, api_key_id, deleted_at FROM model_versions")
+            ).all()
+            assert sorted(owners) == [("m", 1, None, None), ("m", 2, None, None)]
+            assert conn.execute(text("SELECT api_key_id FROM datasets")).all() == [(None,)]
+            # delete version 2, then its run: the tombstone stays, without a run
+            conn.execute(
+                text("UPDATE model_versions SET deleted_at = created_at WHERE version = 2")
+            )
+            conn.execute(text("DELETE FROM runs WHERE id = 'r2'"))
+            rows = conn.execute(text("SELECT version, run_id FROM model_versions")).all()
+            assert sorted(rows) == [(1, "r1"), (2, None)]
+        command.downgrade(cfg, "0005")
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT version, run_id FROM model_versions")).all() == [
+                (1, "r1")
+            ]
+            columns = {c["name"] for c in inspect(conn).get_columns("model_versions")}
+            assert not columns & {"api_key_id", "deleted_at"}
+            assert "api_key_id" not in {c["name"] for c in inspect(conn).get_columns("datasets")}
+            # and a run still takes its versions with it, as before 0006
+            conn.execute(text("DELETE FROM runs WHERE id = 'r1'"))
+            assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar() == 0
+    finally:
+        engine.dispose()
