@@ -66,9 +66,18 @@ def _split_dirs(root: Path) -> dict[str, Path] | None:
     return dirs
 
 
+def resolves_inside(path: Path, confine: Path) -> bool:
+    """Whether ``path``, its symlinks followed, lies inside ``confine`` (a loop does not)."""
+    try:
+        return path.resolve().is_relative_to(confine)
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        return False
+
+
 def _check_inside(path: Path, confine: Path | None) -> None:
-    if confine is not None and not path.resolve().is_relative_to(confine):
-        raise ValueError(f"{path} resolves outside the data root")
+    # The message names the path as given, never where its symlinks point.
+    if confine is not None and not resolves_inside(path, confine):
+        raise ValueError(f"{path} resolves outside the data root (or is a symlink loop)")
 
 
 def _class_files(

@@ -8,7 +8,7 @@ from pathlib import Path
 from core.data.archives import ArchiveLimits, extract_cached, is_archive
 from core.data.arrays import CIFAR, load_cifar, load_idx, load_synthetic
 from core.data.files import cache_root
-from core.data.folders import load_coco, load_folder, load_imagenet
+from core.data.folders import load_coco, load_folder, load_imagenet, resolves_inside
 from core.data.tfrecord import load_tfrecord
 from core.data.types import KINDS, DataError, Dataset
 
@@ -117,7 +117,7 @@ def resolve_source_path(rest: str, confine: Path | None, *, must_exist: bool) ->
             raise ValueError(f"Data path {rest!r} must not contain '..'")
         path = confine / path
         # resolve() follows symlinks, so a link pointing out of the root is caught here.
-        if not path.resolve().is_relative_to(confine):
+        if not resolves_inside(path, confine):
             raise ValueError(f"Data path {rest!r} resolves outside the data root")
         # Glob patterns are checked per matched file by the TFRecord loader.
     if must_exist and not path.exists():
