@@ -256,6 +256,7 @@ def _extract_tar(archive: Path, root: Path, budget: _Budget) -> None:
                 src = tar.extractfile(m)
                 if src is not None:
                     _copy(src, dest, claimed=m.size, budget=budget, member=m.name)
+                tar.members = []  # type: ignore[attr-defined]  # streamed: keep no list of members
         # tarfile stops at the end-of-archive blocks and never reads the compressed stream's
         # trailer, where gzip keeps its CRC: read to the end so a corrupt archive is refused.
         for block in iter(lambda: stream.read(_BLOCK), b""):
@@ -274,7 +275,23 @@ def _decompressed(raw: IO[bytes]) -> IO[bytes]:
     return raw
 
 
+def _zip_entries(archive: Path) -> int:
+    """The member count the zip's end record declares, read before ``ZipFile`` builds one
+    object per entry (a central directory of millions of tiny entries is a memory bomb)."""
+    with archive.open("rb") as f:
+        end = zipfile._EndRecData(f)  # type: ignore[attr-defined]  # stable since Python 2
+    if end is None:
+        raise zipfile.BadZipFile("File is not a zip file")
+    return int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+
+
 def _extract_zip(archive: Path, root: Path, budget: _Budget) -> None:
+    declared = _zip_entries(archive)
+    if declared > budget.inode_cap:
+        raise DataError(
+            f"{budget.name}: {declared} members, more than {budget.inode_cap} files and folders "
+            "for an archive of its size; refused"
+        )
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             dest = _member_path(root, info.filename, budget.name)
