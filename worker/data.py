@@ -29,10 +29,12 @@ def load_data(spec: str, settings: Settings) -> Dataset:
         if path.is_relative_to(root):
             spec = f"{kind}:{path.relative_to(root).as_posix()}"
     # Archives are extracted under the state folder, within the settings' budget (never into
-    # the home folder's cache), where deleting their dataset frees them.
+    # the home folder's cache), where deleting their dataset frees them; converted copies of
+    # odd images go under the state folder too.
     return load_dataset(
         spec,
         root=root,
+        cache_dir=settings.state_dir.resolve() / "cache",
         extract_dir=settings.extract_dir,
         archive_limits=settings.archive_limits(),
     )
