@@ -233,7 +233,36 @@ def _copy(src: IO[bytes], dst: Path, *, claimed: int, budget: _Budget, member: s
             out.write(block)
 
 
+def _scan_tar(archive: Path, budget: _Budget) -> None:
+    """Refuse, from the headers alone and before anything is written, an archive whose members
+    and folders or declared sizes are over the budget (writing thousands of files first would
+    take seconds and leave work to undo)."""
+    folders: set[PurePosixPath] = set()
+    members = total = 0
+    with archive.open("rb") as raw, tarfile.open(fileobj=_decompressed(raw), mode="r|") as tar:
+        for m in tar:
+            pure = PurePosixPath(m.name.replace("\\", "/"))
+            members += 1
+            folders.update(pure.parents)
+            if m.isfile():
+                budget.check_member(m.name, m.size)
+                total += m.size
+            if members + len(folders) > budget.inode_cap + 1:  # "." is among the parents
+                raise DataError(
+                    f"{budget.name}: more than {budget.inode_cap} files and folders for an "
+                    f"archive of its size; refused"
+                )
+            if total > budget.byte_cap:
+                raise DataError(
+                    f"{budget.name}: expands to more than {budget.byte_cap} bytes "
+                    f"({budget.limits.max_ratio:g}x its own size, at most "
+                    f"{budget.limits.max_total_bytes}); refused"
+                )
+            tar.members = []  # type: ignore[attr-defined]
+
+
 def _extract_tar(archive: Path, root: Path, budget: _Budget) -> None:
+    _scan_tar(archive, budget)
     with archive.open("rb") as raw:
         stream = _decompressed(raw)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -293,6 +322,13 @@ def _extract_zip(archive: Path, root: Path, budget: _Budget) -> None:
             "for an archive of its size; refused"
         )
     with zipfile.ZipFile(archive) as zf:
+        declared_bytes = sum(info.file_size for info in zf.infolist())
+        if declared_bytes > budget.byte_cap:  # refused before anything is written
+            raise DataError(
+                f"{budget.name}: expands to more than {budget.byte_cap} bytes (its members "
+                f"declare {declared_bytes}; {budget.limits.max_ratio:g}x its own size, at most "
+                f"{budget.limits.max_total_bytes}); refused"
+            )
         for info in zf.infolist():
             dest = _member_path(root, info.filename, budget.name)
             if dest is None:
