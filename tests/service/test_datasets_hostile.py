@@ -277,8 +277,10 @@ def test_registering_reads_no_pixels_in_the_api(api: Api) -> None:
         assert growth_mib < 64, f"the API's peak memory grew by {growth_mib:.0f} MiB"
         idx = client.get("/v1/datasets/idx-bomb", headers=api.keys["alice"]).json()
         assert idx["counts"]["train"] == {
-            "size": n, "counts": {str(i): n // 10 for i in range(10)}, "image_shape": [side, side, 1]
-        }  # fmt: skip
+            "size": n,
+            "counts": {str(i): n // 10 for i in range(10)},
+            "image_shape": [side, side, 1],
+        }
         synthetic = client.get("/v1/datasets/synthetic-bomb", headers=api.keys["alice"]).json()
         assert synthetic["num_images"] == 20_000
         assert synthetic["counts"]["train"]["counts"]["class_3"] == 2_000
