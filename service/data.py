@@ -31,7 +31,7 @@ _SYNTHETIC = re.compile(r"synthetic:(\d+):(\d+)x(\d+)x([13]):(\d+)(?::(\d+))?")
 # Synthetic data is generated in memory by the worker; keep what a request can ask for sane.
 MAX_SYNTHETIC_BYTES = 1 << 30
 # An absolute path left in an error message after the data root's was made relative.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\":,)]+")
+_ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s'\"(=]))/[^\s'\":,)]+")
 
 
 @dataclass(frozen=True)

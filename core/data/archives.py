@@ -51,10 +51,12 @@ class ArchiveLimits:
         max_member_bytes: the largest single member.
     """
 
-    max_ratio: float = 20.0
+    # Defaults for the library and its CLI, whose archives are the user's own; the service
+    # passes stricter ones from its settings.
+    max_ratio: float = 100.0
     max_total_bytes: int = 512 << 30
     max_members: int = 5_000_000
-    min_bytes_per_member: int = 64
+    min_bytes_per_member: int = 16
     max_member_bytes: int = 1 << 30
 
     def bytes_for(self, archive_size: int) -> int:

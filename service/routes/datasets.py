@@ -206,9 +206,20 @@ def _upload_folder(location: str, settings: SettingsDep) -> Path | None:
 
 
 def _refuse_others_upload(location: str, settings: SettingsDep, key: ApiKey) -> None:
-    """An upload belongs to the key that sent it; admin keys may use or delete any."""
+    """An upload belongs to the key that sent it; admin keys may use or delete any. The data
+    root itself and ``uploads/`` hold every key's uploads: only an admin key registers them."""
+    if key.has_scope(Scope.ADMIN):
+        return
+    parts = [p for p in PurePosixPath(location).parts if p != "."]
+    if parts in ([], [UPLOADS]):
+        raise ApiError(
+            403,
+            "The data root and uploads/ hold every key's uploads; only an admin key may "
+            "register them as one dataset",
+            code="forbidden",
+        )
     folder = _upload_folder(location, settings)
-    if folder is None or key.has_scope(Scope.ADMIN):
+    if folder is None:
         return
     if uploads.owner_of(folder) != key.id:
         raise ApiError(

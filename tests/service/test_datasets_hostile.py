@@ -364,6 +364,10 @@ def test_an_upload_belongs_to_the_key_that_sent_it(api: Api) -> None:
         stolen = client.post("/v1/datasets", json=body, headers=api.keys["bob"])
         assert stolen.status_code == 403, stolen.text
         assert client.delete("/v1/datasets/alices", headers=api.keys["bob"]).status_code == 403
+        for everyones in (".", "uploads", "./uploads/"):  # every key's uploads at once
+            whole = {"name": "everything", "kind": "folder", "path": everyones}
+            refused = client.post("/v1/datasets", json=whole, headers=api.keys["bob"])
+            assert refused.status_code == 403, (everyones, refused.text)
         assert client.post("/v1/datasets", json=body, headers=api.keys["alice"]).status_code == 201
         body["name"] = "by-admin"
         assert client.post("/v1/datasets", json=body, headers=api.keys["admin"]).status_code == 201
