@@ -52,6 +52,8 @@ CIFAR: dict[str, CifarSpec] = {
     ),
 }
 
+# The largest batch a CIFAR tarball may hold (read into memory).
+CIFAR_MAX_MEMBER_BYTES = 256 << 20
 # The only globals CIFAR's pickles need: numpy arrays and Python 2 strings. Anything else (a
 # pickle that would run code) is refused, so a user-supplied tarball cannot execute anything.
 _PICKLE_GLOBALS = {
@@ -107,6 +109,8 @@ def load_cifar(
                 for m in tar:
                     base = m.name.rsplit("/", 1)[-1]
                     if m.isfile() and base in members and base not in batches:
+                        if m.size > CIFAR_MAX_MEMBER_BYTES:  # CIFAR-100's train is 155 MB
+                            raise DataError(f"{path.name}: member {m.name!r} is absurdly large")
                         f = tar.extractfile(m)
                         if f is not None:
                             batches[base] = _unpickle(f, f"{path.name}:{m.name}")

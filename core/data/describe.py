@@ -26,6 +26,7 @@ from typing import Any
 from core.data.archives import ArchiveLimits, extract_cached, is_archive
 from core.data.arrays import (
     CIFAR,
+    CIFAR_MAX_MEMBER_BYTES,
     _unpickle,
     count_idx_labels,
     idx_class_names,
@@ -163,6 +164,8 @@ def _describe_cifar(kind: str, path: Path) -> Description:
             with tarfile.open(path, mode="r|*") as tar:  # streamed: one member at a time
                 for m in tar:
                     base = m.name.rsplit("/", 1)[-1]
+                    if m.size > CIFAR_MAX_MEMBER_BYTES:  # refused before it is read through
+                        raise DataError(f"{path.name}: member {m.name!r} is absurdly large")
                     if m.isfile() and base in members:
                         found.add(base)
                         if base == spec.meta and meta is None and m.size <= 1 << 20:

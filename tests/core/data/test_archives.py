@@ -175,3 +175,17 @@ def test_class_folder_names_are_validated(tmp_path: Path, bad: str) -> None:
     for load in (describe_source, load_dataset):
         with pytest.raises(DataError, match="class name"):
             load("folder:d", root=tmp_path)  # type: ignore[operator]
+
+
+def test_cifar_is_described_from_its_members_and_meta(tmp_path: Path) -> None:
+    from tests.core.data.test_arrays import write_cifar10
+
+    write_cifar10(tmp_path / "cifar-10-python.tar.gz")
+    described = describe_source("cifar10:cifar-10-python.tar.gz", root=tmp_path)
+    loaded = load_dataset("cifar10:cifar-10-python.tar.gz", root=tmp_path)
+    assert described.class_names == loaded.class_names
+    # The format's split sizes, not the tiny test file's: no batch is unpickled but the meta.
+    assert described.splits["train"].size == 50_000 and described.splits["test"].size == 10_000
+    (tmp_path / "broken.tar.gz").write_bytes(_tar({"cifar-10-batches-py/data_batch_1": b"x"}))
+    with pytest.raises(DataError, match="missing"):
+        describe_source("cifar10:broken.tar.gz", root=tmp_path)
