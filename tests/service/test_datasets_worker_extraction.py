@@ -31,7 +31,8 @@ def test_the_worker_extracts_under_the_state_folder(
     assert extracted_folder(archive, settings.extract_dir).is_dir()
     assert not (tmp_path / "home").exists()
 
-    tight = settings.model_copy(update={"archive_max_expansion": 0.5})
+    tight = settings.model_copy(update={"archive_max_expansion": 2})
+    (src / "cat" / "padding.png").write_bytes(bytes(64 * 1024))  # compresses ~1000x
     bigger = settings.data_dir / "bigger.tar.gz"
     with tarfile.open(bigger, "w:gz") as tar:
         tar.add(src, arcname="pets")
