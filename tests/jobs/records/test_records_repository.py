@@ -486,6 +486,26 @@ def test_a_dataset_name_is_registered_once(sm: sessionmaker[Session]) -> None:
     assert _run(sm, run_id).dataset_id == first.id
 
 
+def test_concurrent_registrations_of_one_name_give_one_dataset(sm: sessionmaker[Session]) -> None:
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def register(i: int) -> None:
+        barrier.wait()
+        try:
+            _do(sm, register_dataset, name="raced", kind="folder", location=f"/d/{i}")
+            outcomes.append("registered")
+        except RecordConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["registered"]
+
+
 def test_a_stalled_worker_cannot_write_over_the_next_attempt(sm: sessionmaker[Session]) -> None:
     run_id = _new_run(sm, max_attempts=3)
     assert _do(sm, claim_run, run_id, worker_host="w1")  # attempt 1
