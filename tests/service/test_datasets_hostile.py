@@ -202,6 +202,17 @@ def test_bad_archives_are_422_naming_the_archive_and_leave_nothing(api: Api) -> 
             assert filename in detail["message"], (filename, detail)
             assert api.uploads() == [], filename
         assert client.get("/v1/datasets/bad", headers=api.keys["alice"]).status_code == 404
+        # The same archives placed in the data root and registered by path.
+        (api.data / "bad").mkdir()
+        for filename, payload in bad_archives().items():
+            (api.data / "bad" / filename).write_bytes(payload)
+            body = {"name": "bad", "kind": "folder", "path": f"bad/{filename}"}
+            response = client.post("/v1/datasets", json=body, headers=api.keys["alice"])
+            assert response.status_code == 422, (filename, response.text)
+            detail = response.json()["error"]["details"][0]
+            assert detail["field"] == "body.path" and filename in detail["message"], detail
+        extracted = api.state / "extracted"
+        assert not extracted.exists() or list(extracted.iterdir()) == []
 
 
 def test_an_upload_may_expand_only_relative_to_its_own_size(api: Api) -> None:
