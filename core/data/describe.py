@@ -18,10 +18,13 @@ Memory stays small whatever the source declares.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from core.data.archives import ArchiveLimits, extract_cached, is_archive
 from core.data.arrays import (
@@ -35,9 +38,16 @@ from core.data.arrays import (
     read_idx_header,
     synthetic_counts,
 )
-from core.data.decode import is_image_file
+from core.data.decode import IMAGE_EXTENSIONS, Skips, is_image_file
 from core.data.files import cache_root
-from core.data.folders import _check_inside, _unwrap, count_folder, count_imagenet
+from core.data.folders import (
+    _check_inside,
+    _flat_val,
+    _folder_classes,
+    _split_dirs,
+    _subdirs,
+    _unwrap,
+)
 from core.data.loader import ALIASES, resolve_source_path
 from core.data.tfrecord import load_tfrecord
 from core.data.types import KINDS, DataError, check_class_names
@@ -223,3 +233,65 @@ def _describe_coco(root: Path, confine: Path | None) -> Description:
             n = sum(1 for p in (root / stem).iterdir() if is_image_file(p.name))
             splits[split] = SplitDescription(n, {}, None)
     return Description("coco", names, splits)
+
+
+def _count_files(folder: Path, class_names: list[str], confine: Path | None) -> dict[str, int]:
+    counts = {}
+    for name in class_names:
+        class_dir = folder / name
+        n = 0
+        if class_dir.is_dir():
+            _check_inside(class_dir, confine)
+            for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for f in filenames:
+                    if is_image_file(f):
+                        _check_inside(Path(dirpath, f), confine)
+                        n += 1
+        counts[name] = n
+    return counts
+
+
+def count_folder(
+    root: Path, *, confine: Path | None = None
+) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """Class folders and image files per class and split, without opening a single image.
+
+    The same layout rules as :func:`load_folder`, so what is counted is what a worker loads
+    (less the unreadable files it will skip).
+
+    Returns:
+        ``(class_names, {split: {class: files}})``.
+    """
+    root = _unwrap(root)
+    dirs = _split_dirs(root) or {"train": root}
+    class_names = _folder_classes(root, dirs)
+    counts = {split: _count_files(d, class_names, confine) for split, d in dirs.items()}
+    if not sum(counts["train"].values()):
+        raise DataError(f"{dirs['train']}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return class_names, counts
+
+
+def count_imagenet(
+    root: Path, *, confine: Path | None = None
+) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """ImageNet's layout counted like :func:`count_folder`: files per class, no pixels read."""
+    if not (root / "train").is_dir():
+        root = _unwrap(root, class_folders=False)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"{root}: no train/ folder (expected train/<wnid>/*.JPEG)")
+    class_names = [p.name for p in _subdirs(train_dir)]
+    if not class_names:
+        raise DataError(f"{train_dir}: no class folders")
+    check_class_names(class_names, where=str(train_dir))
+    counts = {"train": _count_files(train_dir, class_names, confine)}
+    val_dir = next((root / d for d in ("val", "validation") if (root / d).is_dir()), None)
+    if val_dir is not None:
+        if _subdirs(val_dir):
+            counts["test"] = _count_files(val_dir, class_names, confine)
+        else:
+            _, labels, _ = _flat_val(root, val_dir, class_names, Skips(False, []), confine)
+            per_class = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+            counts["test"] = {n: int(c) for n, c in zip(class_names, per_class, strict=True)}
+    return class_names, counts

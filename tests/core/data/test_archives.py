@@ -189,3 +189,20 @@ def test_cifar_is_described_from_its_members_and_meta(tmp_path: Path) -> None:
     (tmp_path / "broken.tar.gz").write_bytes(_tar({"cifar-10-batches-py/data_batch_1": b"x"}))
     with pytest.raises(DataError, match="missing"):
         describe_source("cifar10:broken.tar.gz", root=tmp_path)
+
+
+def test_imagenet_is_described_as_it_is_loaded(tmp_path: Path) -> None:
+    from tests.core.data.test_folders import _imagenet
+
+    _imagenet(tmp_path / "ilsvrc")
+    (tmp_path / "ilsvrc" / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n"
+        "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n"
+        "ILSVRC2012_val_00000002,n01440764 1 2 3 4\n"
+        "ILSVRC2012_val_00000003,n01443537 1 2 3 4\n"
+    )
+    described = describe_source("imagenet:ilsvrc", root=tmp_path)
+    loaded = load_dataset("imagenet:ilsvrc", root=tmp_path)
+    assert described.class_names == loaded.class_names
+    for split in ("train", "test"):
+        assert described.splits[split].counts == loaded.splits[split].counts()
