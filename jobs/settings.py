@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from core.data.archives import ArchiveLimits
 
 
 class Settings(BaseSettings):
@@ -71,6 +75,28 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(
         2 * 1024**3, ge=1, description="Weights of loaded models kept in memory (LRU beyond)."
     )
+    # datasets and archives
+    archive_max_expansion: float = Field(
+        20.0,
+        gt=0,
+        le=1000,
+        description="An archive may write at most this many bytes per byte of its own size.",
+    )
+    archive_max_bytes: int = Field(
+        4 * 1024**3, ge=1024, description="Absolute cap on the bytes one archive may write."
+    )
+    archive_max_members: int = Field(
+        200_000, ge=1, description="Files and folders one archive may create (inodes)."
+    )
+    archive_min_bytes_per_member: int = Field(
+        64,
+        ge=0,
+        description="Each member must be paid for with this many bytes of archive "
+        "(so 100,000 empty members in 471 KB are refused).",
+    )
+    archive_max_member_bytes: int = Field(
+        256 * 1024**2, ge=1024, description="The largest single file in an archive."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -122,6 +148,23 @@ class Settings(BaseSettings):
         description="Bytes one API key's runs may keep (their folders and artifacts); a "
         "submission once they keep this much gets 507.",
     )
+
+    @property
+    def extract_dir(self) -> Path:
+        """Where archives named by registered datasets are extracted (under the state folder)."""
+        return (self.state_dir / "extracted").resolve()
+
+    def archive_limits(self) -> ArchiveLimits:
+        """The extraction budget these settings give (``RESNET_ARCHIVE_*``)."""
+        from core.data.archives import ArchiveLimits
+
+        return ArchiveLimits(
+            max_ratio=self.archive_max_expansion,
+            max_total_bytes=self.archive_max_bytes,
+            max_members=self.archive_max_members,
+            min_bytes_per_member=self.archive_min_bytes_per_member,
+            max_member_bytes=self.archive_max_member_bytes,
+        )
 
 
 @functools.cache

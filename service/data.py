@@ -3,22 +3,24 @@
 A *data source* is ``KIND:PATH`` (what a worker loads); a *dataset reference* is a registered
 dataset's name or id (what a client names), resolved to its source by the records.
 
-Loading a source (``core.data.load_dataset``) does not import TensorFlow; it lists (and, for
-small images, decodes) the files, so routes call these functions in a worker thread.
+Describing a source (``core.data.describe.describe_source``) reads headers and counts files,
+never pixels: loading the images is a worker's job. Routes call it in a worker thread.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.data import DataError, load_dataset
+from core.data.archives import ArchiveLimits
+from core.data.describe import describe_source
 from jobs.records import DatasetRecord, RecordNotFound
 from jobs.records.datasets import find_dataset
+from jobs.settings import Settings
 from service.errors import ApiError, invalid
 
 # Sources a run may name directly in ``data``: they carry no path on the server. Everything with
@@ -28,6 +30,8 @@ PATHLESS_SOURCES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "fashion-mn
 _SYNTHETIC = re.compile(r"synthetic:(\d+):(\d+)x(\d+)x([13]):(\d+)(?::(\d+))?")
 # Synthetic data is generated in memory by the worker; keep what a request can ask for sane.
 MAX_SYNTHETIC_BYTES = 1 << 30
+# An absolute path left in an error message after the data root's was made relative.
+_ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s'\"(=]))/[^\s'\":,)]+")
 
 
 @dataclass(frozen=True)
@@ -39,35 +43,40 @@ class Described:
     class_names: list[str]
     counts: dict[str, Any]
     num_images: int
-    skipped: int
 
 
-def describe(kind: str, path: str, *, root: Path, field: str = "body.path") -> Described:
-    """Load ``KIND:PATH`` confined to ``root`` and summarise it: classes and per-split counts.
+def archive_limits(settings: Settings) -> ArchiveLimits:
+    """The extraction budget of this deployment's settings (``RESNET_ARCHIVE_*``)."""
+    return settings.archive_limits()
+
+
+def describe(kind: str, path: str, *, settings: Settings, field: str = "body.path") -> Described:
+    """Describe ``KIND:PATH`` confined to the data root: classes and per-split counts.
+
+    No pixels are loaded here (core's :func:`describe_source` reads headers and counts files);
+    an archive is extracted, within the settings' budget, under ``<state>/extracted/``.
 
     Raises:
         ApiError: 422 naming ``field`` when the path leaves the root (``..``, absolute, a
             symlink out), does not exist, or holds no readable data.
     """
+    root = settings.data_dir
     location = path if kind == "synthetic" else _normalise(path)
     try:
-        dataset = load_dataset(f"{kind}:{location}", root=root)
-    except DataError as exc:
-        raise invalid(field, _relative_message(str(exc), root), path) from None
-    except ValueError as exc:
-        raise invalid(field, _relative_message(str(exc), root), path) from None
-    summary = dataset.summary()
-    counts = {
-        split: {"size": s["size"], "counts": s["counts"], "image_shape": s["image_shape"]}
-        for split, s in summary["splits"].items()
-    }
+        described = describe_source(
+            f"{kind}:{location}",
+            root=root,
+            extract_dir=settings.extract_dir,
+            archive_limits=archive_limits(settings),
+        )
+    except ValueError as exc:  # DataError is one
+        raise invalid(field, private_message(str(exc), settings), path) from None
     return Described(
         kind=kind,
         location=location,
-        class_names=list(dataset.class_names),
-        counts=counts,
-        num_images=sum(s["size"] for s in counts.values()),
-        skipped=int(summary["skipped"]),
+        class_names=list(described.class_names),
+        counts=described.counts(),
+        num_images=described.num_images,
     )
 
 
@@ -104,9 +113,13 @@ def _normalise(path: str) -> str:
     return pure.as_posix()
 
 
-def _relative_message(message: str, root: Path) -> str:
-    # Do not tell clients where the data root is on the server's disk.
-    return message.replace(f"{root}/", "").replace(str(root), "<data root>")
+def private_message(message: str, settings: Settings) -> str:
+    """``message`` without the server's layout: paths under the data root made relative, and
+    any other absolute path (the state folder, where an operator's symlink points) hidden."""
+    root = settings.data_dir
+    for folder, shown in ((settings.extract_dir, "<extracted>"), (root, "<data root>")):
+        message = message.replace(f"{folder}/", "").replace(str(folder), shown)
+    return _ABSOLUTE_PATH.sub("<outside path>", message)
 
 
 def registered_dataset(session: Session, dataset_ref: str, *, field: str) -> DatasetRecord:

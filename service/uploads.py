@@ -5,14 +5,13 @@ bytes go straight to ``<data root>/uploads/<id>/``, never to memory or /tmp. The
 at most ``max_upload_bytes``: a ``Content-Length`` over it is refused before anything is read,
 and a body without one (chunked) is refused with 413 as soon as the bytes received pass it. The
 caller removes the upload folder whenever anything fails, so a refused upload leaves nothing.
+Extraction is core's bounded routine (:mod:`core.data.archives`), with a budget relative to the
+archive's own size.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tarfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,16 +21,16 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
-from core.data.files import extract_archive
+from core.data.archives import ARCHIVE_SUFFIXES, ArchiveLimits, extract_into
 from service.errors import ApiError, invalid
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 FILE_FIELD = "file"
 TEXT_FIELDS = ("name",)
 MAX_TEXT_FIELD_BYTES = 1024
-# Images are compressed already: an archive that claims to expand to more than this many times
-# the upload limit is a bomb, refused before anything is extracted.
-MAX_EXPANSION = 8
+# How much of the client's file name is kept to name the archive in messages.
+MAX_FILENAME_CHARS = 200
+# Beside data/ in an upload's folder: the id of the key that uploaded it (no column needed).
+OWNER_FILE = ".owner"
 
 
 def too_large(limit: int) -> ApiError:
@@ -94,7 +93,7 @@ class _Receiver:
                 )
             if self.result.archive is not None:
                 raise invalid("body.file", "send one archive per upload")
-            filename = options[b"filename"].decode("utf-8", "replace")
+            filename = options[b"filename"].decode("utf-8", "replace")[-MAX_FILENAME_CHARS:]
             suffix = next((s for s in ARCHIVE_SUFFIXES if filename.lower().endswith(s)), None)
             if suffix is None:
                 raise invalid(
@@ -184,46 +183,37 @@ async def receive(request: Request, *, folder: Path, limit: int) -> ReceivedUplo
     return receiver.result
 
 
-def extract(archive: Path, dest: Path, *, max_bytes: int) -> None:
-    """Extract ``archive`` into the new folder ``dest`` with core's safe extraction.
+def extract(archive: Path, dest: Path, *, limits: ArchiveLimits, filename: str) -> None:
+    """Extract ``archive`` into the new folder ``dest`` with core's bounded extraction.
 
-    Members that would escape the folder, links and special files are refused (by
-    :func:`core.data.files.extract_archive`); so is an archive claiming to expand past
-    ``max_bytes``. The archive is deleted once extracted.
+    The budget is relative to the archive's own size (``limits``): a 1 MB upload may write
+    ``max_ratio`` MB, not a multiple of the upload limit. Members that would escape the folder,
+    links and special files, too many members, corrupt or encrypted data are refused. The
+    archive is deleted once extracted.
 
     Raises:
-        ApiError: 422 on ``body.file`` for an unreadable, oversized or unsafe archive.
+        ApiError: 422 on ``body.file``, naming the client's ``filename``, for an unreadable,
+            oversized or unsafe archive.
     """
     try:
-        _check_expanded_size(archive, max_bytes)
-        staging = dest.parent / ".extracting"
-        extracted = extract_archive(archive, staging)
-        os.replace(extracted, dest)
-        shutil.rmtree(staging, ignore_errors=True)
+        extract_into(archive, dest, limits, display_name=filename)
     except ValueError as exc:  # core's DataError is a ValueError
-        raise invalid("body.file", str(exc).replace(str(archive.parent) + "/", "")) from None
+        message = str(exc).replace(str(archive.parent) + "/", "")
+        raise invalid("body.file", message, filename) from None
     archive.unlink()
 
 
-def _check_expanded_size(archive: Path, max_bytes: int) -> None:
-    total = 0
-    if archive.name.endswith(".zip"):
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                total = sum(info.file_size for info in zf.infolist())
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ValueError(f"not a readable zip archive ({exc})") from None
-    else:
-        try:
-            with tarfile.open(archive) as tar:
-                for member in tar:  # headers come first: stop at the first one too many
-                    total += member.size
-                    if total > max_bytes:
-                        break
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ValueError(f"not a readable tar archive ({exc})") from None
-    if total > max_bytes:
-        raise ValueError(f"the archive expands to more than {max_bytes} bytes")
+def write_owner(folder: Path, key_id: str) -> None:
+    """Record which API key uploaded into ``folder`` (read back by :func:`owner_of`)."""
+    (folder / OWNER_FILE).write_text(key_id)
+
+
+def owner_of(folder: Path) -> str | None:
+    """The id of the key that uploaded ``folder``, or None when nothing says."""
+    try:
+        return (folder / OWNER_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def remove(folder: Path) -> None:

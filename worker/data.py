@@ -28,4 +28,13 @@ def load_data(spec: str, settings: Settings) -> Dataset:
         path = Path(rest)
         if path.is_relative_to(root):
             spec = f"{kind}:{path.relative_to(root).as_posix()}"
-    return load_dataset(spec, root=root)
+    # Archives are extracted under the state folder, within the settings' budget (never into
+    # the home folder's cache), where deleting their dataset frees them; converted copies of
+    # odd images go under the state folder too.
+    return load_dataset(
+        spec,
+        root=root,
+        cache_dir=settings.state_dir.resolve() / "cache",
+        extract_dir=settings.extract_dir,
+        archive_limits=settings.archive_limits(),
+    )

@@ -6,6 +6,7 @@ import gzip
 import pickle
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +52,8 @@ CIFAR: dict[str, CifarSpec] = {
     ),
 }
 
+# The largest batch a CIFAR tarball may hold (read into memory).
+CIFAR_MAX_MEMBER_BYTES = 256 << 20
 # The only globals CIFAR's pickles need: numpy arrays and Python 2 strings. Anything else (a
 # pickle that would run code) is refused, so a user-supplied tarball cannot execute anything.
 _PICKLE_GLOBALS = {
@@ -106,6 +109,8 @@ def load_cifar(
                 for m in tar:
                     base = m.name.rsplit("/", 1)[-1]
                     if m.isfile() and base in members and base not in batches:
+                        if m.size > CIFAR_MAX_MEMBER_BYTES:  # CIFAR-100's train is 155 MB
+                            raise DataError(f"{path.name}: member {m.name!r} is absurdly large")
                         f = tar.extractfile(m)
                         if f is not None:
                             batches[base] = _unpickle(f, f"{path.name}:{m.name}")
@@ -184,28 +189,106 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 _IDX_MAX_BYTES = 4 << 30
 
 
+def _idx_header(f: IO[bytes], path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    head = f.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
+        raise DataError(f"{path.name}: not an IDX file (bad magic number)")
+    ndim = head[3]
+    dims = np.frombuffer(f.read(4 * ndim), dtype=">u4").astype(np.int64)
+    dtype = np.dtype(_IDX_DTYPES[head[2]])
+    if len(dims) != ndim:
+        raise DataError(f"{path.name}: truncated IDX header")
+    nbytes = int(np.prod(dims)) * dtype.itemsize
+    if nbytes > _IDX_MAX_BYTES:
+        raise DataError(f"{path.name}: IDX file declares an absurd size ({nbytes} bytes)")
+    return dtype, tuple(int(d) for d in dims)
+
+
+def _open_idx(path: Path) -> IO[bytes]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def read_idx_header(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """An IDX file's element type and shape, from its header alone."""
+    try:
+        with _open_idx(path) as f:
+            return _idx_header(f, path)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path.name}: unreadable IDX file ({exc})") from None
+
+
+def count_idx_labels(path: Path, *, expected: int) -> np.ndarray:
+    """Per-label counts of a 1-D IDX labels file, read in blocks (memory stays constant).
+
+    Raises:
+        DataError: not a 1-D IDX file of ``expected`` integer labels, or truncated.
+    """
+    counts = np.zeros(0, np.int64)
+    seen = 0
+    try:
+        with _open_idx(path) as f:
+            dtype, dims = _idx_header(f, path)
+            if len(dims) != 1 or dims[0] != expected or dtype.kind not in "iu":
+                raise DataError(f"{path.name}: expected {expected} integer labels, got {dims}")
+            block = 1 << 20
+            while seen < expected:
+                data = f.read(min(block, expected - seen) * dtype.itemsize)
+                if not data:
+                    break
+                labels = np.frombuffer(data, dtype=dtype)
+                if labels.min() < 0 or labels.max() > 1_000_000:
+                    raise DataError(f"{path.name}: labels outside 0..1000000")
+                here = np.bincount(labels.astype(np.int64))
+                if len(here) > len(counts):
+                    counts = np.pad(counts, (0, len(here) - len(counts)))
+                counts[: len(here)] += here
+                seen += len(labels)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path.name}: unreadable IDX file ({exc})") from None
+    if seen != expected:
+        raise DataError(f"{path.name}: truncated: {seen} of {expected} labels")
+    return counts
+
+
 def read_idx(path: Path) -> np.ndarray:
     """One IDX file (gzipped or not) as an array of its declared type and shape."""
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
-                raise DataError(f"{path.name}: not an IDX file (bad magic number)")
-            ndim = head[3]
-            dims = np.frombuffer(f.read(4 * ndim), dtype=">u4").astype(np.int64)
-            dtype = np.dtype(_IDX_DTYPES[head[2]])
-            if len(dims) != ndim:
-                raise DataError(f"{path.name}: truncated IDX header")
+        with _open_idx(path) as f:
+            dtype, dims = _idx_header(f, path)
             nbytes = int(np.prod(dims)) * dtype.itemsize
-            if nbytes > _IDX_MAX_BYTES:
-                raise DataError(f"{path.name}: IDX file declares an absurd size ({nbytes} bytes)")
             data = f.read(nbytes)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path.name}: unreadable IDX file ({exc})") from None
     if len(data) != nbytes:
         raise DataError(f"{path.name}: truncated: {len(data)} of {nbytes} bytes")
     return np.frombuffer(data, dtype=dtype).reshape(tuple(dims))
+
+
+def idx_files(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """``{split: (images file, labels file)}`` of an IDX folder (train required, test optional)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder (expected IDX files)")
+    found = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images_file = _idx_file(folder, prefix, "images", 3)
+        labels_file = _idx_file(folder, prefix, "labels", 1)
+        if images_file is None or labels_file is None:
+            if split == "train":
+                raise DataError(
+                    f"{folder}: missing train-images-idx3-ubyte(.gz) or "
+                    "train-labels-idx1-ubyte(.gz)"
+                )
+            continue
+        found[split] = (images_file, labels_file)
+    return found
+
+
+def idx_class_names(k: int, *, fashion: bool) -> list[str]:
+    """The MNIST family has ten classes even when a small file misses some; EMNIST has more."""
+    k = max(10, k)
+    return FASHION_MNIST_CLASSES if fashion and k == 10 else [str(i) for i in range(k)]
 
 
 def _idx_file(folder: Path, prefix: str, what: str, ndim: int) -> Path | None:
@@ -225,21 +308,10 @@ def load_idx(
     Class names are Fashion-MNIST's when ``fashion`` is true, or (when None) the folder's name
     says "fashion"; else digits.
     """
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder (expected IDX files)")
     if fashion is None:
         fashion = "fashion" in folder.name.lower()
     splits = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images_file = _idx_file(folder, prefix, "images", 3)
-        labels_file = _idx_file(folder, prefix, "labels", 1)
-        if images_file is None or labels_file is None:
-            if split == "train":
-                raise DataError(
-                    f"{folder}: missing train-images-idx3-ubyte(.gz) or "
-                    "train-labels-idx1-ubyte(.gz)"
-                )
-            continue
+    for split, (images_file, labels_file) in idx_files(folder).items():
         x, y = read_idx(images_file), read_idx(labels_file)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{folder}: {images_file.name} and {labels_file.name} do not match")
@@ -248,9 +320,8 @@ def load_idx(
         splits[split] = ImageSet(
             [], False, y.astype(np.int64), images=images, image_shape=images.shape[1:]
         )
-    # The MNIST family has ten classes even when a small file misses some; EMNIST has more.
-    k = max(10, max(int(s.labels.max(initial=-1)) for s in splits.values()) + 1)
-    class_names = FASHION_MNIST_CLASSES if fashion and k == 10 else [str(i) for i in range(k)]
+    k = max(int(s.labels.max(initial=-1)) for s in splits.values()) + 1
+    class_names = idx_class_names(k, fashion=fashion)
     for s in splits.values():
         s.class_names = class_names
     return Dataset(name, "idx", class_names, False, splits, [])
@@ -260,10 +331,11 @@ _SYNTHETIC = re.compile(r"^(\d+):(\d+)x(\d+)x([13]):(\d+)(?::(\d+))?$")
 _SYNTHETIC_MAX_BYTES = 1 << 30
 
 
-def load_synthetic(spec: str) -> Dataset:
-    """``N:HxWxC:K[:SEED]``: N images, K balanced classes, each class its own mean colour.
+def parse_synthetic(spec: str) -> tuple[int, int, int, int, int, int]:
+    """``N:HxWxC:K[:SEED]`` → ``(n, h, w, c, k, seed)``, checked.
 
-    Deterministic from the seed (0 by default) and learnable: the class shows in the pixels.
+    Raises:
+        ValueError: malformed, not positive, or more than 1 GiB of pixels.
     """
     m = _SYNTHETIC.match(spec)
     if not m:
@@ -274,6 +346,21 @@ def load_synthetic(spec: str) -> Dataset:
         raise ValueError(f"Synthetic sizes must be positive; got {spec!r}")
     if n * h * w * c > _SYNTHETIC_MAX_BYTES:
         raise ValueError(f"Synthetic data of {n}x{h}x{w}x{c} bytes is too large")
+    return n, h, w, c, k, seed
+
+
+def synthetic_counts(n: int, k: int) -> list[int]:
+    """Images per class of :func:`load_synthetic`: ``n`` spread evenly, the first classes
+    taking the remainder (its labels are a permutation of ``arange(n) % k``)."""
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def load_synthetic(spec: str) -> Dataset:
+    """``N:HxWxC:K[:SEED]``: N images, K balanced classes, each class its own mean colour.
+
+    Deterministic from the seed (0 by default) and learnable: the class shows in the pixels.
+    """
+    n, h, w, c, k, seed = parse_synthetic(spec)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % k).astype(np.int64)
     colours = rng.uniform(30, 225, size=(k, c)).astype(np.float32)

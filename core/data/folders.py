@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.decode import IMAGE_EXTENSIONS, Skips, infer_channels, is_image_file, load_files
-from core.data.types import DataError, Dataset
+from core.data.types import DataError, Dataset, check_class_names
 
 # Top-level folder names that hold a held-out split, in order of preference.
 HELD_OUT_DIRS = ("test", "val", "validation")
@@ -66,9 +66,18 @@ def _split_dirs(root: Path) -> dict[str, Path] | None:
     return dirs
 
 
+def resolves_inside(path: Path, confine: Path) -> bool:
+    """Whether ``path``, its symlinks followed, lies inside ``confine`` (a loop does not)."""
+    try:
+        return path.resolve().is_relative_to(confine)
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        return False
+
+
 def _check_inside(path: Path, confine: Path | None) -> None:
-    if confine is not None and not path.resolve().is_relative_to(confine):
-        raise ValueError(f"{path} resolves outside the data root")
+    # The message names the path as given, never where its symlinks point.
+    if confine is not None and not resolves_inside(path, confine):
+        raise ValueError(f"{path} resolves outside the data root (or is a symlink loop)")
 
 
 def _class_files(
@@ -86,6 +95,19 @@ def _class_files(
             labels.append(label)
             names.append(f.relative_to(base).as_posix())
     return paths, labels, names
+
+
+def _folder_classes(root: Path, dirs: dict[str, Path]) -> list[str]:
+    class_names = [p.name for p in _subdirs(dirs["train"])]
+    if not class_names:
+        raise DataError(f"{root}: no class folders found (expected <class>/<image> files)")
+    check_class_names(class_names, where=str(dirs["train"]))
+    if "test" in dirs:
+        unknown = sorted({p.name for p in _subdirs(dirs["test"])} - set(class_names))
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            raise DataError(f"{dirs['test']}: class folders not in train/: {shown}")
+    return class_names
 
 
 def load_folder(
@@ -112,13 +134,7 @@ def load_folder(
     base = root
     root = _unwrap(root)
     dirs = _split_dirs(root) or {"train": root}
-    class_names = [p.name for p in _subdirs(dirs["train"])]
-    if not class_names:
-        raise DataError(f"{root}: no class folders found (expected <class>/<image> files)")
-    if "test" in dirs:
-        unknown = sorted({p.name for p in _subdirs(dirs["test"])} - set(class_names))
-        if unknown:
-            raise DataError(f"{dirs['test']}: class folders not in train/: {', '.join(unknown)}")
+    class_names = _folder_classes(root, dirs)
     skips = Skips(strict, [])
     listed = {s: _class_files(d, class_names, base, confine) for s, d in dirs.items()}
     if channels is None:
@@ -163,6 +179,7 @@ def load_imagenet(
     class_names = [p.name for p in _subdirs(train_dir)]
     if not class_names:
         raise DataError(f"{train_dir}: no class folders")
+    check_class_names(class_names, where=str(train_dir))
     skips = Skips(strict, [])
     channels = channels or 3
     paths, labels, names = _class_files(train_dir, class_names, root, confine)

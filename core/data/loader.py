@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from core.data.archives import ArchiveLimits, extract_cached, is_archive
 from core.data.arrays import CIFAR, load_cifar, load_idx, load_synthetic
-from core.data.files import cache_root, extract_archive, is_archive
-from core.data.folders import load_coco, load_folder, load_imagenet
+from core.data.files import cache_root
+from core.data.folders import load_coco, load_folder, load_imagenet, resolves_inside
 from core.data.tfrecord import load_tfrecord
 from core.data.types import KINDS, DataError, Dataset
 
@@ -29,6 +30,8 @@ def load_dataset(
     strict: bool = False,
     channels: int | None = None,
     cache_dir: str | Path | None = None,
+    extract_dir: str | Path | None = None,
+    archive_limits: ArchiveLimits | None = None,
 ) -> Dataset:
     """Load a data source named ``KIND:PATH``.
 
@@ -46,6 +49,9 @@ def load_dataset(
             IDX and all-grayscale folders, else RGB).
         cache_dir: downloads, extracted archives and converted images; default
             ``~/.cache/resnet-service``.
+        extract_dir: where archives are extracted (default ``<cache_dir>/extracted``); the
+            service passes a folder under its state folder.
+        archive_limits: the extraction budget (:class:`core.data.archives.ArchiveLimits`).
 
     Returns:
         The dataset; unreadable files it skipped are listed in ``skipped``.
@@ -76,18 +82,19 @@ def load_dataset(
     confine = None if root is None or system_path else Path(root).resolve()
     cache = cache_root(cache_dir)
     if kind == "tfrecord":
-        pattern = str(_resolve(rest, confine, must_exist=False))
+        pattern = str(resolve_source_path(rest, confine, must_exist=False))
         return load_tfrecord(
             pattern, name=f"tfrecord:{pattern}", channels=channels, confine=confine
         )
-    path = _resolve(rest, confine, must_exist=True)
+    path = resolve_source_path(rest, confine, must_exist=True)
     name = f"{kind}:{path}"
     if kind in CIFAR:
         return load_cifar(kind, path, channels=channels, cache_dir=cache_dir)
     if kind == "idx":
         return load_idx(path, name=name, channels=channels, fashion=fashion)
     if is_archive(path):
-        path = extract_archive(path, cache)
+        into = Path(extract_dir) if extract_dir is not None else cache / "extracted"
+        path = extract_cached(path, into, archive_limits)
         confine = None  # we extracted it ourselves: links were refused
     elif not path.is_dir():
         raise DataError(f"{path}: expected a folder or a .tar/.tar.gz/.zip archive")
@@ -100,7 +107,7 @@ def load_dataset(
     return ds
 
 
-def _resolve(rest: str, confine: Path | None, *, must_exist: bool) -> Path:
+def resolve_source_path(rest: str, confine: Path | None, *, must_exist: bool) -> Path:
     """The source's path; with ``confine``, relative to it and resolving inside it."""
     path = Path(rest).expanduser() if confine is None else Path(rest)
     if confine is not None:
@@ -110,7 +117,7 @@ def _resolve(rest: str, confine: Path | None, *, must_exist: bool) -> Path:
             raise ValueError(f"Data path {rest!r} must not contain '..'")
         path = confine / path
         # resolve() follows symlinks, so a link pointing out of the root is caught here.
-        if not path.resolve().is_relative_to(confine):
+        if not resolves_inside(path, confine):
             raise ValueError(f"Data path {rest!r} resolves outside the data root")
         # Glob patterns are checked per matched file by the TFRecord loader.
     if must_exist and not path.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,6 +13,37 @@ KINDS = ("cifar10", "cifar100", "idx", "folder", "imagenet", "tfrecord", "coco",
 
 class DataError(ValueError):
     """A data source is missing, malformed or unreadable; the message names the file."""
+
+
+MAX_CLASS_NAME_CHARS = 128
+CLASS_NAME_RULE = (
+    f"1-{MAX_CLASS_NAME_CHARS} characters, no control or format characters, no leading or "
+    "trailing spaces"
+)
+
+
+def check_class_names(names: list[str], *, where: str) -> list[str]:
+    """Refuse class names (folder names, mostly) that reports and CSV files cannot carry safely.
+
+    A class name reaches JSON, HTML and CSV reports; control characters (TAB, CR, newlines),
+    Unicode format characters (bidi overrides) and endless names are refused here, at the door.
+
+    Raises:
+        DataError: naming the first bad class (its ``repr``) and ``where`` it comes from.
+    """
+    for name in names:
+        bad = (
+            not name
+            or len(name) > MAX_CLASS_NAME_CHARS
+            or name != name.strip()
+            or any(
+                unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in name
+            )
+        )
+        if bad:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise DataError(f"{where}: class name {shown!r} is not allowed ({CLASS_NAME_RULE})")
+    return names
 
 
 @dataclass

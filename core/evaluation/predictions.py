@@ -187,8 +187,9 @@ class Predictions:
 
 
 def _csv_field(text: str) -> str:
-    # A field a spreadsheet would take for a formula is prefixed with ', as OWASP advises.
-    if text[:1] in ("=", "+", "-", "@") and not _is_number(text):
+    # A field a spreadsheet would take for a formula is prefixed with ', as OWASP advises:
+    # one starting with = + - @ (unless a plain number), TAB or CR (always: float() skips them).
+    if text[:1] in ("\t", "\r") or (text[:1] in ("=", "+", "-", "@") and not _is_number(text)):
         text = "'" + text
     if any(c in text for c in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'

@@ -147,7 +147,7 @@ def test_upload_a_zip_of_class_folders(
     [upload_id] = uploads_left(settings)
     assert dataset["location"] == f"uploads/{upload_id}/data"
     folder = settings.data_dir / "uploads" / upload_id
-    assert sorted(p.name for p in folder.iterdir()) == ["data"]  # the archive is gone
+    assert sorted(p.name for p in folder.iterdir()) == [".owner", "data"]  # the archive is gone
     run = client.post(
         "/v1/runs", json={"architecture": "resnet20", "dataset": "insects"}, headers=admin
     )

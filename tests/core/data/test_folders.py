@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from core.data import DataError, load_dataset
+from core.data.archives import ArchiveLimits
 from tests.core.data.conftest import colour_image, encode, write_class_folders
 
 
@@ -195,20 +196,21 @@ def test_unsafe_archives_are_refused(tmp_path: Path, cache_dir: Path) -> None:
     assert [p for p in (cache_dir / "extracted").iterdir()] == []
 
 
-def test_absurd_member_size_is_refused(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("core.data.files.MAX_MEMBER_BYTES", 10)
+def test_absurd_member_size_is_refused(tmp_path: Path, cache_dir: Path) -> None:
     src = tmp_path / "s"
     write_class_folders(src, {"a": 1})
     _tree_to_archive(src, tmp_path / "s.tar.gz")
     with pytest.raises(DataError, match="absurdly large"):
-        load_dataset(f"folder:{tmp_path / 's.tar.gz'}", cache_dir=cache_dir)
+        load_dataset(
+            f"folder:{tmp_path / 's.tar.gz'}",
+            cache_dir=cache_dir,
+            archive_limits=ArchiveLimits(max_member_bytes=10),
+        )
 
 
 def test_not_an_archive(tmp_path: Path, cache_dir: Path) -> None:
     (tmp_path / "x.tar.gz").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="not a readable tar"):
+    with pytest.raises(DataError, match="not a readable archive"):
         load_dataset(f"folder:{tmp_path / 'x.tar.gz'}", cache_dir=cache_dir)
 
 

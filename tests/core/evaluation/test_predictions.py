@@ -100,6 +100,14 @@ def test_csv_has_a_row_per_image_and_defuses_formulas() -> None:
         assert not row[2].startswith("=")  # a class named like a formula is quoted with '
 
 
+def test_csv_defuses_fields_starting_with_tab_or_cr() -> None:
+    from core.evaluation.predictions import _csv_field
+
+    for cell in ("\t=cmd()", "\r=cmd()", "\t1", "=1+2", "@x", "-cmd"):
+        assert _csv_field(cell).lstrip('"').startswith("'"), cell
+    assert _csv_field("-1.5") == "-1.5" and _csv_field("cat") == "cat"
+
+
 def test_inconsistent_arrays_are_refused() -> None:
     with pytest.raises(PredictionsError, match="probabilities must be"):
         Predictions.from_outputs(np.zeros((3, 2)), [0, 1, 0], NAMES, multi_label=False, ids="abc")

@@ -36,6 +36,7 @@ from jobs.records.repository import (
     create_run,
     delete_run,
     evaluation_heartbeat,
+    find_dataset,
     finish_evaluation,
     finish_run,
     get_evaluation,
@@ -472,14 +473,37 @@ def test_artifact_size_hash_and_upsert(sm: sessionmaker[Session], tmp_path: Path
         _do(sm, add_artifact, run_id, kind="weights", uri="x")
 
 
-def test_register_dataset_upserts_by_name(sm: sessionmaker[Session]) -> None:
+def test_a_dataset_name_is_registered_once(sm: sessionmaker[Session]) -> None:
     first = _do(sm, register_dataset, name="pets", kind="folder", location="/d/pets",
                 class_names=["cat", "dog"], counts={"train": 10}, num_images=10)  # fmt: skip
-    second = _do(sm, register_dataset, name="pets", kind="folder", location="/d/pets2",
-                 class_names=["cat", "dog"], num_images=12)  # fmt: skip
-    assert first.id == second.id and second.location == "/d/pets2" and second.num_images == 12
+    with pytest.raises(RecordConflict, match="already registered"):
+        _do(sm, register_dataset, name="pets", kind="folder", location="/d/pets2",
+            class_names=["cat", "dog"], num_images=12)  # fmt: skip
+    with sm() as s:
+        kept = find_dataset(s, "pets")
+        assert kept.id == first.id and kept.location == "/d/pets" and kept.num_images == 10
     run_id = _new_run(sm, dataset="pets", dataset_id=first.id)
     assert _run(sm, run_id).dataset_id == first.id
+
+
+def test_concurrent_registrations_of_one_name_give_one_dataset(sm: sessionmaker[Session]) -> None:
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def register(i: int) -> None:
+        barrier.wait()
+        try:
+            _do(sm, register_dataset, name="raced", kind="folder", location=f"/d/{i}")
+            outcomes.append("registered")
+        except RecordConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["registered"]
 
 
 def test_a_stalled_worker_cannot_write_over_the_next_attempt(sm: sessionmaker[Session]) -> None:
