@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         100, ge=20, le=4000, description="Longest number literal in a JSON body (digits and sign)."
     )
     predict_max_request_pixels: int = Field(
-        100_000_000,
+        50_000_000,
         ge=1,
         description="Pixels (width x height, summed over its images) one predict request may "
         "decode; checked on the image headers before any decoding (413 above it).",

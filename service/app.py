@@ -24,7 +24,6 @@ from jobs.records import make_engine, make_sessionmaker
 from jobs.settings import Settings, get_settings
 from service.catalogue import Catalogue
 from service.errors import install_error_handlers
-from service.jsonparse import use_limited_json
 from service.limits import RequestLimits
 from service.metrics import Metrics, MetricsMiddleware
 from service.openapi import use_resolved_openapi
@@ -102,16 +101,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         PredictDispatch, routes=models.router.routes, exception_handlers=app.exception_handlers
     )
-    # Outside the predict dispatch, so predict requests pass it too; inside the metrics, so its
-    # refusals are counted. Body size, key and read timeouts before any route reads a body.
-    app.add_middleware(RequestLimits, settings=settings, sessions=sessions)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     # models first: routes are matched in order (PredictDispatch leaves FastAPI the predict
     # requests it refuses)
     routers = (models, predictions, runs, experiments, reports, datasets, architectures, health)
+    routes = [route for module in routers for route in module.router.routes]
+    # Outside the predict dispatch, so predict requests pass it too; inside the metrics, so its
+    # refusals are counted. Body size, key and read timeouts before any route reads a body.
+    app.add_middleware(RequestLimits, settings=settings, sessions=sessions, routes=routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (*routers, dashboard):
         app.include_router(module.router)
-    use_limited_json(app)
     use_resolved_openapi(app)
     return app
 

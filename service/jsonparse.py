@@ -1,32 +1,29 @@
-"""JSON request bodies parsed within limits: nesting depth, number length, UTF-8.
+"""JSON request bodies within limits: nesting depth, number length, UTF-8.
 
 Python's ``json`` recurses once per nesting level (a body of 100,000 ``[`` raised
-``RecursionError``: a 500) and refuses integers over 4,300 digits with a ``ValueError`` that is
-not a ``JSONDecodeError`` (another 500). :func:`parse_json` checks both limits before and while
-parsing, so every malformed or over-limit body is one 422 naming what is wrong.
+``RecursionError``: a 500 on the predict routes, a bare 400 on the others) and refuses
+integers over 4,300 digits with a ``ValueError`` that is not a ``JSONDecodeError`` (another
+500). :func:`check_json` finds both, and a body that is not UTF-8, without parsing (linear,
+never recursive), so every such body is one 422 naming the limit and its setting.
 
-Every JSON body goes through it: the predict routes call it on the body they read, and
-:func:`use_limited_json` makes FastAPI's routes (which call ``Request.json()``) use it too.
+The predict routes parse their bodies with :func:`parse_json`; every other JSON body is
+checked by :class:`~service.limits.RequestLimits` before FastAPI parses it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import request_response
 
 from service.errors import ApiError, ErrorDetail
 
 # A string literal (escapes included): removed before counting brackets, which it may hold.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKETS = re.compile(rb"[\[\]{}]")
+_NUMBER = re.compile(rb"[-+0-9.eE]+")  # outside strings, only numbers hold these (and "e"s)
 
 
 class JsonRejected(ApiError):
@@ -51,34 +48,39 @@ def parse_json(raw: bytes, *, max_depth: int, max_number_chars: int) -> Any:
     Raises:
         JsonRejected: 422 saying what is wrong and, for a limit, its setting.
     """
+    text = check_json(raw, max_depth=max_depth, max_number_chars=max_number_chars)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise JsonRejected(f"not valid UTF-8 (byte {exc.start}); JSON must be UTF-8") from None
-    depth = nesting_depth(raw)
-    if depth > max_depth:
-        raise JsonRejected(
-            f"JSON nested {depth} deep; at most {max_depth} (request_json_max_depth)"
-        )
-
-    def number(literal: str, convert: Callable[[str], Any]) -> Any:
-        if len(literal) > max_number_chars:
-            raise JsonRejected(
-                f"a number of {len(literal)} characters; at most {max_number_chars} "
-                "(request_json_max_number_chars)"
-            )
-        return convert(literal)
-
-    try:
-        return json.loads(
-            text,
-            parse_int=lambda s: number(s, int),
-            parse_float=lambda s: number(s, float),
-        )
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise JsonRejected(f"not valid JSON: {exc}") from None
     except RecursionError:  # not reachable within the depth limit; kept as a 422 regardless
         raise JsonRejected(f"JSON nested too deep; at most {max_depth}") from None
+
+
+def check_json(raw: bytes, *, max_depth: int, max_number_chars: int) -> str:
+    """The body as text, if it is UTF-8 within both limits (it may still not be JSON).
+
+    Raises:
+        JsonRejected: 422 naming what is wrong.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonRejected(f"not valid UTF-8 (byte {exc.start}); JSON must be UTF-8") from None
+    outside_strings = _STRING.sub(b'""', raw)
+    depth = _depth(outside_strings)
+    if depth > max_depth:
+        raise JsonRejected(
+            f"JSON nested {depth} deep; at most {max_depth} (request_json_max_depth)"
+        )
+    longest = max((len(m.group()) for m in _NUMBER.finditer(outside_strings)), default=0)
+    if longest > max_number_chars:
+        raise JsonRejected(_number_message(longest, max_number_chars))
+    return text
+
+
+def _number_message(length: int, limit: int) -> str:
+    return f"a number of {length} characters; at most {limit} (request_json_max_number_chars)"
 
 
 def nesting_depth(raw: bytes) -> int:
@@ -87,8 +89,12 @@ def nesting_depth(raw: bytes) -> int:
     Linear in the body, in C (two regex passes), and never recursive. Unbalanced brackets are
     left for the parser to refuse.
     """
+    return _depth(_STRING.sub(b'""', raw))
+
+
+def _depth(outside_strings: bytes) -> int:
     depth = deepest = 0
-    for match in _BRACKETS.finditer(_STRING.sub(b'""', raw)):
+    for match in _BRACKETS.finditer(outside_strings):
         if match.group() in (b"[", b"{"):
             depth += 1
             deepest = max(deepest, depth)
@@ -105,34 +111,3 @@ def request_json(request: Request, raw: bytes) -> Any:
         max_depth=settings.request_json_max_depth,
         max_number_chars=settings.request_json_max_number_chars,
     )
-
-
-class LimitedJsonRequest(Request):
-    """A request whose ``json()`` is :func:`request_json` (what FastAPI's routes call)."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = request_json(self, await self.body())
-        return self._json
-
-
-def use_limited_json(app: FastAPI) -> None:
-    """Make every FastAPI route of ``app`` parse its JSON body with :func:`request_json`.
-
-    FastAPI reads ``Request.json()`` before it validates a body, and turns any error but an
-    HTTP exception into a 400 ("There was an error parsing the body"): the route's handler is
-    called with a :class:`LimitedJsonRequest` instead, and a refusal is raised as an HTTP
-    exception that FastAPI lets through to the app's handler (:class:`JsonRejected`'s shape).
-    """
-    for route in app.router.routes:
-        if isinstance(route, APIRoute):
-            route.app = request_response(_limited(route.get_route_handler()))
-
-
-def _limited(
-    handler: Callable[[Request], Coroutine[Any, Any, Response]],
-) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-    async def handle(request: Request) -> Response:
-        return await handler(LimitedJsonRequest(request.scope, request.receive))
-
-    return handle

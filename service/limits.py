@@ -3,16 +3,20 @@
 :class:`RequestLimits` is an ASGI middleware in front of every route. For each request, in
 this order:
 
-1. **Body size** (:data:`BODY_LIMITS`, one table): a declared ``Content-Length`` over the
+1. **The API key** (:class:`~service.keygate.KeyGate`), for every path under ``/v1``: no key,
+   or one that is not valid, is a 401 before the body is read, so an anonymous client cannot
+   make the server read, buffer or parse anything (whatever size it declares).
+2. **Body size** (:data:`BODY_LIMITS`, one table): a declared ``Content-Length`` over the
    route's limit is a 413 before a byte is read; a body without one (chunked) is counted as it
    streams and refused (413) by the read that passes the limit. Nothing over the limit is ever
    held in memory.
-2. **The API key** (:class:`~service.keygate.KeyGate`), for every path under ``/v1``: no key,
-   or one that is not valid, is a 401 before the body is read, so an anonymous client cannot
-   make the server read, buffer or parse anything.
 3. **Body read timeouts**: a body whose next piece does not come within
    ``request_body_idle_timeout_s``, or that is not all in within ``request_body_timeout_s``, is
    a 408 (a client that stalls mid-upload does not hold the request open forever).
+4. **JSON bodies** of the routes FastAPI parses (all but uploads and predicts, which parse
+   their own with :func:`~service.jsonparse.parse_json`): read (within the small limit of 1.)
+   and checked by :func:`~service.jsonparse.check_json` (UTF-8, nesting depth, number length)
+   before FastAPI's parser sees them: a 422 naming the limit instead of a 400 or a 500.
 
 Each limit is a setting (``jobs.settings``, "request limits"); docs/security.md lists them.
 """
@@ -21,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.routing import compile_path
+from starlette.routing import BaseRoute, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.settings import Settings
 from service.errors import ApiError, error_response
+from service.jsonparse import check_json
 from service.keygate import KeyGate
 from service.predict.table import PREDICT_ROUTES
 
@@ -83,10 +89,26 @@ def too_slow(seconds: float, setting: str) -> ApiError:
 class RequestLimits:
     """The middleware; see the module's docstring."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, sessions: sessionmaker[Session]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
+        """
+        Args:
+            app: the rest of the stack.
+            settings: the limits.
+            sessions: for the key check.
+            routes: the app's routes, to name the route of a request refused here (the request
+                metrics count it under its route, as if the route had answered).
+        """
         self.app = app
         self.settings = settings
         self.gate = KeyGate(settings, sessions)
+        self.routes = [route for route in routes if isinstance(route, Route)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,27 +123,38 @@ class RequestLimits:
 
         try:
             guarded = await self._admit(scope, receive)
+            if _checks_json(scope):
+                guarded = await self._checked_json(guarded)
             await self.app(scope, guarded, tracked_send)
         except ApiError as exc:
             # Raised here or by a body read outside any route's handlers.
             if started:
                 raise
+            route = self._route(scope)
+            if route is not None:
+                scope.setdefault("route", route)
             response = error_response(
                 exc.status_code, exc.message, code=exc.code, details=exc.details,
                 headers=exc.headers,
             )  # fmt: skip
             await response(scope, receive, send)
 
+    def _route(self, scope: Scope) -> Route | None:
+        for route in self.routes:
+            if route.path_regex.match(scope["path"]) and scope["method"] in (route.methods or ()):
+                return route
+        return None
+
     async def _admit(self, scope: Scope, receive: Receive) -> Receive:
         """Check the declared size and the key; the ``receive`` that enforces the rest."""
         path: str = scope["path"]
         setting = body_limit(path)
         limit: int = getattr(self.settings, setting)
+        if path.startswith(KEYED_PREFIX):
+            await self.gate.admit(scope, predict=setting == _PREDICT_SETTING)
         declared = content_length(scope)
         if declared is not None and declared > limit:
             raise too_large(limit, setting)
-        if path.startswith(KEYED_PREFIX):
-            await self.gate.admit(scope, predict=setting == _PREDICT_SETTING)
         return guarded_receive(
             receive,
             limit=limit,
@@ -129,6 +162,57 @@ class RequestLimits:
             idle_s=self.settings.request_body_idle_timeout_s,
             total_s=self.settings.request_body_timeout_s,
         )
+
+    async def _checked_json(self, receive: Receive) -> Receive:
+        """Read the (small) JSON body, check it with :func:`~service.jsonparse.check_json`,
+        and hand it on as if it had just arrived."""
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay(b"", receive, message)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        check_json(
+            body,
+            max_depth=self.settings.request_json_max_depth,
+            max_number_chars=self.settings.request_json_max_number_chars,
+        )
+        return _replay(body, receive)
+
+
+def _checks_json(scope: Scope) -> bool:
+    """Whether the body is JSON for a route FastAPI parses (not an upload, not a predict).
+
+    FastAPI parses a body as JSON when its type says so, or when it has no type at all.
+    """
+    if scope["method"] in ("GET", "HEAD", "OPTIONS") or body_limit(scope["path"]) != (
+        DEFAULT_BODY_LIMIT
+    ):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind == b"application/json" or (
+                kind.startswith(b"application/") and kind.endswith(b"+json")
+            )
+    return True
+
+
+def _replay(body: bytes, receive: Receive, first: Message | None = None) -> Receive:
+    """A ``receive`` that gives ``first`` (or the whole ``body``) once, then ``receive``'s."""
+    pending: Message | None = first or {"type": "http.request", "body": body, "more_body": False}
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending is not None:
+            message, pending = pending, None
+            return message
+        return await receive()
+
+    return replayed
 
 
 def content_length(scope: Scope) -> int | None:
