@@ -4,11 +4,15 @@ With a plain thread pool a request's images were one job, in arrival order: four
 64 large images took both threads for half a minute, an ordinary one-image request waited
 behind them (29 s), and a request that timed out (504) or whose client left went on decoding.
 
-:class:`FairDecoder` runs one image at a time and takes the requests in turn (round robin):
-a one-image request waits for at most one image per thread, however much the others carry.
-A request that is cancelled (its deadline passed, its client went away) is dropped from the
-turn at once: its images not yet started are never decoded, and nothing more is done for it
-than the images already in a thread.
+:class:`FairDecoder` runs one image at a time, and a free thread takes the next image of the
+request that has had the fewest images started so far (the earliest, among equals): the
+least served first. A new request is therefore served next, so a one-image request waits for
+the images already in the threads and no more, however much the others carry; requests of
+equal size share the threads in turn.
+
+A request that is cancelled (its deadline passed, its client went away) is dropped at once:
+its images not yet started are never decoded, and nothing more is done for it than the
+images already in a thread.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +45,7 @@ class _Request(Generic[Item, Result]):
         self.next = 0
         self.in_flight = 0
         self.errors: dict[int, BaseException] = {}
+        self.seq = 0  # arrival order, among requests equally served
         self.dropped = False  # cancelled, or an image failed: hand out nothing more
 
     @property
@@ -58,7 +62,8 @@ class FairDecoder:
     """
 
     def __init__(self, threads: int, *, name: str = "decode") -> None:
-        self._ready: deque[_Request[Any, Any]] = deque()  # requests with items to hand out
+        self._ready: list[_Request[Any, Any]] = []  # requests with items to hand out
+        self._arrivals = 0
         self._lock = threading.Condition()
         self._closed = False
         self._threads = [
@@ -84,6 +89,8 @@ class FairDecoder:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the decoder is closed")
+            self._arrivals += 1
+            request.seq = self._arrivals
             self._ready.append(request)
             self._lock.notify()
         try:
@@ -114,12 +121,12 @@ class FairDecoder:
                     self._lock.wait()
                 if self._closed:
                     return
-                request = self._ready.popleft()
+                request = min(self._ready, key=_least_served)
                 index = request.next
                 request.next += 1
                 request.in_flight += 1
-                if request.pending:
-                    self._ready.append(request)  # to the back: the others go first
+                if not request.pending:
+                    self._ready.remove(request)
             try:
                 result, error = request.work(request.items[index]), None
             except Exception as exc:  # handed to the request, which raises it
@@ -138,6 +145,10 @@ class FairDecoder:
                 # RuntimeError: the loop is closed, so no one is waiting any more
                 with contextlib.suppress(RuntimeError):
                     request.loop.call_soon_threadsafe(_settle, request)
+
+
+def _least_served(request: _Request[Any, Any]) -> tuple[int, int]:
+    return request.next, request.seq
 
 
 def _settle(request: _Request[Any, Any]) -> None:
