@@ -57,7 +57,33 @@ def resolved(spec: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"two OpenAPI schemas are named {name!r}; rename one")
         components[name] = schema
     _repoint(spec)
+    _door_refusals(spec)
     return spec
+
+
+# What service.limits may answer on any route under /v1, before the route itself runs.
+DOOR_REFUSALS = {
+    "401": "No API key, or an unknown or revoked one",
+    "408": "The request body did not arrive in time (request_body_idle_timeout_s, "
+    "request_body_timeout_s)",
+    "413": "The request body is over the route's limit (request_max_json_bytes, "
+    "max_upload_bytes or predict_max_body_bytes)",
+    "422": "A JSON body that is not UTF-8, nests too deep or holds too long a number",
+    "429": "Too many requests with keys that are not valid from this client (Retry-After)",
+}
+
+
+def _door_refusals(spec: dict[str, Any]) -> None:
+    error = {"application/json": {"schema": {"$ref": _COMPONENTS + "ErrorBody"}}}
+    for path, operations in spec.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in DOOR_REFUSALS.items():
+                if status == "422" and operation.get("requestBody") is None:
+                    continue
+                responses.setdefault(status, {"description": description, "content": error})
 
 
 def _collect(node: Any, found: dict[str, Any]) -> None:
