@@ -52,7 +52,7 @@ def _check_key(
     sessions: sessionmaker[Session], credentials: HTTPAuthorizationCredentials | None
 ) -> ApiKey:
     with sessions() as session:
-        return _check_predict_key.check_key(session, credentials)  # type: ignore[attr-defined,no-any-return]
+        return _check_predict_key.check_key(session, credentials)  # type: ignore[attr-defined]
 
 
 predict_key.required_scope = Scope.PREDICT  # type: ignore[attr-defined]  # for the route walk
