@@ -74,7 +74,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Longest wait for the next piece of a request body (408 after)."
     )
     request_body_timeout_s: float = Field(
-        600.0, gt=0, description="Longest time to receive a whole request body (408 after)."
+        1800.0,
+        gt=0,
+        description="Longest time to receive a whole request body (408 after); long enough for "
+        "a max_upload_bytes upload at 0.3 MB/s.",
     )
     request_json_max_depth: int = Field(
         32, ge=2, le=1000, description="Deepest nesting of arrays and objects in a JSON body."
