@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import socket
 import struct
 import threading
@@ -239,6 +240,7 @@ def test_an_ordinary_predict_is_not_starved_by_heavy_requests(served: Served) ->
         started = time.monotonic()
         response = ordinary(client, served.key)
         waited = time.monotonic() - started
+    print(f"an ordinary predict beside four heavy requests: {waited:.2f} s")  # docs/security.md
     assert response.status_code == 200, response.text
     # It waits for the images already in the two threads, not for the 128 queued before it.
     assert waited < TIMEOUT_S / 2, f"an ordinary predict waited {waited:.1f} s"
@@ -249,13 +251,18 @@ def test_an_ordinary_predict_is_not_starved_by_heavy_requests(served: Served) ->
 
 def test_decoding_stops_when_the_request_times_out(served: Served) -> None:
     """Finding 6: decoding went on after the 504."""
-    answers: list[int] = []
     api = served.api
+    # Enough heavy requests that together they take twice the deadline on this machine now.
+    alone: list[int] = []
+    started = time.monotonic()
+    _send_heavy(api, served.key, alone)
+    count = min(24, max(4, math.ceil(2 * TIMEOUT_S / (time.monotonic() - started))))
+    answers: list[int] = []
     cpu, started = api.cpu_seconds(), time.monotonic()
-    for thread in _heavy_in_flight(served, answers, count=6):
-        thread.join(60)
+    for thread in _heavy_in_flight(served, answers, count=count):
+        thread.join(120)
     busy = (api.cpu_seconds() - cpu) / (time.monotonic() - started)
-    assert answers.count(504) >= 2, answers  # 192 heavy images do not fit in the deadline
+    assert answers.count(504) >= 2, (count, answers)
     _after_abandoning(api, busy)
 
 
