@@ -7,6 +7,7 @@ evaluation and inference. Every failure is an :class:`ImageDecodeError` that say
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -50,18 +51,54 @@ def decode_image(
             )
         w, h = img.size
         if w * h > max_pixels:
-            raise ImageDecodeError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels}")
+            raise ImageDecodeError(_too_many_pixels(w * h, max_pixels, f"{w}x{h}"))
         img.seek(0)
         img.load()
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
+        # Pillow's own guard fired before ours could (its limit is higher): answer in our words.
+        raise ImageDecodeError(_too_many_pixels(_bomb_pixels(exc), max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a recognised image file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
     return to_array(img, channels)
+
+
+def image_pixels(data: bytes) -> int | None:
+    """Width x height of an encoded image, read from its header alone (nothing is decoded).
+
+    ``None`` when the header cannot be read (not an image, truncated): :func:`decode_image`
+    then says what is wrong. A size past Pillow's own bomb guard is still reported.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            return int(w) * int(h)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _bomb_pixels(exc)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return None
+
+
+def too_many_pixels_message(pixels: int, max_pixels: int) -> str:
+    """What :func:`decode_image` says about an image over ``max_pixels``."""
+    return _too_many_pixels(pixels, max_pixels)
+
+
+def _too_many_pixels(pixels: int | None, max_pixels: int, dims: str | None = None) -> str:
+    size = f"{dims} ({pixels} pixels)" if dims else f"{pixels} pixels"
+    if pixels is None:
+        size = "more pixels than Pillow allows"
+    return f"image of {size} exceeds the limit of {max_pixels} pixels"
+
+
+def _bomb_pixels(exc: Exception) -> int | None:
+    # Pillow says "Image size (400000000 pixels) exceeds limit of ...": the only place the
+    # size is given, since the image it refused is never returned.
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 def to_array(img: Image.Image, channels: int) -> np.ndarray:

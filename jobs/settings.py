@@ -97,6 +97,42 @@ class Settings(BaseSettings):
     archive_max_member_bytes: int = Field(
         256 * 1024**2, ge=1024, description="The largest single file in an archive."
     )
+    # request limits (service/limits.py; docs/security.md, "Request limits")
+    request_max_json_bytes: int = Field(
+        1024**2,
+        ge=1024,
+        description="Largest body of any route that is neither an upload nor a predict (413).",
+    )
+    request_body_idle_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for the next piece of a request body (408 after)."
+    )
+    request_body_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest time to receive a whole request body (408 after); long enough for "
+        "a max_upload_bytes upload at 0.3 MB/s.",
+    )
+    request_json_max_depth: int = Field(
+        32, ge=2, le=1000, description="Deepest nesting of arrays and objects in a JSON body."
+    )
+    request_json_max_number_chars: int = Field(
+        100, ge=20, le=4000, description="Longest number literal in a JSON body (digits and sign)."
+    )
+    predict_max_request_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="Pixels (width x height, summed over its images) one predict request may "
+        "decode; checked on the image headers before any decoding (413 above it).",
+    )
+    predict_max_name_chars: int = Field(
+        256, ge=1, le=4096, description="Longest image name a predict request may send."
+    )
+    auth_failures_burst: int = Field(
+        200, ge=1, description="Failed API keys one client may send at once before 429s."
+    )
+    auth_failures_per_second: float = Field(
+        5.0, gt=0, description="How fast a client's allowance of failed keys refills."
+    )
 
     @field_validator("database_url")
     @classmethod

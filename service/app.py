@@ -24,7 +24,9 @@ from jobs.records import make_engine, make_sessionmaker
 from jobs.settings import Settings, get_settings
 from service.catalogue import Catalogue
 from service.errors import install_error_handlers
+from service.limits import RequestLimits
 from service.metrics import Metrics, MetricsMiddleware
+from service.openapi import use_resolved_openapi
 from service.predict.dispatch import PredictDispatch
 from service.queue import TaskQueue
 from service.routes import (
@@ -99,12 +101,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         PredictDispatch, routes=models.router.routes, exception_handlers=app.exception_handlers
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     # models first: routes are matched in order (PredictDispatch leaves FastAPI the predict
     # requests it refuses)
     routers = (models, predictions, runs, experiments, reports, datasets, architectures, health)
+    routes = [route for module in routers for route in module.router.routes]
+    # Outside the predict dispatch, so predict requests pass it too; inside the metrics, so its
+    # refusals are counted. Body size, key and read timeouts before any route reads a body.
+    app.add_middleware(RequestLimits, settings=settings, sessions=sessions, routes=routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (*routers, dashboard):
         app.include_router(module.router)
+    use_resolved_openapi(app)
     return app
 
 

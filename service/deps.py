@@ -22,6 +22,7 @@ from jobs.records.db import committed
 from jobs.records.repository import authenticate
 from jobs.settings import Settings
 from service.errors import ApiError
+from service.keygate import admitted_key
 from service.queue import TaskQueue
 
 
@@ -64,15 +65,26 @@ def require(scope: Scope) -> Callable[..., ApiKey]:
     key without the scope: 403. ``admin`` grants every scope.
     """
 
-    def dependency(session: SessionDep, credentials: _Credentials) -> ApiKey:
-        if credentials is None or not credentials.credentials:
+    def dependency(request: Request, session: SessionDep, credentials: _Credentials) -> ApiKey:
+        return check_key(session, credentials, admitted=admitted_key(request.scope))
+
+    def check_key(
+        session: Session,
+        credentials: HTTPAuthorizationCredentials | None,
+        *,
+        admitted: ApiKey | None = None,
+    ) -> ApiKey:
+        if admitted is not None:  # looked up at the door (service.keygate), before the body
+            key: ApiKey | None = admitted
+        elif credentials is None or not credentials.credentials:
             raise ApiError(
                 401,
                 "An API key is required: send 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        with committed(session):  # authenticate() notes when the key was last used
-            key = authenticate(session, credentials.credentials)
+        else:
+            with committed(session):  # authenticate() notes when the key was last used
+                key = authenticate(session, credentials.credentials)
         if key is None:
             raise ApiError(
                 401,
@@ -89,6 +101,7 @@ def require(scope: Scope) -> Callable[..., ApiKey]:
 
     dependency.__name__ = f"require_{scope.value}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the route walk test
+    dependency.check_key = check_key  # type: ignore[attr-defined]  # the predict routes' check
     return dependency
 
 

@@ -42,12 +42,14 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     411: "length_required",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
+    499: "client_closed_request",
     500: "internal_error",
     503: "service_unavailable",
 }
@@ -71,8 +73,13 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
-class ApiError(Exception):
+class ApiError(StarletteHTTPException):
     """An error a route raises on purpose; rendered as :class:`ErrorBody`.
+
+    An HTTP exception, so that FastAPI lets it through wherever it is raised: it turns any
+    other error raised while it reads a body into a bare 400, and a request body that breaks
+    a limit (:mod:`service.limits`) or is not valid JSON (:mod:`service.jsonparse`) is refused
+    from inside that read.
 
     Args:
         status_code: The HTTP status.
@@ -91,12 +98,15 @@ class ApiError(Exception):
         details: Sequence[ErrorDetail] = (),
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(status_code, message)
         self.status_code = status_code
         self.message = message
         self.code = code or _CODES.get(status_code, "error")
         self.details = list(details)
         self.headers = dict(headers or {})
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def invalid(field: str, message: str, received: Any = None) -> ApiError:

@@ -19,18 +19,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
+from service.jsonparse import request_json
 
 OPTION_FIELDS = ("top_k", "threshold")
 MAX_TOP_K = 1000
@@ -115,11 +124,14 @@ def _limited(receive: Receive, limit: int, declared: int | None) -> Receive:
 # --- request bodies --------------------------------------------------------------------------
 
 
-class _B64(BaseModel):
+class Base64Image(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     b64: StrictStr = Field(..., description="The encoded image (JPEG, PNG, …) in base64")
-    name: StrictStr | None = Field(None, description="Your name for it, echoed in the answer")
+    name: StrictStr | None = Field(
+        None,
+        description="Your name for it, echoed in the answer (at most predict_max_name_chars)",
+    )
 
 
 class PredictJson(BaseModel):
@@ -127,12 +139,12 @@ class PredictJson(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images: list[_B64] = Field(..., min_length=1)
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Single-label models")
-    threshold: float | None = Field(None, ge=0, le=1, description="Multi-label models")
+    images: list[Base64Image] = Field(..., min_length=1)
+    top_k: StrictInt | None = Field(None, ge=1, le=MAX_TOP_K, description="Single-label models")
+    threshold: StrictFloat | None = Field(None, ge=0, le=1, description="Multi-label models")
 
 
-_Instance = _B64 | dict[StrictStr, _B64]
+_Instance = Base64Image | dict[StrictStr, Base64Image]
 
 
 class TFServingJson(BaseModel):
@@ -168,7 +180,11 @@ async def read_predict(request: Request, *, max_images: int) -> PredictPayload:
             raise from_pydantic(exc) from None
         _check_count(len(body.images), max_images, "body.images")
         images = [
-            EncodedImage(_b64(item.b64, f"body.images[{i}].b64"), f"body.images[{i}]", item.name)
+            EncodedImage(
+                _b64(item.b64, f"body.images[{i}].b64"),
+                f"body.images[{i}]",
+                _checked_name(request, item.name, f"body.images[{i}].name"),
+            )
             for i, item in enumerate(body.images)
         ]
         return PredictPayload(images, top_k=body.top_k, threshold=body.threshold)
@@ -205,7 +221,7 @@ async def read_tf_serving(request: Request, *, max_images: int) -> list[EncodedI
     images = []
     for i, item in enumerate(items):
         field = f"body.{where}[{i}]"
-        image: _B64 | None = item if isinstance(item, _B64) else None
+        image: Base64Image | None = item if isinstance(item, Base64Image) else None
         if isinstance(item, dict):
             if len(item) != 1:
                 raise invalid(field, "expected {'b64': ...} or {'<input name>': {'b64': ...}}")
@@ -213,7 +229,8 @@ async def read_tf_serving(request: Request, *, max_images: int) -> list[EncodedI
             field = f"{field}.{input_name}"
         if image is None:
             raise invalid(field, "expected {'b64': ...}")
-        images.append(EncodedImage(_b64(image.b64, f"{field}.b64"), field, image.name))
+        name = _checked_name(request, image.name, f"{field}.name")
+        images.append(EncodedImage(_b64(image.b64, f"{field}.b64"), field, name))
     return images
 
 
@@ -231,11 +248,7 @@ def _unsupported_type(kind: str, expected: str) -> ApiError:
 
 
 async def _read_json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid("body", f"not valid JSON: {exc}") from None
+    return request_json(request, await request.body())
 
 
 def _b64(text: str, field: str) -> bytes:
@@ -245,6 +258,30 @@ def _b64(text: str, field: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise invalid(field, f"not valid base64: {exc}", text) from None
+
+
+def _checked_name(request: Request, name: str | None, field: str) -> str | None:
+    """A JSON image's name, refused (422) past ``predict_max_name_chars``: it is echoed back."""
+    limit: int = request.app.state.settings.predict_max_name_chars
+    if name is not None and len(name) > limit:
+        raise invalid(
+            field,
+            f"a name of {len(name)} characters; at most {limit} (predict_max_name_chars)",
+            name,  # shortened in the answer (errors.MAX_RECEIVED_CHARS)
+        )
+    return name
+
+
+def _cut_name(request: Request, name: str | None) -> str | None:
+    """A file part's name, cut to ``predict_max_name_chars``: it names the image in answers.
+
+    Cut rather than refused: a client rarely picks its file names, so a long one should not
+    cost it the prediction.
+    """
+    limit: int = request.app.state.settings.predict_max_name_chars
+    if name is not None and len(name) > limit:
+        return name[: limit - 1] + "…"
+    return name
 
 
 def _check_count(count: int, limit: int, field: str) -> None:
@@ -257,6 +294,8 @@ def _check_count(count: int, limit: int, field: str) -> None:
 async def _read_multipart(request: Request, *, max_images: int) -> PredictPayload:
     try:
         form = await request.form(max_files=max_images, max_fields=len(OPTION_FIELDS))
+    except ApiError:
+        raise  # the body broke a limit while it was read (service.limits)
     except StarletteHTTPException as exc:
         detail = str(exc.detail)
         if detail.startswith("Too many files"):
@@ -276,7 +315,11 @@ async def _read_multipart(request: Request, *, max_images: int) -> PredictPayloa
             if isinstance(value, UploadFile):
                 index = per_field[key] = per_field.get(key, -1) + 1
                 images.append(
-                    EncodedImage(await value.read(), f"body.{key}[{index}]", value.filename)
+                    EncodedImage(
+                        await value.read(),
+                        f"body.{key}[{index}]",
+                        _cut_name(request, value.filename),
+                    )
                 )
             elif key in OPTION_FIELDS:
                 options[key] = value

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +24,8 @@ from jobs.ids import is_record_id
 from jobs.records import ApiKey, RecordConflict, RecordNotFound, Run, RunStatus
 from jobs.records.repository import get_model_artifact, get_model_version
 from service.inference.cache import ModelCache, ModelRef
-from service.inference.images import InputSpec, decode_for_model, rejection
+from service.inference.decoder import FairDecoder
+from service.inference.images import ImageRejected, InputSpec, decode_for_model, rejection
 from service.inference.metrics import PredictMetrics
 from service.inference.payload import EncodedImage
 
@@ -76,9 +76,7 @@ class Inference:
         self.cache = ModelCache(settings, self.metrics)
         self.keys = _Ttl(settings.predict_cache_ttl_s)
         self.refs = _Ttl(settings.predict_cache_ttl_s)
-        self._decoder = ThreadPoolExecutor(
-            settings.predict_decode_threads, thread_name_prefix="decode"
-        )
+        self._decoder = FairDecoder(settings.predict_decode_threads)
 
     # --- finding models -------------------------------------------------------------------
 
@@ -138,31 +136,36 @@ class Inference:
     # --- decoding -------------------------------------------------------------------------
 
     async def decode(self, images: Sequence[EncodedImage], spec: InputSpec) -> list[np.ndarray]:
-        """Decode and resize a request's images in the decode threads (not on the loop).
+        """Decode and resize a request's images in the decode threads (not on the loop), in
+        turn with the other requests' (:class:`~service.inference.decoder.FairDecoder`).
+
+        Cancelling the caller (a 504, a client gone) stops the work: images not yet started
+        are never decoded.
 
         Raises:
             ImageRejected: the first image that cannot be used, named, with its status.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decoder, self._decode_all, images, spec)
-
-    def _decode_all(self, images: Sequence[EncodedImage], spec: InputSpec) -> list[np.ndarray]:
         started = time.perf_counter()
-        arrays = []
-        for image in images:
+
+        def one(image: EncodedImage) -> np.ndarray:
             try:
-                arrays.append(decode_for_model(image.data, spec))
+                return decode_for_model(image.data, spec)
             except ImageDecodeError as exc:
-                self.metrics.refused.labels("bad_image").inc()
                 raise rejection(
                     image.data, exc, spec, field=image.field, label=image.label
                 ) from None
+
+        try:
+            arrays = await self._decoder.run(images, one)
+        except ImageRejected:
+            self.metrics.refused.labels("bad_image").inc()
+            raise
         self.metrics.decode_seconds.observe(time.perf_counter() - started)
         return arrays
 
     async def close(self) -> None:
         await self.cache.close()
-        self._decoder.shutdown(wait=False, cancel_futures=True)
+        self._decoder.close()
 
 
 def get_inference(app: Any) -> Inference:

@@ -7,10 +7,13 @@ this is what every predict route shares once it holds the images.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import numpy as np
+from starlette.requests import Request
 
+from core.images import image_pixels, too_many_pixels_message
 from service.errors import ApiError, ErrorDetail
 from service.inference.batcher import BatcherClosed, Overloaded
 from service.inference.cache import LoadedModel, ModelRef, ModelUnavailable
@@ -19,6 +22,7 @@ from service.inference.payload import EncodedImage
 from service.inference.runtime import Inference
 
 RETRY_AFTER_S = 1
+T = TypeVar("T")
 
 
 async def predict_images(
@@ -34,6 +38,7 @@ async def predict_images(
         ApiError: 503 (the model's queue is full, or it cannot be loaded), 504 (the
             deadline passed), or the status of the first image that cannot be used.
     """
+    check_pixels(inference, images)
     timeout = inference.settings.predict_timeout_s
     try:
         async with asyncio.timeout(timeout):
@@ -68,6 +73,68 @@ async def predict_images(
             f"The prediction did not finish within {timeout:g} s (predict_timeout_s)",
             code="timeout",
         ) from None
+
+
+def check_pixels(inference: Inference, images: Sequence[EncodedImage]) -> None:
+    """Refuse, from the image headers alone, what would take too long to decode.
+
+    An image over ``predict_max_pixels`` is a 413 naming it; the request's images together
+    over ``predict_max_request_pixels`` a 413 naming that budget. Nothing is decoded; an image
+    whose header cannot be read is left to the decoder, which says what is wrong with it.
+    """
+    settings = inference.settings
+    per_image, budget = settings.predict_max_pixels, settings.predict_max_request_pixels
+    total = 0
+    for image in images:
+        pixels = image_pixels(image.data)
+        if pixels is None:
+            continue
+        if pixels > per_image:
+            inference.metrics.refused.labels("bad_image").inc()
+            reason = f"{too_many_pixels_message(pixels, per_image)} (predict_max_pixels)"
+            raise _image_error(
+                ImageRejected(
+                    status=413, code="image_too_large", field=image.field, label=image.label,
+                    reason=reason,
+                )
+            )  # fmt: skip
+        total += pixels
+    if total > budget:
+        inference.metrics.refused.labels("too_many_pixels").inc()
+        message = (
+            f"the {len(images)} images hold {total} pixels together; at most {budget} per "
+            "request (predict_max_request_pixels): send fewer or smaller images"
+        )
+        raise ApiError(
+            413,
+            f"body: {message}",
+            code="too_many_pixels",
+            details=[ErrorDetail(field="body", message=message, received=total)],
+        )
+
+
+async def unless_abandoned(request: Request, work: Awaitable[T]) -> T:
+    """``await work``, cancelled as soon as the client goes away (then a 499).
+
+    The body has been read by then, so the next ASGI message can only be the disconnect
+    (or the end of the response): cancelling ``work`` drops its images not yet decoded.
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        gone.cancel()
+    if task.cancelled() or not task.done():
+        raise ApiError(499, "The client closed the connection before the answer")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def max_images(inference: Inference) -> int:

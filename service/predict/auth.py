@@ -13,6 +13,7 @@ from jobs.records import ApiKey, Scope
 from jobs.records.repository import hash_api_key
 from service.deps import require
 from service.inference.runtime import get_inference
+from service.keygate import admitted_key
 
 _check_predict_key = require(Scope.PREDICT)
 
@@ -24,6 +25,9 @@ async def predict_key(request: Request) -> ApiKey:
     TTL. Failures (401, 403) are never cached. The bearer token is read straight from the
     header (as ``HTTPBearer`` reads it): one dependency fewer to solve on every request.
     """
+    admitted = admitted_key(request.scope)
+    if admitted is not None and admitted.has_scope(Scope.PREDICT):
+        return admitted  # checked at the door (service.keygate), by this very function
     inference = get_inference(request.app)
     credentials = _bearer_token(request.headers.get("authorization"))
     digest = hash_api_key(credentials.credentials) if credentials is not None else ""
@@ -48,7 +52,7 @@ def _check_key(
     sessions: sessionmaker[Session], credentials: HTTPAuthorizationCredentials | None
 ) -> ApiKey:
     with sessions() as session:
-        return _check_predict_key(session, credentials)
+        return _check_predict_key.check_key(session, credentials)  # type: ignore[attr-defined]
 
 
 predict_key.required_scope = Scope.PREDICT  # type: ignore[attr-defined]  # for the route walk

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from core.ranking import ranked_labels
 from service.inference.payload import query_options, read_predict, read_tf_serving
 from service.inference.runtime import get_inference
-from service.inference.serving import max_images, predict_images
+from service.inference.serving import max_images, predict_images, unless_abandoned
 
 DEFAULT_TOP_K = 5
 JSON_TYPE = "application/json"
@@ -28,7 +28,7 @@ async def run_predict(request: Request, name: str, version: int | None) -> Respo
     payload = await read_predict(request, max_images=max_images(inference))
     top_k = payload.top_k if payload.top_k is not None else top_k
     threshold = payload.threshold if payload.threshold is not None else threshold
-    model, rows = await predict_images(inference, ref, payload.images)
+    model, rows = await unless_abandoned(request, predict_images(inference, ref, payload.images))
     k = min(top_k or DEFAULT_TOP_K, model.num_classes)  # as the core Predictor clamps it
     cut = model.threshold if threshold is None else threshold
     names = model.class_names
@@ -53,6 +53,6 @@ async def run_tf_serving(request: Request, name: str, version: int | None) -> Re
     inference = get_inference(request.app)
     ref = await inference.resolve(name, version)
     images = await read_tf_serving(request, max_images=max_images(inference))
-    _, rows = await predict_images(inference, ref, images)
+    _, rows = await unless_abandoned(request, predict_images(inference, ref, images))
     body = {"predictions": [row.tolist() for row in rows]}
     return Response(json.dumps(body).encode(), media_type=JSON_TYPE)

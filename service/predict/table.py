@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from service.errors import ErrorBody
 from service.inference.payload import MAX_TOP_K, PredictJson, TFServingJson
+from service.openapi import component
 from service.predict.auth import PredictKey
 from service.predict.handlers import DEFAULT_TOP_K, JSON_TYPE, run_predict, run_tf_serving
 from service.routes import error_responses, multipart_form
@@ -49,7 +50,7 @@ _LABELS_OPENAPI: dict[str, Any] = {
                     "threshold": {"type": "number", "minimum": 0, "maximum": 1},
                 }
             ),
-            JSON_TYPE: {"schema": PredictJson.model_json_schema()},
+            JSON_TYPE: {"schema": component(PredictJson)},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
     },
@@ -76,7 +77,7 @@ _TF_SERVING_OPENAPI: dict[str, Any] = {
     "security": _SECURITY,
     "requestBody": {
         "required": True,
-        "content": {JSON_TYPE: {"schema": TFServingJson.model_json_schema()}},
+        "content": {JSON_TYPE: {"schema": component(TFServingJson)}},
     },
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from core.reports.experiments import MAX_CELLS
 from jobs.records import RunStatus
@@ -21,8 +21,8 @@ class RandomSearch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trials: int = Field(..., ge=1, le=MAX_CELLS)
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the draws, not the runs")
+    trials: StrictInt = Field(..., ge=1, le=MAX_CELLS)
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1, description="Seeds the draws, not the runs")
     space: dict[str, dict[str, Any]] = Field(
         ...,
         min_length=1,
@@ -54,7 +54,7 @@ class ExperimentCreate(BaseModel):
     plain_twins: bool = Field(
         False, description="Add each ResNet's plain twin (resnet20 → plain20), as in Figure 6"
     )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_CELLS)
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_CELLS)
     base: dict[str, Any] = Field(
         default_factory=dict,
         description="POST /v1/runs fields every cell shares (not architecture or seed)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 
 class PredictionScore(BaseModel):
@@ -35,7 +35,9 @@ class PredictionsPage(BaseModel):
 class Rescore(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Multi-label decision threshold")
+    threshold: StrictFloat = Field(
+        0.5, ge=0.0, le=1.0, description="Multi-label decision threshold"
+    )
 
 
 class RescorePublic(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.training.config import PRESETS, Hyperparameters, dotted_paths
 from jobs.records import RunStatus
+from service.schemas.strict import refuse_bools
 
 
 class _WhatToTrain(BaseModel):
@@ -55,6 +56,7 @@ class RunCreate(Hyperparameters, _WhatToTrain):
     def _null_is_no_override(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
+        refuse_bools(cls, values)
         return {
             k: v
             for k, v in values.items()
