@@ -10,8 +10,8 @@ The protocol is the one job lifecycle's (:mod:`jobs.records.lifecycle`, :mod:`wo
   crash it continues from the last complete epoch's checkpoint. Each epoch's row is an
   idempotent upsert, so the resumed run still has one row per epoch. An epoch's write rides
   out a database outage of up to ``stale_after_seconds`` (retried), and the finishing
-  transaction writes the whole history again: a row that no write got through for (an epoch
-  checkpointed by an attempt that then failed) is there at the end.
+  transaction writes the epochs of the history that have no row: a row that no write got through
+  for (an epoch checkpointed by an attempt that then failed) is there at the end.
 - **Alive.** The job's heartbeat (:class:`worker.lifecycle.JobHeartbeat`) beats every
   ``heartbeat_seconds`` for as long as the task runs (data loading, building the model and the
   final evaluation send no progress); progress reports beat too. If a beat, a progress report
@@ -40,6 +40,7 @@ from jobs.records.lifecycle import RUN_JOBS
 from jobs.records.runs import (
     finish_run,
     is_cancel_requested,
+    list_epochs,
     record_epoch,
     update_progress,
 )
@@ -237,10 +238,13 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         dtype_policy=result.dtype_policy,
     )
     with session_scope(sessions) as session:
-        # The whole history again (idempotent upserts): an epoch whose write never got through
-        # in an earlier attempt, which then failed after checkpointing it, is recorded here.
+        # The epochs missing from the records: one whose write never got through in an earlier
+        # attempt, which then failed after checkpointing it, is recorded here. Rows already there
+        # stay as written (their recorded_at is when the epoch ended).
+        recorded = {row.epoch for row in list_epochs(session, run_id)}
         for record in result.history:
-            record_epoch(session, run_id, record.to_dict(), attempt=attempt)
+            if record.epoch not in recorded:
+                record_epoch(session, run_id, record.to_dict(), attempt=attempt)
         finished = finish_run(
             session, run_id, status=RunStatus.SUCCEEDED, metrics=jsonable(summary), attempt=attempt
         )
