@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -18,14 +17,13 @@ class BackendError(RuntimeError):
 
 
 def keras_backend() -> str:
-    """The Keras backend of this process (``tensorflow``, ``jax``, ``torch``…).
-
-    Read from Keras once it is imported, else from ``KERAS_BACKEND`` as Keras will read it, so
-    that asking does not import Keras (and, on the default backend, TensorFlow).
-    """
-    if "keras" in sys.modules:
-        return str(sys.modules["keras"].backend.backend())
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+    """The Keras backend of this process (``tensorflow``, ``jax``, ``torch``…), as Keras chose it
+    (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else TensorFlow). Imports Keras."""
+    try:
+        import keras
+    except ImportError:  # the backend's own package is missing (TensorFlow, by default)
+        return os.environ.get("KERAS_BACKEND", "tensorflow")
+    return str(keras.backend.backend())
 
 
 def require_tensorflow(feature: str) -> ModuleType:
