@@ -6,7 +6,8 @@ a machine without it. In it, resnet8 trains with the paper's CIFAR augmentation 
 schedule on synthetic data and on a folder of PNG and JPEG files (large enough to be streamed
 from disk, fitted to the model's size); each run is cancelled inside epoch 2, resumed, and must
 equal the uninterrupted run (losses and weights). The folder's model is then evaluated with
-core's evaluation and used for predictions, and TensorFlow must never have been imported.
+core's evaluation (also with ten-crop testing) and used for predictions, and TensorFlow must
+never have been imported.
 """
 
 from __future__ import annotations
@@ -106,12 +107,17 @@ SCRIPT = textwrap.dedent(
     images = dataset.splits["train"]
     pipeline = make_pipeline(images, batch_size=16, training=False, image_shape=(16, 16, 3))
     metrics = evaluate_model(predictor.model, pipeline, class_names=dataset.class_names)
+    larger = make_pipeline(images, batch_size=16, training=False, image_shape=(20, 20, 3))
+    ten_crop = evaluate_model(
+        predictor.model, larger, class_names=dataset.class_names, ten_crop=True
+    )
     x, y = zip(*pipeline.as_numpy_iterator())
     probabilities = predictor.probabilities(np.concatenate(x))
     predictions = predictor.predict_arrays([np.zeros((40, 30, 3), np.uint8)], top_k=2)
     out.update(
         streamed=images.paths is not None,
         metrics=metrics,
+        ten_crop=ten_crop,
         labels=np.concatenate(y).tolist(),
         predicted=probabilities.argmax(axis=1).tolist(),
         prediction=predictions[0],
@@ -170,6 +176,9 @@ def test_training_evaluation_and_prediction_without_tensorflow(tmp_path: Path) -
     assert metrics["accuracy"] == pytest.approx(float(np.mean(labels == predicted)))
     for key in ("precision_macro", "recall_macro", "f1_macro"):
         assert 0.0 <= metrics[key] <= 1.0
+    ten_crop = out["ten_crop"]  # 20x20 images, the 16x16 model averaged over ten crops of each
+    assert ten_crop["ten_crop"] is True and ten_crop["n"] == 64
+    assert 0.0 <= ten_crop["accuracy"] <= 1.0
     assert [p["label"] for p in out["prediction"]] in (["dark", "light"], ["light", "dark"])
     env = out["environment"]
     assert env["backend"] == "jax" and env["jax"] and env["jaxlib"] and "tensorflow" not in env
