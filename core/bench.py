@@ -15,7 +15,7 @@ import numpy as np
 
 from core.catalogue import NUM_CLASSES
 from core.models import build_model, count_trainable_params, parse_architecture
-from core.training.precision import resolve_policy
+from core.training.precision import jit_compile, resolve_policy
 
 DISTINCT_BATCHES = 8
 
@@ -44,7 +44,7 @@ def train_throughput(
         steps: timed training steps.
         warmup: untimed steps before them.
         input_shape: (H, W, C); default: the architecture's (32×32×3 or 224×224×3).
-        xla: compile the train step with XLA (``jit_compile``).
+        xla: compile the train step with XLA (``jit_compile``; always on under JAX).
 
     Returns:
         ``architecture``, ``input_shape``, ``batch_size``, ``precision``, ``dtype_policy``,
@@ -76,7 +76,7 @@ def train_throughput(
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(),
-        jit_compile=xla,
+        jit_compile=jit_compile(xla),
     )
     data = _synthetic_batches(batch_size, shape, classes)
 
@@ -117,14 +117,34 @@ def _synthetic_batches(batch_size: int, shape: tuple[int, ...], classes: int) ->
     uint8 rather than float32: a quarter of the bytes to copy to an accelerator per step; the
     model casts its input.
     """
-    import tensorflow as tf
-
     rng = np.random.default_rng(0)
     n = batch_size * DISTINCT_BATCHES
     images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
     labels = rng.integers(0, classes, size=(n,), dtype=np.int64)
+    if keras.backend.backend() != "tensorflow":
+        return _RepeatedBatches(images, labels, batch_size)
+    import tensorflow as tf
+
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     return ds.batch(batch_size, drop_remainder=True).cache().repeat().prefetch(tf.data.AUTOTUNE)
+
+
+class _RepeatedBatches(keras.utils.PyDataset):
+    """The same few batches forever, for backends without tf.data (no copying per step)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> None:
+        super().__init__()
+        self._batches = [
+            (images[i : i + batch_size], labels[i : i + batch_size])
+            for i in range(0, len(images) - batch_size + 1, batch_size)
+        ]
+
+    @property
+    def num_batches(self) -> None:
+        return None
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._batches[index % len(self._batches)]
 
 
 def _devices() -> list[str]:

@@ -231,7 +231,7 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         note = f"cancelled on request after {result.epochs_completed} epoch(s)"
         return _finish(sessions, run_id, attempt, RunStatus.CANCELLED, error=note)
     summary = {k: v for k, v in result.metrics.items() if k not in _SUMMARY_SKIP}
-    summary["environment"] = describe_environment()
+    summary["environment"] = describe_environment()  # names the Keras backend and its versions
     summary.update(
         epochs_completed=result.epochs_completed,
         train_seconds=result.seconds,
@@ -296,8 +296,11 @@ def _finish(
 
 
 def _preload() -> None:
-    import core.data.pipeline
-    import core.training  # noqa: F401
+    import core.training
+    from core.data.pipeline import uses_tf_data
+
+    if uses_tf_data():  # the tf.data pipeline; other backends' NumPy one is light
+        import core.data.pipeline_tf  # noqa: F401
 
 
 def _release_memory() -> None:

@@ -1,9 +1,10 @@
-"""Data: from a source (``"cifar10:/path"``, ``"folder:/path"``, ...) to a ``tf.data`` pipeline.
+"""Data: from a source (``"cifar10:/path"``, ``"folder:/path"``, ...) to batches for Keras.
 
 ``load_dataset`` gives a :class:`Dataset` of labelled :class:`ImageSet` splits with class names
 and counts; ``split_train_val`` carves out validation; ``pixel_statistics`` gives normalisation
-constants; ``make_pipeline`` gives batches. Loading data does not import TensorFlow (the HTTP
-service validates sources without it); ``make_pipeline`` and ``ten_crop`` do, on first use.
+constants; ``make_pipeline`` gives batches (``tf.data`` on the TensorFlow backend, NumPy on the
+others). Loading data does not import TensorFlow (the HTTP service validates sources without
+it); ``make_pipeline`` and ``ten_crop`` import it on first use, on the TensorFlow backend only.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.types import DataError, Dataset, ImageSet
+from core.environment import require_tensorflow
 
 ENCODED_KEY = "image/encoded"
 LABEL_KEY = "image/class/label"
@@ -69,7 +70,7 @@ def count_records(files: list[str]) -> int:
 
 def _scan(files: list[str]) -> tuple[np.ndarray, dict[int, str]]:
     """Every record's label, and label -> class name where the records carry names."""
-    import tensorflow as tf
+    tf = require_tensorflow("TFRecord data")
 
     spec = {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
     spec.update({k: tf.io.FixedLenFeature([], tf.string, default_value="") for k in NAME_KEYS})

@@ -1,19 +1,22 @@
 """Run a model over a dataset or an array and score it.
 
-The forward pass is one ``tf.function`` traced once for any batch size (``model(x,
-training=False)``), rather than ``model.predict``, whose per-call set-up dominates on small batches.
+Under TensorFlow the forward pass is one ``tf.function`` traced once for any batch size
+(``model(x, training=False)``), rather than ``model.predict``, whose per-call set-up dominates on
+small batches. Under other backends (JAX) it is Keras' compiled ``predict_on_batch``, and
+datasets are any iterable of ``(images, labels)`` batches (the NumPy pipeline's).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from core.environment import keras_backend
 from core.evaluation.predictions import Predictions
 
 
@@ -26,11 +29,10 @@ def make_forward(model: keras.Model, *, ten_crop: bool = False) -> Any:
     been resized to 256 for 224×224 crops.
     """
     h, w, c = _input_shape(model)
-    if keras.backend.backend() != "tensorflow":
-        if ten_crop:
-            raise ValueError("ten_crop evaluation needs the TensorFlow backend.")
-        # Other backends (JAX) compile the model call themselves; tf.function cannot trace it.
-        return lambda x: model(np.asarray(x, np.float32), training=False)
+    if keras_backend() != "tensorflow":
+        return _forward_other_backends(model, (h, w, c), ten_crop=ten_crop)
+    import tensorflow as tf
+
     if not ten_crop:
         signature = [tf.TensorSpec((None, h, w, c), tf.float32)]
         return tf.function(lambda x: model(x, training=False), input_signature=signature)
@@ -59,6 +61,29 @@ def make_forward(model: keras.Model, *, ten_crop: bool = False) -> Any:
     return forward
 
 
+def _forward_other_backends(
+    model: keras.Model, shape: tuple[int, int, int], *, ten_crop: bool
+) -> Any:
+    """The forward pass where ``tf.function`` cannot trace the model (JAX): Keras compiles
+    ``predict_on_batch`` once per batch shape; ten crops are cut in NumPy."""
+    h, w, _ = shape
+
+    def forward(x: Any) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if not ten_crop:
+            return np.asarray(model.predict_on_batch(x))
+        if x.shape[1] < h or x.shape[2] < w:
+            raise ValueError(f"ten_crop needs images of at least {h}x{w}; got {x.shape[1:3]}")
+        from core.data.pipeline_numpy import ten_crop_numpy
+
+        crops = ten_crop_numpy(x, (h, w))  # (B, 10, h, w, C)
+        batch = len(x)
+        probs = np.asarray(model.predict_on_batch(crops.reshape(batch * 10, *crops.shape[2:])))
+        return probs.reshape(batch, 10, -1).mean(axis=1)
+
+    return forward
+
+
 def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
     """Probabilities of an (N, H, W, C) array of pixels in [0, 255], as an (N, K) float32 array."""
     images = np.asarray(images)
@@ -78,7 +103,7 @@ def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 
 
 def predict_dataset(
     model: keras.Model,
-    dataset: tf.data.Dataset,
+    dataset: Iterable[Any],
     *,
     steps: int | None = None,
     ten_crop: bool = False,
@@ -92,18 +117,20 @@ def predict_dataset(
     forward = make_forward(model, ten_crop=ten_crop)
     h, w, c = _input_shape(model)
     # Trace before the clock starts: the first batch should not pay for graph building.
-    if ten_crop:
+    if ten_crop and hasattr(forward, "get_concrete_function"):
         forward.get_concrete_function()
-    else:
+    elif not ten_crop:
         forward(np.zeros((1, h, w, c), np.float32))
     if steps is not None:
-        dataset = dataset.take(steps)
+        dataset = (
+            dataset.take(steps) if hasattr(dataset, "take") else itertools.islice(dataset, steps)
+        )
 
     all_probs: list[np.ndarray] = []
     all_labels: list[np.ndarray] = []
     start = time.perf_counter()
     for images, labels in dataset:
-        if images.shape.rank != 4:
+        if len(images.shape) != 4:
             raise ValueError(f"expected batched images (B, H, W, C); got shape {images.shape}.")
         if not ten_crop and tuple(images.shape[1:]) != (h, w, c):
             raise ValueError(
@@ -118,7 +145,7 @@ def predict_dataset(
     return np.concatenate(all_probs), np.concatenate(all_labels), seconds
 
 
-def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, **options: Any) -> dict[str, Any]:
+def evaluate_model(model: keras.Model, dataset: Iterable[Any], **options: Any) -> dict[str, Any]:
     """Score a model on a batched dataset: :func:`score_dataset`'s metrics alone (same options:
     ``class_names``, ``multi_label``, ``steps``, ``ten_crop``, ``threshold``)."""
     metrics, _ = score_dataset(model, dataset, **options)
@@ -127,7 +154,7 @@ def evaluate_model(model: keras.Model, dataset: tf.data.Dataset, **options: Any)
 
 def score_dataset(
     model: keras.Model,
-    dataset: tf.data.Dataset,
+    dataset: Iterable[Any],
     *,
     class_names: Sequence[str],
     multi_label: bool = False,

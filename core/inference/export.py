@@ -19,7 +19,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from core.environment import require_tensorflow
 
 SERVING_SIGNATURE = "serving_default"
 ONNX_INPUT = "image"
@@ -46,6 +47,7 @@ def export_saved_model(model: keras.Model, out_dir: str | Path, *, verify: bool 
     Raises:
         ExportError: the export failed or its output differs from the model's.
     """
+    tf = require_tensorflow("SavedModel export")
     out_dir = Path(out_dir)
     try:
         model.export(str(out_dir), format="tf_saved_model", verbose=False)
@@ -77,6 +79,7 @@ def export_onnx(
         ExportError: tf2onnx is missing or cannot be imported, the conversion failed, or the
             result differs from the model's output.
     """
+    tf = require_tensorflow("ONNX export")
     try:
         import tf2onnx
     except Exception as exc:  # an incompatible protobuf fails with TypeError/AttributeError too

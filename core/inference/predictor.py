@@ -17,7 +17,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from core.images import ImageDecodeError, decode_image, resize_for_model, to_array
@@ -35,11 +34,24 @@ class ModelLoadError(ValueError):
     """A model file was refused or could not be loaded; the message says why."""
 
 
+def _compiled_forward(model: keras.Model, shape: tuple[int, int, int]) -> Any:
+    """float32 ``(B, H, W, C)`` in, probabilities out, compiled by the backend."""
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    return tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")],
+    )
+
+
 class Predictor:
     """Labelled predictions from a classifier whose input is pixels in [0, 255].
 
-    The forward pass is a ``tf.function`` with a fixed ``(None, H, W, C)`` float32 signature, traced
-    once at construction (the warm-up), so later calls of any batch size do not retrace.
+    Under TensorFlow the forward pass is a ``tf.function`` with a fixed ``(None, H, W, C)``
+    float32 signature, traced once at construction (the warm-up), so later calls of any batch
+    size do not retrace; under other backends (JAX) it is Keras' compiled ``predict_on_batch``.
 
     Args:
         model: a model from :func:`core.models.build_model` (or any one input, one output
@@ -79,11 +91,8 @@ class Predictor:
         self.resize_policy = next(
             (layer.resize for layer in model.layers if isinstance(layer, Preprocess)), "direct"
         )
-        self._forward = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")],
-        )
-        self._forward(tf.zeros((1, *shape), tf.float32))  # warm-up: trace and run once
+        self._forward = _compiled_forward(model, shape)
+        self._forward(np.zeros((1, *shape), np.float32))  # warm-up: trace and run once
 
     @classmethod
     def load(
@@ -154,7 +163,7 @@ class Predictor:
                 f"got {batch.shape}. Use predict_arrays for images of other sizes."
             )
         out = [
-            self._forward(tf.constant(chunk, tf.float32)).numpy()
+            np.asarray(self._forward(np.asarray(chunk, np.float32)))
             for chunk in _chunks(batch, self.batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)

@@ -10,6 +10,8 @@ from typing import Any
 
 import keras
 
+from core.environment import BackendError
+
 
 @functools.cache
 def cpu_supports_bfloat16() -> bool:
@@ -52,9 +54,20 @@ def resolve_policy(precision: str) -> str | None:
 def make_strategy(kind: str) -> Any:
     """A tf.distribute strategy: multi-worker when TF_CONFIG names a cluster, mirrored over GPUs.
 
-    Returns None for the default (single-device) strategy or non-TensorFlow backends.
+    Returns None for the default (single-device) strategy, and for ``auto`` on other backends.
+
+    Raises:
+        BackendError: ``mirrored`` or ``multiworker`` asked for on another backend: they are
+            ``tf.distribute`` strategies, which only the TensorFlow backend trains under.
     """
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        if kind in ("mirrored", "multiworker"):
+            raise BackendError(
+                f"strategy {kind!r} is a tf.distribute strategy and needs the TensorFlow "
+                f"backend; this process runs Keras on {backend!r}. Use strategy 'auto' or "
+                "'default'."
+            )
         return None
     import tensorflow as tf
 
@@ -72,3 +85,13 @@ def make_strategy(kind: str) -> Any:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     return None
+
+
+def jit_compile(xla: bool) -> bool:
+    """Keras' ``jit_compile`` for a config's ``xla`` setting on this backend.
+
+    On JAX, XLA is the only compiler: without ``jit`` every op of every step is dispatched on
+    its own (many times slower), so JAX always compiles. TensorFlow compiles its graphs either
+    way and uses XLA only when asked.
+    """
+    return xla or keras.backend.backend() == "jax"

@@ -16,15 +16,15 @@ from core.data import (
     Dataset,
     ImageSet,
     load_dataset,
-    make_pipeline,
     pixel_statistics,
     split_train_val,
 )
+from core.data.pipeline import make_pipeline, uses_tf_data
 from core.models import CUSTOM_OBJECTS, build_model, parse_architecture
 from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
 from core.training.hooks import EpochRecord, TrainHooks
-from core.training.precision import make_strategy, resolve_policy
+from core.training.precision import jit_compile, make_strategy, resolve_policy
 from core.training.random_state import restore_random_states
 from core.training.rundir import RunDir, write_json
 from core.training.schedules import make_schedule
@@ -117,7 +117,7 @@ def _compile(model: keras.Model, config: TrainConfig, optimizer: Any, multi_labe
         optimizer=optimizer,
         loss=_loss(config, multi_label),
         metrics=[metric],
-        jit_compile=config.xla,
+        jit_compile=jit_compile(config.xla),
     )
 
 
@@ -157,9 +157,15 @@ def freeze_layers(model: keras.Model, prefixes: list[str]) -> int:
     return frozen
 
 
-def _label_transform(config: TrainConfig, n_classes: int, multi_label: bool) -> Any:
+def _label_transform(
+    config: TrainConfig, n_classes: int, multi_label: bool, *, tf_data: bool
+) -> Any:
+    """One-hot labels for label smoothing, in the ops of the pipeline they are mapped over."""
     if multi_label or not config.label_smoothing:
         return None
+    if not tf_data:
+        eye = np.eye(n_classes, dtype=np.float32)
+        return lambda x, y: (x, eye[y])
     import tensorflow as tf
 
     return lambda x, y: (x, tf.one_hot(y, n_classes))
@@ -241,7 +247,9 @@ def train(
         else:
             model = _new_model(config, shape, dataset, splits.train, steps)
 
-    transform = _label_transform(config, len(dataset.class_names), multi_label)
+    transform = _label_transform(
+        config, len(dataset.class_names), multi_label, tf_data=uses_tf_data(splits.train)
+    )
     # One pass over the epochs still to run, each epoch's order and augmentation a function of
     # (seed, epoch): a resumed run sees the batches the uninterrupted one saw. fit keeps one
     # iterator across epochs because steps_per_epoch is given.
