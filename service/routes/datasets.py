@@ -30,7 +30,7 @@ from service import uploads
 from service.data import Described, archive_limits, describe
 from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, ErrorDetail, invalid
-from service.owners import require_upload_owner
+from service.owners import require_owner, require_upload_owner
 from service.routes import Limit, Offset, error_responses, keyed_router, multipart_form
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_dataset_name
 
@@ -140,16 +140,18 @@ async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey)
     "/{ref}",
     status_code=204,
     summary="Delete a dataset and free its files",
-    responses=error_responses(404, 409),
+    responses=error_responses(403, 404, 409),
 )
 def delete_dataset(ref: str, session: SessionDep, settings: SettingsDep, key: TrainKey) -> Response:
     """409, naming the jobs, while a queued or running run or evaluation reads the dataset.
     Otherwise the record goes, and with it the files the service made for it: an uploaded
     dataset's upload folder (the archive's extracted classes) and the folder an archive under
     the data root was extracted to. Folders and archives an operator placed in the data root
-    by hand stay. Runs that used the dataset keep their records. An upload may be deleted by
-    the key that uploaded it or by an admin key."""
+    by hand stay. Runs that used the dataset keep their records. A dataset may be deleted by
+    the key that registered it (and an upload by the key that uploaded it) or by an admin key;
+    one registered before owners were recorded, by an admin key only."""
     row = find_dataset(session, ref)
+    require_owner(session, key, row, f"Dataset {row.name!r}")
     _refuse_others_upload(row.location, settings, key)
     kind, location = row.kind, row.location
     with committed(session):

@@ -361,6 +361,9 @@ def test_delete_is_refused_while_a_job_uses_the_dataset_and_frees_an_upload(api:
         write_image_folder(api.data / "by-hand", {"cat": 1, "dog": 1})
         body = {"name": "by-hand", "kind": "folder", "path": "by-hand"}
         assert client.post("/v1/datasets", json=body, headers=api.keys["alice"]).status_code == 201
+        # Another train key may not delete it (finding 11): it is its registering key's.
+        others = client.delete("/v1/datasets/by-hand", headers=api.keys["bob"])
+        assert others.status_code == 403 and others.json()["error"]["code"] == "not_owner"
         assert client.delete("/v1/datasets/by-hand", headers=api.keys["alice"]).status_code == 204
         assert (api.data / "by-hand" / "cat" / "0.png").is_file()
 
