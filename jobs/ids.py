@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 RECORD_ID = re.compile(r"[0-9a-f]{32}")
 RECORD_ID_RULE = "32 hex digits"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
 MAX_VERSION = 2**31 - 1
+# The same rules as JSON Schema, for the OpenAPI document: clients (and schemathesis) then see
+# which names the API takes.
+NAME_JSON_SCHEMA: dict[str, Any] = {
+    "pattern": f"^{NAME.pattern}$",
+    "not": {"pattern": f"^{RECORD_ID.pattern}$"},
+}
 
 
 def new_id() -> str:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.exc import DataError as DBAPIDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobs.records import RecordConflict, RecordNotFound
 
@@ -186,7 +187,23 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return error_response(exc.status_code, message, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route that matched the path; a path
+        # served by several routes (GET and POST /v1/runs) allows all of theirs (RFC 9110).
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(exc.status_code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\x00"}  # a method no route has: path matches only
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -120,6 +120,16 @@ def resolve_source_path(rest: str, confine: Path | None, *, must_exist: bool) ->
         if not resolves_inside(path, confine):
             raise ValueError(f"Data path {rest!r} resolves outside the data root")
         # Glob patterns are checked per matched file by the TFRecord loader.
-    if must_exist and not path.exists():
-        raise DataError(f"{rest}: no such file or folder")
+    if must_exist:
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a name longer than the file system takes, a folder not readable
+            raise DataError(f"{_shown(rest)}: cannot be opened ({exc.strerror})") from None
+        if not exists:
+            raise DataError(f"{_shown(rest)}: no such file or folder")
     return path
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """A path as a message shows it: a long one cut (the message goes back to the client)."""
+    return text if len(text) <= limit else f"{text[:limit]}…"

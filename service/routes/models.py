@@ -124,7 +124,7 @@ def get_model(name: str, request: Request, session: SessionDep, key: ReadKey) ->
 
 
 @router.get(
-    "/{name}/versions/{version}",
+    "/{name}/versions/{version:int}",
     summary="One version of a model, and whether it is loaded",
     responses=error_responses(404),
 )
@@ -139,7 +139,7 @@ def get_model_version(
 
 
 @router.delete(
-    "/{name}/versions/{version}",
+    "/{name}/versions/{version:int}",
     status_code=204,
     summary="Delete a model version (its promoter's key or an admin key)",
     responses=error_responses(404, 409),

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import StringConstraints
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.reports.bundle import api_environment, run_bundle
@@ -38,7 +39,7 @@ from jobs.records import RecordNotFound, RunStatus
 from jobs.records import repository as records
 from jobs.reports import load_experiment_runs, load_runs, run_data
 from service.deps import ReadKey, SessionDep
-from service.errors import invalid
+from service.errors import ApiError, invalid
 from service.routes import ZIP_CONTENT, error_responses, keyed_router, zip_response
 
 router = keyed_router(tag="reports")
@@ -50,8 +51,11 @@ STREAM_RETRY_MS = 3000  # how soon an EventSource reconnects after the stream en
 FigureKind = enum.StrEnum("FigureKind", {name: name for name in FIGURES})  # type: ignore[misc]
 TableFormat = Literal["json", "csv", "md"]
 
+# Record ids as the schema states them, so that a well-formed but unknown id is a 404 and a
+# malformed one a 422 (schemathesis' positive-data check holds the API to its schema).
+_RUN_IDS = r"^\s*[0-9a-f]{32}\s*(,\s*[0-9a-f]{32}\s*)*$"
 _RunsQuery = Annotated[
-    list[str] | None,
+    list[Annotated[str, StringConstraints(pattern=_RUN_IDS)]] | None,
     Query(
         description="Run ids, comma-separated or repeated (at most 200). Give this or "
         "`experiment`.",
@@ -59,7 +63,11 @@ _RunsQuery = Annotated[
     ),
 ]
 _ExperimentQuery = Annotated[
-    str | None, Query(description="An experiment's id: its runs. Give this or `runs`.")
+    str | None,
+    Query(
+        description="An experiment's id: its runs. Give this or `runs`.",
+        pattern=r"^[0-9a-f]{32}$",
+    ),
 ]
 _FormatQuery = Annotated[TableFormat, Query(description="json, csv or md (Markdown)")]
 
@@ -67,7 +75,8 @@ _TABLE_CONTENT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The table: JSON, or CSV/Markdown text as `format` asks",
         "content": {"text/csv": {}, "text/markdown": {}},
-    }
+    },
+    **error_responses(404),
 }
 
 
@@ -131,7 +140,8 @@ def references(key: ReadKey) -> dict[str, Any]:
     "/v1/figures/{kind}.{fmt}",
     summary="A figure of the selected runs as PNG or SVG",
     responses={
-        200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "The image"}
+        200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "The image"},
+        **error_responses(404),
     },
 )
 def get_figure(
@@ -331,7 +341,8 @@ def select_runs(session: Session, runs: list[str] | None, experiment: str | None
     """The runs a report is about: listed ids, or an experiment's runs.
 
     Raises:
-        ApiError: 422 when neither or both are given, too many ids, or ids that do not exist.
+        ApiError: 422 when neither or both are given or too many ids; 404 naming the runs or the
+            experiment that do not exist.
     """
     if (runs is None) == (experiment is None):
         raise invalid("query.runs", "give either 'runs' (run ids) or 'experiment' (an id)", runs)
@@ -339,7 +350,7 @@ def select_runs(session: Session, runs: list[str] | None, experiment: str | None
         try:
             records.get_experiment(session, experiment)
         except RecordNotFound:
-            raise invalid("query.experiment", "no such experiment", experiment) from None
+            raise ApiError(404, f"No experiment {experiment}", code="not_found") from None
         return load_experiment_runs(session, experiment)
     assert runs is not None
     ids = [part.strip() for value in runs for part in value.split(",") if part.strip()]
@@ -349,7 +360,7 @@ def select_runs(session: Session, runs: list[str] | None, experiment: str | None
         raise invalid("query.runs", f"at most {MAX_RUNS} runs per report", len(ids))
     selected, missing = load_runs(session, ids)
     if missing:
-        raise invalid("query.runs", f"no such runs: {', '.join(missing)}", missing)
+        raise ApiError(404, f"No such runs: {', '.join(missing)}", code="not_found")
     return selected
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.data import KINDS
-from jobs.ids import NAME, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
+from jobs.ids import NAME, NAME_JSON_SCHEMA, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 from service.data import source_of
 
 DATASET_NAME = NAME
@@ -28,8 +28,14 @@ class DatasetCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., description="Unique; runs name the dataset by it")
-    kind: str = Field(..., description=f"One of {', '.join(KINDS)}")
+    name: str = Field(
+        ...,
+        description=f"Unique; runs name the dataset by it: {NAME_RULE}",
+        json_schema_extra=NAME_JSON_SCHEMA,
+    )
+    kind: str = Field(
+        ..., description=f"One of {', '.join(KINDS)}", json_schema_extra={"enum": list(KINDS)}
+    )
     path: str = Field(
         ...,
         description="Relative to the data root (for synthetic: N:HxWxC:K); nothing outside it",

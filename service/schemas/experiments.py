@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from core.reports.experiments import MAX_CELLS
 from jobs.records import RunStatus
@@ -51,7 +51,7 @@ class ExperimentCreate(BaseModel):
     architectures: list[str] = Field(
         ..., min_length=1, max_length=MAX_CELLS, examples=[["resnet20", "resnet32", "resnet44"]]
     )
-    plain_twins: bool = Field(
+    plain_twins: StrictBool = Field(
         False, description="Add each ResNet's plain twin (resnet20 → plain20), as in Figure 6"
     )
     seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_CELLS)

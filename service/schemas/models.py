@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from jobs.ids import MAX_VERSION, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
+from jobs.ids import MAX_VERSION, NAME_JSON_SCHEMA, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
@@ -21,7 +21,9 @@ class ModelPromote(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str = Field(..., description="A succeeded run")
-    name: str = Field(..., description="The model's name: letters, digits, '.', '_', '-'")
+    name: str = Field(
+        ..., description=f"The model's name: {NAME_RULE}", json_schema_extra=NAME_JSON_SCHEMA
+    )
 
     @field_validator("name")
     @classmethod

@@ -1,10 +1,12 @@
-"""Booleans are not numbers anywhere in the API.
+"""Booleans are not numbers anywhere in the API, and only booleans are booleans.
 
 pydantic's default (lax) mode takes ``true`` for ``1`` in an ``int`` or ``float`` field, so
 ``"seeds": [false]`` was seed 0 and ``"epochs": true`` one epoch. :func:`refuse_bools` walks a
 request body along its model's field types, nested models, lists, tuples and dicts included,
 and refuses a boolean wherever the type does not allow one; request models call it in a
-``mode="before"`` validator (core's configs stay lax for the library's Python callers).
+``mode="before"`` validator (core's configs stay lax for the library's Python callers). The
+other way round too: lax mode takes ``0``, ``"yes"`` or ``"off"`` for a ``bool`` field, which
+the schema (``type: boolean``) does not allow.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def _check_fields(model: type[BaseModel], data: dict[Any, Any], at: tuple[str, .
 
 
 def _check(annotation: Any, value: Any, at: tuple[str, ...]) -> None:
+    if value is not None and not isinstance(value, bool) and _only_bool(annotation):
+        raise PydanticCustomError(
+            "not_a_boolean", "{field}: expected true or false", {"field": ".".join(at)}
+        )
     if isinstance(value, bool):
         if _numeric(annotation) and not _allows_bool(annotation):
             raise PydanticCustomError(
@@ -79,6 +85,20 @@ def _allows_bool(annotation: Any) -> bool:
     if origin is typing.Literal:
         return any(isinstance(arg, bool) for arg in args)
     # containers, models, numbers and strings: a bare boolean is not one of them
+    return False
+
+
+def _only_bool(annotation: Any) -> bool:
+    """Whether the type is ``bool`` (or ``bool | None``): nothing but a boolean belongs there."""
+    if annotation is bool:
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _only_bool(args[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return bool(options) and all(_only_bool(a) for a in options)
     return False
 
 

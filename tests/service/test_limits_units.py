@@ -183,3 +183,20 @@ def test_an_experiment_refuses_boolean_seeds() -> None:
     with pytest.raises(ValidationError, match="seeds"):
         ExperimentCreate.model_validate({**base, "seeds": [False]})
     assert ExperimentCreate.model_validate({**base, "seeds": [0, 1]}).seeds == [0, 1]
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "yes", "off"])
+def test_only_booleans_are_booleans(value: object) -> None:
+    """Lax mode took ``0`` or ``"yes"`` for a boolean field (schemathesis: ``plain_twins: 0``
+    was accepted); the schema says ``type: boolean``."""
+    from pydantic import ValidationError
+
+    from service.schemas import ExperimentCreate, RunCreate
+
+    with pytest.raises(ValidationError, match="xla"):
+        RunCreate.model_validate({"architecture": "resnet8", "data": "cifar10", "xla": value})
+    with pytest.raises(ValidationError, match="plain_twins"):
+        ExperimentCreate.model_validate(
+            {"name": "x", "architectures": ["resnet8"], "plain_twins": value}
+        )
+    assert RunCreate.model_validate({"architecture": "resnet8", "data": "cifar10", "xla": True})

@@ -241,11 +241,11 @@ def test_figures_and_tables_of_an_experiment(
     ("query", "field"),
     [
         ("", "query.runs"),
-        ("runs=a&experiment=b", "query.runs"),
-        ("runs=,", "query.runs"),
-        (f"runs={'0' * 32}", "query.runs"),
-        (f"experiment={'0' * 32}", "query.experiment"),
-        ("runs=x&format=xlsx", "query.format"),
+        (f"runs={'a' * 32}&experiment={'b' * 32}", "query.runs"),
+        ("runs=a", "query.runs.0"),  # not a run id
+        ("runs=,", "query.runs.0"),
+        ("experiment=x", "query.experiment"),
+        (f"runs={'a' * 32}&format=xlsx", "query.format"),
     ],
 )
 def test_bad_selections_are_422_naming_the_field(
@@ -254,6 +254,19 @@ def test_bad_selections_are_422_naming_the_field(
     response = client.get(f"/v1/reports/table1?{query}", headers=make_key("read"))
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["field"] == field
+
+
+def test_runs_or_experiments_that_do_not_exist_are_404(
+    client: TestClient, make_key: Callable[..., dict[str, str]]
+) -> None:
+    reader, missing = make_key("read"), "0" * 32
+    for query in (f"runs={missing}", f"experiment={missing}", f"runs={missing},{'1' * 32}"):
+        response = client.get(f"/v1/reports/table1?{query}", headers=reader)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "not_found"
+        assert missing in response.json()["error"]["message"]
+    response = client.get(f"/v1/figures/curves.png?runs={missing}", headers=reader)
+    assert response.status_code == 404
 
 
 def test_figure_errors(

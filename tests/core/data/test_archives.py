@@ -206,3 +206,12 @@ def test_imagenet_is_described_as_it_is_loaded(tmp_path: Path) -> None:
     assert described.class_names == loaded.class_names
     for split in ("train", "test"):
         assert described.splits[split].counts == loaded.splits[split].counts()
+
+
+def test_a_path_too_long_for_the_file_system_is_a_data_error(tmp_path: Path) -> None:
+    """ENAMETOOLONG was a 500 from POST /v1/datasets (found by the schemathesis run)."""
+    from core.data.loader import resolve_source_path
+
+    with pytest.raises(DataError, match="cannot be opened") as caught:
+        resolve_source_path("0" * 1000, tmp_path, must_exist=True)
+    assert len(str(caught.value)) < 300
