@@ -52,7 +52,8 @@ def require_upload_owner(session: Session, key: ApiKey, *, root: Path, path: str
     """
     try:
         parts = (root / path).resolve().relative_to(root.resolve()).parts
-    except (ValueError, OSError):  # outside the root, or not a path: the caller's 422
+    except (ValueError, OSError, RuntimeError):  # outside the root, not a path, a symlink loop
+        # (RuntimeError before Python 3.13): the caller's 422
         return
     if len(parts) < 2 or parts[0] != "uploads":
         return
