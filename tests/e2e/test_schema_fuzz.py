@@ -3,8 +3,8 @@
 A real uvicorn process on the embedded default, an admin key, and ``st run`` with every check
 (5xx, schema conformance of responses, undocumented status codes, Allow headers, negative and
 positive data acceptance, ...; the exceptions, with their reasons, are in schemathesis.toml) and
-the examples, fuzzing and stateful phases on a fixed seed (the coverage phase on request). The test fails on any
-failure and prints the number of cases run.
+the examples, fuzzing and stateful phases on a fixed seed (the coverage phase on request). The
+test fails on any failure and prints the number of cases run.
 """
 
 from __future__ import annotations
