@@ -22,7 +22,6 @@ import tensorflow as tf
 
 from core.data.pipeline import (
     AREA_RANGE,
-    AUGMENTS,
     CACHE_BUDGET_BYTES,
     CIFAR_PAD,
     CROP_FRACTION,
@@ -48,44 +47,7 @@ def make_pipeline(
     repeat: bool = False,
     epochs: range | None = None,
 ) -> tf.data.Dataset:
-    """Batches of ``(images, labels)`` for training or evaluation.
-
-    Args:
-        images: the split to read.
-        batch_size: images per batch.
-        training: shuffle (reshuffled every epoch, seeded) and augment.
-        image_shape: the model's (H, W, C); other sizes are fitted (shorter side to
-            H/0.875, centre crop) and channels converted (gray <-> RGB).
-        augment: ``none``; ``cifar`` (pad 4 zero pixels, random HxW crop, random horizontal
-            flip); ``imagenet`` (random-resized crop, scale 0.08-1, ratio 3/4-4/3, and flip).
-            Ignored unless ``training``.
-        seed: seeds shuffling and augmentation.
-        cache: keep decoded, fitted images in memory (streamed sources, when they fit).
-        drop_remainder: drop the last, smaller batch of each epoch.
-        repeat: repeat forever, epoch 0, 1, 2... after one another.
-        epochs: with ``training``, the (0-based) epochs one pass of the dataset runs through,
-            one after the other: ``range(3, 10)`` gives the batches of epochs 3 to 9 of the run,
-            so a run resumed at epoch 3 sees exactly what the uninterrupted run saw.
-
-    Each training epoch's order and augmentation are a function of ``seed`` and the epoch's
-    number alone, never of a random stream consumed since the start. Without ``epochs`` or
-    ``repeat``, every pass is one epoch, a different one each time (the same sequence for
-    the same seed).
-
-    Returns:
-        A dataset of float32 ``(B, H, W, C)`` images in [0, 255] and int64 ``(B,)`` labels,
-        or float32 ``(B, K)`` multi-hot labels for multi-label sets.
-    """
-    if augment not in AUGMENTS:
-        raise ValueError(
-            f"Unknown augmentation: {augment!r}. Expected one of {', '.join(AUGMENTS)}"
-        )
-    if len(image_shape) != 3 or image_shape[2] not in (1, 3):
-        raise ValueError(f"image_shape must be (H, W, 1|3); got {image_shape}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    if repeat and epochs is not None:
-        raise ValueError("repeat and epochs exclude each other")
+    """:func:`core.data.pipeline.make_pipeline` with ``tf.data`` (arguments checked there)."""
     aug = augment if training else "none"
     shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
     opts = _Opts(shape, batch_size, training, aug, seed, cache, drop_remainder, repeat, epochs)
