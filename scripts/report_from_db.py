@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.reports import figure, table1
 from core.reports.figures import FigureDataError
+from core.reports.runs import RunData
 from jobs.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
 from jobs.reports import load_experiment_runs
 
@@ -32,6 +33,11 @@ def main(database: str, experiment_id: str, out_prefix: str) -> None:
         runs = [
             r for r in load_experiment_runs(session, experiment_id) if r["status"] == "succeeded"
         ]
+    write_report(runs, out_prefix)
+
+
+def write_report(runs: list[RunData], out_prefix: str) -> None:
+    """Table 1 (Markdown and JSON) and the figures of ``runs``, as ``OUT_PREFIX_*`` files."""
     table = table1(runs)
     out = Path(out_prefix)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.reports import figure, table1
-from core.reports.figures import FigureDataError
 from core.reports.runs import RunData, label_runs
 from jobs.records.models import EpochMetric, Run, RunStatus
 from jobs.reports import run_data
 
-FIGURES = ("training_time_vs_depth", "error_vs_depth", "plain_vs_residual", "curves")
+sys.path.insert(0, str(Path(__file__).parent))
+from report_from_db import write_report
+
 _TIMES = ("created_at", "started_at", "finished_at")
 
 
@@ -74,18 +75,7 @@ def main() -> None:
         for r in runs:
             by_arch.setdefault(r["architecture"], r)
         runs = [by_arch[a] for a in args.only.split(",") if a in by_arch]
-    runs = label_runs(runs)
-    table = table1(runs)
-    out = Path(args.out_prefix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}_table1.md").write_text(table.to_markdown(), encoding="utf-8")
-    Path(f"{out}_table1.json").write_text(json.dumps(table.to_json(), indent=1), encoding="utf-8")
-    for name in FIGURES:
-        try:
-            Path(f"{out}_{name}.png").write_bytes(figure(name, runs, fmt="png"))
-        except FigureDataError as exc:
-            print(f"{name}: {exc}")
-    print(f"{len(runs)} succeeded runs: {', '.join(r['architecture'] for r in runs)}")
+    write_report(label_runs(runs), args.out_prefix)
 
 
 if __name__ == "__main__":
