@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 JOB_ARGUMENT = {TRAIN_TASK: "run_id", EVALUATE_TASK: "evaluation_id"}
 # Kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
 REDIS_UNACKED = "unacked"
-REDIS_SCAN_LIMIT = 100_000  # messages read per sweep at most: a bound on the sweep's cost
+# Messages read per queue and sweep at most: a bound on the sweep's cost.
+MESSAGES_READ_LIMIT = 100_000
 
 
 def waiting_job_ids(settings: Settings) -> set[str] | None:
@@ -76,7 +77,7 @@ def _job_id(message: dict[str, Any]) -> str | None:
 
 
 def _filesystem_messages(folder: Path) -> Iterator[dict[str, Any]]:
-    for path in sorted(folder.glob(f"*.{TRAINING_QUEUE}.msg"))[:REDIS_SCAN_LIMIT]:
+    for path in sorted(folder.glob(f"*.{TRAINING_QUEUE}.msg"))[:MESSAGES_READ_LIMIT]:
         try:
             yield json.loads(path.read_bytes())
         except (OSError, ValueError):  # taken by a worker meanwhile, or half-written
@@ -91,7 +92,7 @@ def _redis_messages(url: str) -> Iterator[dict[str, Any]]:
         # The queue's list, and its priority lists (kombu names them queue + '\x06\x16' + n).
         for key in client.scan_iter(match=f"{TRAINING_QUEUE}*", count=1000):
             if client.type(key) == b"list":
-                for raw in client.lrange(key, 0, REDIS_SCAN_LIMIT):
+                for raw in client.lrange(key, 0, MESSAGES_READ_LIMIT):
                     yield from _parsed(raw)
         for raw in client.hvals(REDIS_UNACKED):
             for entry in _parsed(raw):  # [message, exchange, routing key]
