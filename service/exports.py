@@ -116,7 +116,7 @@ class Exporter:
         size = model.stat().st_size
         if size > limit:
             raise _too_large(job, "model file", size, limit)
-        # Checked first: refusing needs no TensorFlow; exporting loads it.
+        # Everything above refuses without TensorFlow; exporting loads it.
         from core.inference import ExportError, ModelLoadError, export_run_model, zip_folder
         from core.inference.export import ExportUnavailable
 

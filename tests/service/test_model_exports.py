@@ -6,13 +6,15 @@ bfloat16 on real CIFAR-10 images is promoted, downloaded as a SavedModel (TF Ser
 reproduces the Keras model; the API keeps answering while it exports, and a second download is
 the cached archive. In-process (no TensorFlow needed): the 4xx of an unknown or missing format,
 a version or model that does not exist, a version without a model file, a model over the size
-limit; a cached archive is served as it is, and deleting the version removes it.
+limit, a server without tf2onnx (503); a cached archive is served as it is, and deleting the
+version removes it.
 """
 
 from __future__ import annotations
 
 import io
 import shutil
+import sys
 import threading
 import time
 import zipfile
@@ -150,6 +152,24 @@ def test_a_cached_archive_is_served_as_it_is_and_deleting_the_version_removes_it
     assert local.client.delete("/v1/models/tiny/versions/1", headers=local.key).status_code == 204
     assert not cached.exists()
     assert local.export(fmt="keras").status_code == 404
+
+
+@pytest.mark.slow
+def test_a_server_without_tf2onnx_answers_503_saying_so(
+    local: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.models import build_model
+
+    build_model("resnet8", num_classes=3, input_shape=(16, 16, 3)).save(local.model)
+    local.settings.export_max_bytes = 64 * 1024**2
+    # The export extra not installed: `import tf2onnx` fails, as it does there.
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    response = local.export(fmt="onnx")
+    assert response.status_code == 503
+    message = str(error(response)["message"])
+    assert message.startswith("Cannot export tiny version 1: ONNX export needs tf2onnx")
+    assert "pip install 'resnet-service[export]'" in message
+    assert list(local.archive(ExportFormat.ONNX).parent.iterdir()) == []  # nothing half-made
 
 
 def test_a_model_on_shared_storage_has_its_exports_in_the_hosts_copy_of_the_run(
