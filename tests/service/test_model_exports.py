@@ -4,10 +4,10 @@ Over a real uvicorn process (``tests/service/api_process.py``): a tiny ResNet-8 
 bfloat16 on real CIFAR-10 images is promoted, downloaded as a SavedModel (TF Serving's
 ``NAME/VERSION/`` layout) and as ONNX, and each export, run in its own runtime on the images,
 reproduces the Keras model; the API keeps answering while it exports, and a second download is
-the cached archive. In-process (no TensorFlow needed): the 4xx of an unknown or missing format,
-a version or model that does not exist, a version without a model file, a model over the size
-limit, a server without tf2onnx (503); a cached archive is served as it is, and deleting the
-version removes it.
+the cached archive. In-process (TensorFlow only for the 503): the 4xx of an unknown or missing
+format, a version or model that does not exist, a version without a model file, a model over the
+size limit, a server without tf2onnx (503); a cached archive is served as it is, and deleting
+the version removes it.
 """
 
 from __future__ import annotations
@@ -213,8 +213,16 @@ def served(
         yield Served(api, key, run)
 
 
-def download(served: Served, fmt: str) -> tuple[httpx.Response, float]:
-    """The export, and the slowest /healthz answer while it was being made."""
+@dataclass
+class Download:
+    response: httpx.Response
+    seconds: float  # the export request, start to end
+    health_checks: int  # /healthz answers while it ran
+    slowest_health_check: float
+
+
+def download(served: Served, fmt: str) -> Download:
+    """The export, asking /healthz over and over while it is being made."""
     answered: list[httpx.Response] = []
 
     def fetch() -> None:
@@ -223,19 +231,20 @@ def download(served: Served, fmt: str) -> tuple[httpx.Response, float]:
                 client.get(f"/v1/models/tiny/versions/1/export?format={fmt}", headers=served.key)
             )
 
+    started = time.perf_counter()
     thread = threading.Thread(target=fetch)
     thread.start()
-    slowest = 0.0
+    checks, slowest = 0, 0.0
     with served.api.client(timeout=30) as client:
         while thread.is_alive():
-            started = time.perf_counter()
+            asked = time.perf_counter()
             assert client.get("/healthz").status_code == 200
-            slowest = max(slowest, time.perf_counter() - started)
+            checks, slowest = checks + 1, max(slowest, time.perf_counter() - asked)
             time.sleep(0.05)
     thread.join()
     (response,) = answered
     assert response.status_code == 200, response.text
-    return response, slowest
+    return Download(response, time.perf_counter() - started, checks, slowest)
 
 
 def models(run: Path) -> tuple[object, object]:
@@ -258,8 +267,13 @@ def test_the_savedmodel_download_is_tf_servings_layout_and_reproduces_the_model(
 ) -> None:
     import tensorflow as tf
 
-    response, slowest = download(served, "savedmodel")
-    assert slowest < 1.0, f"/healthz took {slowest:.2f} s while the API exported"
+    made = download(served, "savedmodel")
+    # An export on the event loop would hold /healthz for all of it (TensorFlow's import
+    # included); in its thread, the loop answers throughout (here 0.3-0.9 s at worst, on two
+    # cores shared with other work, against an export of several seconds).
+    assert made.health_checks >= 3
+    assert made.slowest_health_check < made.seconds / 3, made
+    response = made.response
     assert response.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     names = set(archive.namelist())
@@ -288,7 +302,7 @@ def test_the_onnx_download_runs_in_onnx_runtime_and_reproduces_the_model(
     served: Served, cifar_images: np.ndarray
 ) -> None:
     ort = pytest.importorskip("onnxruntime")
-    response, _ = download(served, "onnx")
+    response = download(served, "onnx").response
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     session = ort.InferenceSession(
         archive.read("tiny/1/model.onnx"), providers=["CPUExecutionProvider"]
