@@ -13,6 +13,7 @@ the version removes it.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 import threading
@@ -189,15 +190,28 @@ class Served:
     api: ApiProcess
     key: dict[str, str]
     run: Path  # the run folder the version's model.keras is in
+    as_trained: np.ndarray  # the mixed Keras model's probabilities of the CIFAR images
+    float32: np.ndarray  # its float32 twin's
+
+    def assert_reproduced_by(self, got: np.ndarray) -> None:
+        np.testing.assert_allclose(got, self.float32, atol=1e-4)
+        assert float(np.max(np.abs(got - self.as_trained))) <= MIXED_ATOL
 
 
 @pytest.fixture(scope="module")
 def served(
-    tiny_run: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+    tiny_run: Callable[[str], Path],
+    cifar_images: np.ndarray,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
+    from core.inference import float32_model, load_keras_model
+
     root = tmp_path_factory.mktemp("exports-http")
     env, secret = make_state(root)
     run = shutil.copytree(tiny_run("mixed_bfloat16"), root / "runs" / "tiny-run")
+    trained = load_keras_model(run / "model.keras")
+    as_trained = np.asarray(trained(cifar_images, training=False))
+    float32 = np.asarray(float32_model(trained)(cifar_images, training=False))
     engine = make_engine(env["RESNET_DATABASE_URL"])
     try:
         run_id = record_succeeded_run(make_sessionmaker(engine), run / "model.keras")
@@ -210,7 +224,16 @@ def served(
                 "/v1/models", json={"run_id": run_id, "name": "tiny"}, headers=key
             )
             assert promoted.status_code == 201, promoted.text
-        yield Served(api, key, run)
+        yield Served(api, key, run, as_trained, float32)
+
+
+def _dtypes(node: object) -> set[int]:
+    """The dtypes a GraphDef node's attributes name."""
+    found: set[int] = set()
+    for value in node.attr.values():  # type: ignore[attr-defined]
+        found.add(value.type)
+        found.update(value.list.type)
+    return found
 
 
 @dataclass
@@ -247,20 +270,6 @@ def download(served: Served, fmt: str) -> Download:
     return Download(response, time.perf_counter() - started, checks, slowest)
 
 
-def models(run: Path) -> tuple[object, object]:
-    """The mixed model as trained, and its float32 twin."""
-    from core.inference import float32_model, load_keras_model
-
-    trained = load_keras_model(run / "model.keras")
-    return trained, float32_model(trained)
-
-
-def assert_reproduces(got: np.ndarray, run: Path, images: np.ndarray) -> None:
-    trained, twin = models(run)
-    np.testing.assert_allclose(got, twin(images).numpy(), atol=1e-4)  # type: ignore[operator]
-    assert float(np.max(np.abs(got - trained(images).numpy()))) <= MIXED_ATOL  # type: ignore[operator]
-
-
 @pytest.mark.slow
 def test_the_savedmodel_download_is_tf_servings_layout_and_reproduces_the_model(
     served: Served, cifar_images: np.ndarray, tmp_path: Path
@@ -284,7 +293,12 @@ def test_the_savedmodel_download_is_tf_servings_layout_and_reproduces_the_model(
     # What tensorflow_model_server --model_base_path=tmp_path/tiny loads: the highest version.
     serve = tf.saved_model.load(str(tmp_path / "tiny" / "1")).signatures["serving_default"]
     got = serve(image=tf.constant(cifar_images))["output_0"].numpy()
-    assert_reproduces(got, served.run, cifar_images)
+    served.assert_reproduced_by(got)
+    graph = serve.graph.as_graph_def()  # a float32 graph: no bfloat16 left from training
+    nodes = [*graph.node, *(node for f in graph.library.function for node in f.node_def)]
+    assert not [n.name for n in nodes if tf.bfloat16.as_datatype_enum in _dtypes(n)]
+    info = json.loads(archive.read("tiny/export.json"))
+    assert info["trained_precision"] == "mixed_bfloat16" and info["path"] == "1"
 
     cached = served.run / "exports" / "tiny" / "v1-savedmodel.zip"
     before = cached.stat()
@@ -308,5 +322,5 @@ def test_the_onnx_download_runs_in_onnx_runtime_and_reproduces_the_model(
         archive.read("tiny/1/model.onnx"), providers=["CPUExecutionProvider"]
     )
     (got,) = session.run(["probabilities"], {"image": cifar_images})
-    assert_reproduces(got, served.run, cifar_images)
+    served.assert_reproduced_by(got)
     assert "Traceback" not in served.api.log()

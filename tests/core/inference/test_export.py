@@ -169,9 +169,18 @@ def run_export(fmt: ExportFormat, base: Path, x: np.ndarray) -> np.ndarray:
     return np.asarray(exported(x, training=False))
 
 
+# Every format of both runs; the mixed run's SavedModel goes the whole way, over HTTP into TF
+# Serving's layout and through its signature, in tests/service/test_model_exports.py (the same
+# export, not repeated here: the suite's time).
+EXPORTS = [
+    *(("float32", fmt) for fmt in ExportFormat),
+    ("mixed_bfloat16", ExportFormat.ONNX),
+    ("mixed_bfloat16", ExportFormat.KERAS),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(ExportFormat))
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize(("policy", "fmt"), EXPORTS)
 def test_trained_runs_export_to_every_format_and_reproduce_the_keras_model(
     policy: str,
     fmt: ExportFormat,
