@@ -13,7 +13,7 @@ COPY jobs ./jobs
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations
-RUN pip install --no-cache-dir ".[deploy]" \
+RUN pip install --no-cache-dir ".[deploy,export]" \
     && useradd --create-home --uid 10001 resnet \
     && mkdir -p /srv/resnet \
     && chown -R resnet:resnet /srv/resnet

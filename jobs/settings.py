@@ -202,6 +202,14 @@ class Settings(BaseSettings):
             max_member_bytes=self.archive_max_member_bytes,
         )
 
+    # exports of model versions (GET /v1/models/{name}/versions/{v}/export)
+    export_max_bytes: int = Field(
+        1024**3,
+        ge=1024,
+        description="Largest model file the API exports, and largest export archive it keeps "
+        "and serves (409 above it); each archive is cached beside the version's model file.",
+    )
+
 
 @functools.cache
 def get_settings() -> Settings:

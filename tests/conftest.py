@@ -1,5 +1,6 @@
-"""Shared test setup: quiet TensorFlow, TensorFlow as the Keras backend, and the throwaway
-PostgreSQL and Redis servers (started once per test session from the binaries on the machine).
+"""Shared test setup: quiet TensorFlow, TensorFlow as the Keras backend, the throwaway
+PostgreSQL and Redis servers (started once per test session from the binaries on the machine),
+and tiny models trained on real images (once per session, on first use).
 """
 
 import os
@@ -16,5 +17,6 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests.fixtures.servers import postgres_server, postgres_url, redis_server  # noqa: E402
+from tests.fixtures.trained import cifar_images, tiny_run  # noqa: E402
 
-__all__ = ["postgres_server", "postgres_url", "redis_server"]
+__all__ = ["cifar_images", "postgres_server", "postgres_url", "redis_server", "tiny_run"]

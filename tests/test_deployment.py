@@ -76,7 +76,7 @@ def test_dockerfile_uses_the_tensorflow_gpu_base_a_non_root_user_and_a_healthche
     assert str(urlsplit(url).port) == exposed == cmd[cmd.index("--port") + 1]
 
 
-def test_dockerfile_copies_every_package_and_installs_the_deploy_extra():
+def test_dockerfile_copies_every_package_and_installs_the_deploy_and_export_extras():
     copied: set[str] = set()
     for value in instructions("COPY"):
         parts = exec_form(value) if value.startswith("[") else shlex.split(value)
@@ -89,7 +89,9 @@ def test_dockerfile_copies_every_package_and_installs_the_deploy_extra():
     assert packages | {"migrations", "alembic.ini", "pyproject.toml", "README.md"} <= copied
     (install,) = [run for run in instructions("RUN") if "pip install" in run]
     extras = install.split('".[', 1)[1].split("]", 1)[0].split(",")
-    assert extras == ["deploy"] and "deploy" in PYPROJECT["project"]["optional-dependencies"]
+    # export: the API's ONNX downloads need tf2onnx and onnxruntime (else a 503 saying so).
+    assert extras == ["deploy", "export"]
+    assert {"deploy", "export"} <= set(PYPROJECT["project"]["optional-dependencies"])
 
 
 def test_the_image_default_command_exists():

@@ -1,9 +1,9 @@
-"""The library's command line: list architectures, train, evaluate, predict and benchmark.
+"""The library's command line: list architectures, train, evaluate, predict, export, benchmark.
 
 One module per command group (``archs``, ``train``, ``evaluate`` with ``rescore``,
-``predict``, ``bench``), what they share in ``output``, and the app in ``app``. ``app`` here
-is the library's own command (``python -m core.cli``); a program that also serves models
-builds its own with :func:`build_app`, passing a remote predictor and adding its commands.
+``predict``, ``export``, ``bench``), what they share in ``output``, and the app in ``app``.
+``app`` here is the library's own command (``python -m core.cli``); a program that also serves
+models builds its own with :func:`build_app`, passing a remote predictor and adding its commands.
 
 Every command is a thin shell over the library (``core.models``, ``core.training``, ...): it
 parses options, shows progress and prints results, as a table or, with ``--json``, as JSON on

@@ -13,6 +13,7 @@ import core
 from core.cli.archs import archs
 from core.cli.bench import build_bench_app
 from core.cli.evaluate import evaluate, rescore
+from core.cli.export import export
 from core.cli.output import err_console
 from core.cli.predict import RemotePredictor, predict, predict_with_server
 from core.cli.train import train_command
@@ -39,6 +40,7 @@ def build_app(*, remote_predictor: RemotePredictor | None = None) -> typer.Typer
     app.command("train")(train_command)
     app.command()(evaluate)
     app.command()(rescore)
+    app.command()(export)
     app.command("predict")(
         predict if remote_predictor is None else predict_with_server(remote_predictor)
     )

@@ -113,24 +113,7 @@ class Predictor:
                 refused), contains a ``Lambda`` layer, fails to load, or its labels do not fit.
         """
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix in (".h5", ".hdf5"):
-            raise ModelLoadError(
-                f"{path.name}: legacy HDF5 models are not loaded (they cannot be loaded safely); "
-                "re-save the model in the .keras format."
-            )
-        if suffix != ".keras":
-            raise ModelLoadError(f"{path.name}: expected a .keras model file; got {suffix!r}.")
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
-        _refuse_unsafe_config(path)
-        try:
-            model = keras.saving.load_model(
-                path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True
-            )
-        except Exception as exc:
-            raise ModelLoadError(f"{path.name}: could not load the model: {exc}") from exc
-
+        model = load_keras_model(path)
         sidecar = _read_labels(path.with_name(LABELS_FILE))
         if class_names is None:
             class_names = sidecar.get("class_names")
@@ -283,6 +266,34 @@ def _resolve_multi_label(model: keras.Model, given: bool | None) -> bool:
     if inferred is not None and bool(given) != inferred:
         raise ValueError(f"multi_label={given} contradicts the model's {name} output layer.")
     return bool(given)
+
+
+def load_keras_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras`` model in safe mode, refusing HDF5 files and ``Lambda`` layers first.
+
+    Raises:
+        ModelLoadError: the path is missing, not a ``.keras`` archive, contains a ``Lambda``
+            layer, or fails to load.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        raise ModelLoadError(
+            f"{path.name}: legacy HDF5 models are not loaded (they cannot be loaded safely); "
+            "re-save the model in the .keras format."
+        )
+    if suffix != ".keras":
+        raise ModelLoadError(f"{path.name}: expected a .keras model file; got {suffix!r}.")
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    _refuse_unsafe_config(path)
+    try:
+        model: keras.Model = keras.saving.load_model(
+            path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"{path.name}: could not load the model: {exc}") from exc
+    return model
 
 
 def _refuse_unsafe_config(path: Path) -> None:

@@ -192,7 +192,7 @@ class ModelCache:
         from core.inference import ModelLoadError, Predictor
 
         limit_compute_threads(self.settings.predict_compute_threads)
-        path = self._local_copy(ref)
+        path = local_model_file(self.settings, ref.run_id, ref.uri)
         batch = self.settings.predict_max_batch_size
         try:
             predictor = Predictor.load(path, batch_size=batch)
@@ -201,22 +201,6 @@ class ModelCache:
         # Warm-up at the largest batch the batcher sends (the constructor ran a batch of one).
         predictor.probabilities(np.zeros((batch, *predictor.input_shape), np.uint8))
         return predictor
-
-    def _local_copy(self, ref: ModelRef) -> Path:
-        uri = ref.uri.removeprefix("file://")
-        if not is_url(uri):
-            return Path(uri)
-        import tensorflow as tf
-
-        folder = (self.settings.state_dir / "model-cache" / ref.run_id).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        parent = uri.rsplit("/", 1)[0]
-        if not tf.io.gfile.exists(uri):
-            raise ModelUnavailable(f"model file not found: {uri}")
-        tf.io.gfile.copy(uri, str(folder / MODEL_FILE), True)
-        if tf.io.gfile.exists(f"{parent}/{LABELS_FILE}"):
-            tf.io.gfile.copy(f"{parent}/{LABELS_FILE}", str(folder / LABELS_FILE), True)
-        return folder / MODEL_FILE
 
     async def _evict(self, *, keep: str) -> None:
         while self.nbytes > self.capacity and len(self._models) > 1:
@@ -234,6 +218,37 @@ class ModelCache:
         self._models.clear()
         await asyncio.gather(*(m.batcher.close() for m in models), return_exceptions=True)
         self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def local_model_file(settings: Settings, run_id: str, uri: str) -> Path:
+    """The model file of a run on this host: its own path, or for a model on shared storage
+    (``gs://…``) a copy in ``<state_dir>/model-cache/<run id>/`` with its ``labels.json``.
+
+    Runs in a worker thread: copying a URL imports TensorFlow (for ``tf.io.gfile``).
+
+    Raises:
+        ModelUnavailable: a model on shared storage is not there.
+    """
+    uri = uri.removeprefix("file://")
+    if not is_url(uri):
+        return Path(uri)
+    import tensorflow as tf
+
+    folder = model_cache_folder(settings, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    parent = uri.rsplit("/", 1)[0]
+    if not tf.io.gfile.exists(uri):
+        raise ModelUnavailable(f"model file not found: {uri}")
+    tf.io.gfile.copy(uri, str(folder / MODEL_FILE), True)
+    if tf.io.gfile.exists(f"{parent}/{LABELS_FILE}"):
+        tf.io.gfile.copy(f"{parent}/{LABELS_FILE}", str(folder / LABELS_FILE), True)
+    return folder / MODEL_FILE
+
+
+def model_cache_folder(settings: Settings, run_id: str) -> Path:
+    """Where this host keeps its copies of a run's files from shared storage (one of the
+    run's folders: :func:`jobs.records.run_files.run_folders`, freed with the run)."""
+    return (settings.state_dir / "model-cache" / run_id).resolve()
 
 
 def compute_threads(configured: int | None) -> int:

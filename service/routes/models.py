@@ -7,17 +7,20 @@
   ``name`` (409 if the run has not succeeded; 403 for another key's run, unless admin).
 - ``DELETE /v1/models/{name}/versions/{version}``: delete a version (its promoter's key or an
   admin key; 409 for the newest of several, which requests without a version are served).
+- ``GET /v1/models/{name}/versions/{version}/export?format=savedmodel|onnx|keras``: the version
+  as a float32 export in TF Serving's ``name/version/`` layout, zipped; exported once, then
+  served from its cache (:mod:`service.exports`).
 - ``POST /v1/models/{name}[/versions/{version}]/predict``: images as multipart files, JSON
   base64 or a bare image body → each image's top-k labels (multi-label models: every label over
   the threshold). ``name`` may also be a succeeded run's id: every run serves its model.
 - ``POST /v1/models/{name}[/versions/{version}]:predict``: TF Serving's REST predict,
   ``{"instances": [{"b64": "..."}]}`` → ``{"predictions": [[p0, p1, ...], ...]}``.
 
-Reads need the ``read`` scope, promoting and deleting ``train``, predicting ``predict``. The
-predict routes come from one table, :mod:`service.predict.table`, and are served ahead of the
-router by :mod:`service.predict.dispatch`; how predictions are served fast (model cache, dynamic
-batching, decoding off the loop) is in :mod:`service.inference`; answers are the core
-:class:`~core.inference.Predictor`'s, to 1e-5.
+Reads (exports included) need the ``read`` scope, promoting and deleting ``train``, predicting
+``predict``. The predict routes come from one table, :mod:`service.predict.table`, and are
+served ahead of the router by :mod:`service.predict.dispatch`; how predictions are served fast
+(model cache, dynamic batching, decoding off the loop) is in :mod:`service.inference`; answers
+are the core :class:`~core.inference.Predictor`'s, to 1e-5.
 """
 
 from __future__ import annotations
@@ -27,18 +30,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path as FilePath
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
+from core.inference.formats import ExportFormat
 from core.training.rundir import LABELS_FILE
 from jobs.ids import is_record_id
 from jobs.records import RecordNotFound, Run, RunStatus
 from jobs.records import repository as records
 from jobs.records.models import ModelVersion
 from jobs.storage import is_url
-from service.deps import ReadKey, SessionDep, TrainKey, committed
+from service.deps import ReadKey, SessionDep, SettingsDep, TrainKey, committed
+from service.errors import ApiError
+from service.exports import ExportJob, forget_exports, get_exporter
 from service.inference.payload import LimitedRoute
 from service.inference.runtime import Inference
 from service.owners import require_owner
@@ -60,6 +68,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     inference: Inference | None = getattr(app.state, "inference", None)
     if inference is not None:
         await inference.close()
+    exporter = getattr(app.state, "exporter", None)
+    if exporter is not None:
+        exporter.close()
 
 
 router = APIRouter(
@@ -145,7 +156,12 @@ def get_model_version(
     responses=error_responses(404, 409),
 )
 def delete_model_version(
-    name: str, version: VersionPath, request: Request, session: SessionDep, key: TrainKey
+    name: str,
+    version: VersionPath,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: TrainKey,
 ) -> Response:
     """The version is no longer listed or served, and its number is never reused. Its run and
     the run's files stay (the run still serves its model by run id) until the run is deleted,
@@ -154,10 +170,66 @@ def delete_model_version(
     is an admin key."""
     found = records.get_model_version(session, name, version)
     require_owner(session, key, found, f"Model {name} version {version}")
+    artifact = records.get_model_artifact(session, found.run.id)
     with committed(session):
         records.delete_model_version(session, name, version)
     _forget_names(request)
+    if artifact is not None:
+        forget_exports(
+            settings, name=name, version=version, run_id=artifact.run_id, uri=artifact.uri
+        )
     return Response(status_code=204)
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/zip": {}},
+        "description": "A zip of NAME/VERSION/ (the SavedModel, model.onnx or model.keras), "
+        "NAME/labels.json and NAME/export.json (input, output, verification)",
+    }
+}
+
+
+@router.get(
+    "/{name}/versions/{version:int}/export",
+    summary="A version exported for another server (zip): TF SavedModel, ONNX or .keras",
+    response_class=FileResponse,
+    responses={**EXPORT_CONTENT, **error_responses(404, 409, 503)},
+)
+async def export_model_version(
+    name: str,
+    version: VersionPath,
+    request: Request,
+    session: SessionDep,
+    key: ReadKey,
+    export_format: Annotated[
+        ExportFormat,
+        Query(
+            alias="format",
+            description="savedmodel (TF Serving: unzip and pass NAME as --model_base_path), "
+            "onnx (ONNX Runtime, Triton) or keras",
+        ),
+    ],
+) -> FileResponse:
+    """The model as a float32 inference graph whatever precision it was trained in (a mixed
+    bfloat16/float16 model is cast, same weights), with the preprocessing inside, checked
+    against the Keras model before it is kept. Exported on the first request (seconds to
+    minutes, in a thread of its own), then served from the cache beside the version's files.
+    No model file: 409; the model or the archive over ``RESNET_EXPORT_MAX_BYTES``: 409; the
+    server lacks the format's converter: 503."""
+    job = await run_in_threadpool(_export_job, session, name, version, export_format)
+    path = await get_exporter(request.app).archive(job)
+    return FileResponse(path, media_type="application/zip", filename=job.filename)
+
+
+def _export_job(session: Session, name: str, version: int, fmt: ExportFormat) -> ExportJob:
+    found = records.get_model_version(session, name, version)
+    artifact = records.get_model_artifact(session, found.run.id)
+    if artifact is None:
+        raise ApiError(409, f"{name} version {version} has no model to export: none recorded")
+    return ExportJob(name, version, found.run.id, artifact.uri, fmt)
 
 
 # --- predictions: the four routes of the predict table --------------------------------------
