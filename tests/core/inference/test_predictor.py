@@ -112,10 +112,19 @@ def test_predict_bytes_png_and_jpeg(predictor):
     png, jpeg = _encode(img, "PNG"), _encode(np.repeat(np.repeat(img, 3, 0), 2, 1), "JPEG")
     got = predictor.predict_bytes([png, jpeg], top_k=3)
     # PNG is lossless: the same as predicting the array itself.
-    assert got[0] == predictor.predict_arrays(img[None], top_k=3)[0]
+    _assert_same_ranking(got[0], predictor.predict_arrays(img[None], top_k=3)[0])
     # JPEG (48×32): decoded and resized exactly as the training/eval path does.
     resized = resize_for_model(decode_image(jpeg), SHAPE, "direct")
-    assert got[1] == predictor.predict_arrays(resized[None], top_k=3)[0]
+    _assert_same_ranking(got[1], predictor.predict_arrays(resized[None], top_k=3)[0])
+
+
+def _assert_same_ranking(got: list[dict], want: list[dict]) -> None:
+    """Same labels in the same order, probabilities equal to float32 rounding: a batch of two
+    and a batch of one may run different oneDNN kernels (seen: 6e-8 apart)."""
+    assert [(p["label"], p["index"]) for p in got] == [(p["label"], p["index"]) for p in want]
+    assert [p["probability"] for p in got] == pytest.approx(
+        [p["probability"] for p in want], abs=1e-6
+    )
 
 
 def test_predict_bytes_reports_which_image_is_bad(predictor):
