@@ -8,13 +8,13 @@ downloads an evaluation's stored predictions from the run page.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright`` Python
 package; no browser is downloaded. Either missing: the test is skipped and says which.
-Screenshots of the main pages go to a temporary folder, or to ``docs/screenshots/`` with
-``UPDATE_SCREENSHOTS=1``.
+Screenshots of the main pages go to a temporary folder only: they show the records this test
+invents. The screenshots in ``docs/screenshots/`` are of the real depth study's records
+(``scripts/screenshot_study.py``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -114,10 +114,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        folder = ROOT / "docs" / "screenshots"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
     return tmp_path_factory.mktemp("screenshots")
 
 
