@@ -65,6 +65,7 @@ def main() -> None:
     best = max(record["selection"], key=lambda r: r["val_accuracy"])
     final = _final(best, data, budget, Path(args.cache) / "runs", args)
     record.update(final)
+    record["machine"]["load_average_at_end"] = os.getloadavg()
     _save(args.json, record)
     print(json.dumps({k: record[k] for k in ("test_accuracy", "minutes", "architecture")}))
 
