@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -208,6 +208,15 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest model file the API exports, and largest export archive it keeps "
         "and serves (409 above it); each archive is cached beside the version's model file.",
+    )
+
+    # the engine that runs a served model (core.inference.engines)
+    predict_engine: Literal["auto", "keras", "onnx", "savedmodel"] = Field(
+        "keras",
+        description="What runs a served model's forward pass: keras, onnx (ONNX Runtime on the "
+        "float32 export), savedmodel, or auto (the fastest of keras and onnx that reproduces "
+        "Keras, timed at load). Exports are made at a model file's first load (seconds to a "
+        "minute, by depth) and kept beside it, in engines/.",
     )
 
 

@@ -9,6 +9,7 @@ deserialisation. The trainer writes ``labels.json`` beside ``model.keras``::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -26,24 +27,13 @@ from core.training.rundir import LABELS_FILE
 
 # A .keras archive's config.json is kilobytes even for ResNet-1202; refuse anything absurd.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
+ENGINES_DIR = "engines"
 
 Prediction = dict[str, Any]
 
 
 class ModelLoadError(ValueError):
     """A model file was refused or could not be loaded; the message says why."""
-
-
-def _compiled_forward(model: keras.Model, shape: tuple[int, int, int]) -> Any:
-    """float32 ``(B, H, W, C)`` in, probabilities out, compiled by the backend."""
-    if keras.backend.backend() != "tensorflow":
-        return model.predict_on_batch
-    import tensorflow as tf
-
-    return tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")],
-    )
 
 
 class Predictor:
@@ -61,6 +51,10 @@ class Predictor:
             the activation of the ``probabilities`` layer.
         threshold: the default multi-label decision threshold.
         batch_size: the largest batch sent through the model at once.
+        engine: what runs the forward pass: ``keras`` (default), ``onnx``, ``savedmodel`` or
+            ``auto`` (the fastest of those that reproduce Keras: :mod:`core.inference.engines`).
+        engine_dir: where the engines' exports are kept (``load`` puts them beside the file).
+        threads: intra-op threads for an exported engine (default: its runtime's choice).
     """
 
     def __init__(
@@ -71,6 +65,9 @@ class Predictor:
         multi_label: bool | None = None,
         threshold: float = 0.5,
         batch_size: int = 64,
+        engine: str = "keras",
+        engine_dir: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         in_shape = model.input_shape
         if not isinstance(in_shape, tuple) or len(in_shape) != 4 or None in in_shape[1:]:
@@ -91,7 +88,13 @@ class Predictor:
         self.resize_policy = next(
             (layer.resize for layer in model.layers if isinstance(layer, Preprocess)), "direct"
         )
-        self._forward = _compiled_forward(model, shape)
+        from core.inference.engines import make_engine
+
+        self.engine = make_engine(
+            model, shape, engine=engine, cache_dir=engine_dir, threads=threads,
+            batch_size=self.batch_size,
+        )  # fmt: skip
+        self._forward = self.engine.forward
         self._forward(np.zeros((1, *shape), np.float32))  # warm-up: trace and run once
 
     @classmethod
@@ -103,10 +106,14 @@ class Predictor:
         multi_label: bool | None = None,
         threshold: float = 0.5,
         batch_size: int = 64,
+        engine: str = "keras",
+        threads: int | None = None,
     ) -> Predictor:
         """Load a ``.keras`` model in safe mode, with the labels from its ``labels.json``.
 
-        Explicit ``class_names``/``multi_label`` take precedence over the sidecar file.
+        Explicit ``class_names``/``multi_label`` take precedence over the sidecar file. An
+        exported engine's files are kept beside the model, in ``engines/<digest of the file>/``,
+        and reused by later loads of the same file.
 
         Raises:
             ModelLoadError: the path is missing, not a ``.keras`` archive (``.h5``/``.hdf5`` are
@@ -126,6 +133,9 @@ class Predictor:
                 multi_label=multi_label,
                 threshold=threshold,
                 batch_size=batch_size,
+                engine=engine,
+                engine_dir=None if engine == "keras" else engine_folder(path),
+                threads=threads,
             )
         except ValueError as exc:
             raise ModelLoadError(f"{path.name}: {exc}") from exc
@@ -266,6 +276,16 @@ def _resolve_multi_label(model: keras.Model, given: bool | None) -> bool:
     if inferred is not None and bool(given) != inferred:
         raise ValueError(f"multi_label={given} contradicts the model's {name} output layer.")
     return bool(given)
+
+
+def engine_folder(model_path: Path) -> Path:
+    """Where a model file's engine exports live: named by its content, so a replaced file
+    never meets an export of the old one."""
+    digest = hashlib.sha256()
+    with model_path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return model_path.parent / ENGINES_DIR / digest.hexdigest()[:20]
 
 
 def load_keras_model(path: str | Path) -> keras.Model:

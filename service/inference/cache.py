@@ -195,7 +195,10 @@ class ModelCache:
         path = local_model_file(self.settings, ref.run_id, ref.uri)
         batch = self.settings.predict_max_batch_size
         try:
-            predictor = Predictor.load(path, batch_size=batch)
+            predictor = Predictor.load(
+                path, batch_size=batch, engine=self.settings.predict_engine,
+                threads=compute_threads(self.settings.predict_compute_threads),
+            )  # fmt: skip
         except ModelLoadError as exc:
             raise ModelUnavailable(str(exc)) from None
         # Warm-up at the largest batch the batcher sends (the constructor ran a batch of one).
