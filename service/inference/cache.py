@@ -117,6 +117,7 @@ class ModelCache:
                 "queued": model.batcher.depth,
                 "weight_bytes": model.nbytes,
                 "load_seconds": round(model.load_seconds, 3),
+                "engine": model.predictor.engine.name,
             }
         if uri in self._loading:
             return {"state": "loading"}

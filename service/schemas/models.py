@@ -42,6 +42,9 @@ class ModelStatus(BaseModel):
     queued: int | None = Field(None, description="Images waiting for the model")
     weight_bytes: int | None = None
     load_seconds: float | None = None
+    engine: Literal["keras", "onnx", "savedmodel"] | None = Field(
+        None, description="What runs the forward pass (RESNET_PREDICT_ENGINE)"
+    )
     error: str | None = Field(None, description="Why the last load failed")
 
 

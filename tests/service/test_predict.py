@@ -683,6 +683,42 @@ def test_the_cache_evicts_the_least_recently_used_model(run_dir: Path, tmp_path:
         assert "resnet_model_evictions_total 1.0" in metrics
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["onnx", "auto"])
+def test_an_exported_engine_answers_as_the_keras_model_over_http(
+    run_dir: Path, tmp_path: Path, engine: str
+) -> None:
+    pytest.importorskip("tf2onnx")
+    import keras
+
+    from core.models import CUSTOM_OBJECTS
+
+    settings = _settings(tmp_path / "state", predict_engine=engine)
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("model.keras", "labels.json"):
+        (copy / name).write_bytes((run_dir / name).read_bytes())
+    run = _record_run(settings, str(copy / "model.keras"))
+    headers = _key(settings, "admin")
+    arrays = pixels(6, seed=5)
+    model = keras.saving.load_model(copy / "model.keras", custom_objects=CUSTOM_OBJECTS)
+    direct = np.asarray(model(arrays.astype(np.float32), training=False))
+    blobs = files(*[(f"{i}.png", encode(a, "PNG")) for i, a in enumerate(arrays)])
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            f"/v1/models/{run}/predict", files=blobs, data={"top_k": str(CLASSES)},
+            headers=headers,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        got = probabilities(answer.json())
+        status = client.get(f"/v1/models/{run}", headers=headers).json()["versions"][0]["status"]
+    assert np.array_equal(got.argmax(1), direct.argmax(1))
+    np.testing.assert_allclose(got, direct, atol=1e-4)
+    assert status["engine"] == ("onnx" if engine == "onnx" else status["engine"])
+    assert status["engine"] in ("keras", "onnx")
+    assert list((copy / "engines").glob("*/model.onnx")), "the export is kept beside the model"
+
+
 # --- the body limit streams ------------------------------------------------------------------
 
 
