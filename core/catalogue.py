@@ -6,6 +6,11 @@ are computed on first use and kept in a JSON file per Keras and core version::
     <cache_dir>/catalogue-<keras version>-<core version>.json
 
 Keras is imported only when an entry is missing, so a warm catalogue loads in milliseconds.
+
+The counts of every name in ``CATALOGUE_NAMES`` also ship with the package
+(``core/models/catalogue_counts.json``, written by ``python scripts/catalogue_counts.py`` and
+checked against freshly built models by ``tests/core/models/test_catalogue_counts.py``), so a new
+install lists them without building anything.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def catalogue(
     """
     specs = [parse_architecture(n) for n in (CATALOGUE_NAMES if names is None else names)]
     path = cache_path(cache_dir)
-    cached = {} if refresh else _read_cache(path)
+    cached = {} if refresh else {**_shipped_entries(specs), **_read_cache(path)}
     missing = list({s.name: s for s in specs if s.name not in cached}.values())
     if missing:
         computed: dict[str, Entry] = {}
@@ -137,6 +142,31 @@ def _paper(spec: ArchSpec) -> Entry:
             "paper_top5_error": IMAGENET_TOP5[spec.name].value,
         }
     return {"paper_error": None, "paper_error_metric": None, "paper_top5_error": None}
+
+
+SHIPPED_COUNTS = Path(__file__).resolve().parent / "models" / "catalogue_counts.json"
+
+
+def shipped_counts() -> dict[str, dict[str, int]]:
+    """``{name: {"params": …, "flops": …}}`` for the catalogue, as shipped with the package."""
+    try:
+        data = json.loads(SHIPPED_COUNTS.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("no shipped catalogue counts (%s): they will be computed", exc)
+        return {}
+    return {
+        name: {"params": int(c["params"]), "flops": int(c["flops"])}
+        for name, c in data.get("counts", {}).items()
+    }
+
+
+def _shipped_entries(specs: Iterable[ArchSpec]) -> dict[str, Entry]:
+    counts = shipped_counts()
+    return {
+        s.name: {key: {**static_entry(s), **counts[s.name]}[key] for key in _ORDER}
+        for s in specs
+        if s.name in counts
+    }
 
 
 def _read_cache(path: Path) -> dict[str, Entry]:

@@ -3,10 +3,10 @@
 Names, families, depths (:mod:`core.models.specs`) and the paper's errors
 (:mod:`core.reports.references`) are plain data, put together by
 :func:`core.catalogue.static_entry`.
-Parameter and FLOP counts need the Keras models built, which the API process never does: they
-are read from the cache file :func:`core.catalogue.catalogue` writes (the same file the CLI
-fills), and are ``null`` until it has been built, by ``resnet archs`` (or, in an image, at
-build time). The file is re-read only when it changes.
+Parameter and FLOP counts need the Keras models built, which the API process never does: the
+catalogue's ship with the package (:func:`core.catalogue.shipped_counts`), and the cache file
+:func:`core.catalogue.catalogue` writes (the same file the CLI fills) overrides them. The file is
+re-read only when it changes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.catalogue import cache_path, static_entry
+from core.catalogue import cache_path, shipped_counts, static_entry
 from core.models.specs import CATALOGUE_NAMES, parse_architecture
 from service.schemas import ArchitecturePublic
 
@@ -33,10 +33,11 @@ class Catalogue:
         self._stamp: tuple[int, int] | None = None
         self._counts: dict[str, dict[str, Any]] = {}
         self._static = [static_entry(parse_architecture(n)) for n in CATALOGUE_NAMES]
+        self._shipped = shipped_counts()
 
     def entries(self) -> tuple[list[ArchitecturePublic], bool]:
         """Every catalogue architecture, and whether all of them have their counts."""
-        counts = self._read_counts()
+        counts = {**self._shipped, **self._read_counts()}
         items = []
         for entry in self._static:
             cached = counts.get(entry["name"], {})

@@ -18,9 +18,9 @@ router = keyed_router(prefix="/v1/architectures", tag="architectures")
 )
 def list_architectures(request: Request, key: ReadKey) -> ArchitecturesPublic:
     """Every named architecture: family, depth, the paper's error, and its trainable
-    parameters and FLOPs (multiply-adds per image) once the catalogue cache is built
-    (``resnet archs``; until then they are null and ``counted`` is false). Any name of the
-    accepted forms (resnet{6n+2}, wrn{6n+4}_{k}, …) can be trained, not only these."""
+    parameters and FLOPs (multiply-adds per image), which ship with the package (a catalogue
+    cache built by ``resnet archs`` overrides them). Any name of the accepted forms
+    (resnet{6n+2}, wrn{6n+4}_{k}, …) can be trained, not only these."""
     catalogue: Catalogue = request.app.state.catalogue
     items, counted = catalogue.entries()
     return ArchitecturesPublic(items=items, counted=counted)

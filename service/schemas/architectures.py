@@ -13,8 +13,8 @@ class ArchitecturePublic(BaseModel):
     depth: int
     input_shape: list[int]
     num_classes: int = Field(..., description="The head params and flops were counted with")
-    params: int | None = Field(None, description="Trainable; null until the catalogue is built")
-    flops: int | None = Field(None, description="Multiply-adds per image; null until built")
+    params: int | None = Field(None, description="Trainable (shipped with the package)")
+    flops: int | None = Field(None, description="Multiply-adds per image (shipped likewise)")
     paper_error: float | None = Field(None, description="%, as the paper reports it")
     paper_error_metric: str | None = None
     paper_top5_error: float | None = None
@@ -23,5 +23,7 @@ class ArchitecturePublic(BaseModel):
 class ArchitecturesPublic(BaseModel):
     items: list[ArchitecturePublic]
     counted: bool = Field(
-        ..., description="Whether params and flops are filled in (the catalogue cache is built)"
+        ...,
+        description="Whether every entry has its params and flops (they ship with the "
+        "package; false only where its counts file is missing)",
     )

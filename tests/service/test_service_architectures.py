@@ -1,4 +1,5 @@
-"""/v1/architectures: the catalogue from specs, with counts from the cache when it is built."""
+"""/v1/architectures: the catalogue from specs, with the counts shipped with the package (a
+catalogue cache built by ``resnet archs`` overrides them)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from jobs.settings import Settings
 from service.app import create_app
 
 
-def test_catalogue_without_a_cache_has_names_and_paper_errors(
+def test_a_fresh_install_lists_every_architecture_with_its_counts(
     settings: Settings,
     admin: dict[str, str],
     tmp_path: Path,
@@ -24,16 +25,18 @@ def test_catalogue_without_a_cache_has_names_and_paper_errors(
     with TestClient(create_app(settings)) as client:
         body = client.get("/v1/architectures", headers=admin).json()
     assert [a["name"] for a in body["items"]] == list(CATALOGUE_NAMES)
-    assert body["counted"] is False
+    assert body["counted"] is True
     by_name = {a["name"]: a for a in body["items"]}
     assert by_name["resnet20"]["paper_error"] == 8.75
     assert by_name["resnet20"]["family"] == "cifar" and by_name["resnet20"]["depth"] == 20
     assert by_name["resnet50"]["paper_top5_error"] == 6.71
     assert by_name["resnet50"]["input_shape"] == [224, 224, 3]
-    assert by_name["resnet20"]["params"] is None
+    assert by_name["resnet20"]["params"] == 269_722  # recomputed: tests/core/models/
+    assert by_name["resnet50"]["flops"] == pytest.approx(4.1e9, rel=0.02)
+    assert all(a["params"] and a["flops"] for a in body["items"])
 
 
-def test_counts_come_from_the_catalogue_cache(
+def test_a_built_catalogue_cache_overrides_the_shipped_counts(
     settings: Settings,
     admin: dict[str, str],
     tmp_path: Path,
@@ -53,6 +56,7 @@ def test_counts_come_from_the_catalogue_cache(
         assert (resnet20["params"], resnet20["flops"]) == (272_474, 41_000_000)
         assert body["counted"] is True
 
-        path.write_text("{broken")  # a bad cache is ignored, not a 500
+        path.write_text("{broken")  # a bad cache is ignored, not a 500: the shipped counts stay
         body = client.get("/v1/architectures", headers=admin).json()
-        assert body["counted"] is False
+        resnet20 = next(a for a in body["items"] if a["name"] == "resnet20")
+        assert body["counted"] is True and resnet20["params"] == 269_722
