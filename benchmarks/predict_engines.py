@@ -109,9 +109,7 @@ def main() -> None:
                 for batch in args.batches:
                     x = probe[:batch]
                     for name, fn in engines.items():
-                        times.setdefault((name, batch), []).append(
-                            time_calls(fn, x, args.seconds)
-                        )
+                        times.setdefault((name, batch), []).append(time_calls(fn, x, args.seconds))
             for (name, batch), ts in times.items():
                 ms = statistics.median(ts) * 1000
                 rows.append({
