@@ -92,6 +92,12 @@ class DiscriminativeAdamW(_Discriminative, keras.optimizers.Adam):
         return {**super().get_config(), "decoupled_weight_decay": self.decoupled_weight_decay}
 
 
+# For loading a checkpoint (compiled: with its optimizer) in safe mode.
+OPTIMIZERS = {
+    cls.__name__: cls for cls in (DiscriminativeSGD, DiscriminativeAdam, DiscriminativeAdamW)
+}
+
+
 def discriminative_optimizer(
     name: str,
     *,

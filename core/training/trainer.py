@@ -23,6 +23,7 @@ from core.data.pipeline import make_pipeline, uses_tf_data
 from core.models import CUSTOM_OBJECTS, build_model, parse_architecture
 from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
+from core.training.discriminative import OPTIMIZERS, discriminative_optimizer
 from core.training.hooks import EpochRecord, TrainHooks
 from core.training.precision import jit_compile, make_strategy, resolve_policy
 from core.training.random_state import restore_random_states
@@ -95,8 +96,6 @@ def input_shape_for(config: TrainConfig, train: ImageSet) -> tuple[int, int, int
 def _optimizer(config: TrainConfig, schedule: Any) -> keras.optimizers.Optimizer:
     opt = config.optimizer
     if config.backbone_lr_multiplier != 1.0:
-        from core.training.discriminative import discriminative_optimizer
-
         return discriminative_optimizer(
             opt.name,
             learning_rate=schedule,
@@ -245,7 +244,7 @@ def train(
         if state is not None:
             model = keras.saving.load_model(
                 rundir.checkpoints / state["checkpoint"],
-                custom_objects=CUSTOM_OBJECTS,
+                custom_objects={**CUSTOM_OBJECTS, **OPTIMIZERS},
                 safe_mode=True,
             )
             history = [EpochRecord(**r) for r in state["history"]]
