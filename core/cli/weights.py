@@ -1,4 +1,4 @@
-"""``resnet weights``: published ImageNet weights: list, download (checked), import.
+"""``resnet weights``: published ImageNet weights: list, download (checked), import, export.
 
 ``resnet weights import FILE --arch resnet50 --out MODEL.keras`` writes a model of ours that
 computes what the file's model computes on raw [0, 255] RGB pixels: its stride placement and
@@ -30,6 +30,7 @@ def build_weights_app() -> typer.Typer:
     app.command("list")(list_weights)
     app.command("download")(download)
     app.command("import")(import_weights)
+    app.command("export")(export_weights)
     return app
 
 
@@ -133,3 +134,28 @@ def import_weights(
         f"classes{'' if facts['head_from_file'] else ' (a new head)'}",
         highlight=False,
     )
+
+
+def export_weights(
+    model_path: Annotated[
+        Path, typer.Argument(help="A .keras model of ours (a run's model.keras).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The state dict to write (.safetensors).")],
+) -> None:
+    """Write a model's weights as torchvision's state dict, for PyTorch or for init_from.
+
+    The model must compute what torchvision's would with them: trained from torchvision weights
+    (its layout and normalisation are then theirs).
+    """
+    if out.suffix != ".safetensors":
+        fail(f"--out must name a .safetensors file; got {out}")
+    from core.inference import ModelLoadError, load_keras_model
+    from core.models.weights import WeightsFileError, torchvision_state_dict, write_safetensors
+
+    try:
+        state = torchvision_state_dict(load_keras_model(model_path))
+    except (ModelLoadError, WeightsFileError) as exc:
+        fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out, state, metadata={"format": "pt"})
+    console.print(f"{escape(str(out))}: {len(state)} tensors", highlight=False)

@@ -78,10 +78,12 @@ def test_a_download_is_kept_only_with_the_published_checksum(tmp_path):
 def test_import_writes_a_model_with_the_files_weights_layout_and_preprocessing(tmp_path):
     import keras
 
-    from core.models import CUSTOM_OBJECTS
+    from core.models import CUSTOM_OBJECTS, build_model
+    from core.models.weights import read_safetensors
 
     layers = random_layers("resnet18", num_classes=7)
-    path = write_safetensors(tmp_path / "r18.safetensors", to_torchvision(layers, [2, 2, 2, 2]))
+    state = to_torchvision(layers, [2, 2, 2, 2])
+    path = write_safetensors(tmp_path / "r18.safetensors", state)
     out = tmp_path / "models" / "r18.keras"
     result = invoke(
         "weights", "import", path, "--arch", "resnet18", "--out", out, "--input-size", 64, "--json"
@@ -99,6 +101,18 @@ def test_import_writes_a_model_with_the_files_weights_layout_and_preprocessing(t
     np.testing.assert_allclose(
         model.get_layer("preprocess").get_weights()[0], [123.675, 116.28, 103.53], rtol=1e-6
     )
+    # and back: the exported state dict is the file's, tensor for tensor
+    exported = invoke("weights", "export", out, "--out", tmp_path / "back.safetensors")
+    assert exported.exit_code == 0, exported.output
+    back = read_safetensors(tmp_path / "back.safetensors")
+    assert set(back) == set(state)
+    for name, value in state.items():
+        np.testing.assert_array_equal(back[name].load(), value)
+    # a model without torchvision's layout would compute something else in PyTorch: refused
+    other = tmp_path / "same.keras"
+    build_model("resnet18", input_shape=(32, 32, 3), num_classes=3).save(other)
+    refused = invoke("weights", "export", other, "--out", tmp_path / "x.safetensors")
+    assert refused.exit_code == 2 and "does not have torchvision's layout" in refused.output
 
 
 def test_import_refuses_a_file_of_another_architecture_or_a_non_keras_out(tmp_path):

@@ -17,6 +17,7 @@ from core.models.weights.safetensors import read_safetensors, write_safetensors
 from core.models.weights.tensors import WeightsFileError
 
 if TYPE_CHECKING:
+    from core.models.weights.exporter import torchvision_state_dict
     from core.models.weights.importer import (
         import_model,
         init_from_weights,
@@ -41,16 +42,18 @@ __all__ = [
     "published",
     "read_safetensors",
     "read_weights",
+    "torchvision_state_dict",
     "write_safetensors",
 ]
 
 __getattr__ = lazy_attributes(
     __name__,
     {
+        "core.models.weights.exporter": ("torchvision_state_dict",),
         "core.models.weights.importer": (
             "import_model",
             "init_from_weights",
             "read_weights",
-        )
+        ),
     },
 )
