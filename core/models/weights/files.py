@@ -220,13 +220,17 @@ def _model_layers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _model_layout(config: dict[str, Any]) -> Layout:
-    """A model of ours: symmetric padding if its stem pads explicitly; the stride on the 1×1
-    if the first block of stage 2 strides its first convolution."""
+    """A model of ours: symmetric padding if it pads explicitly (the builder's ``*_pad``
+    layers); the stride on the 1×1 if a bottleneck (a ``conv3``) strides its first conv."""
     layers = _model_layers(config)
-    padding = "symmetric" if "stem_conv_pad" in layers else "same"
+    padded = any(
+        name.endswith("_pad") and entry.get("class_name") == "ZeroPadding2D"
+        for name, entry in layers.items()
+    )
     first = layers.get("stage2_block1_conv1", {}).get("config", {})
-    stride_in = "1x1" if list(first.get("strides", [1, 1])) == [2, 2] else "3x3"
-    return Layout(stride_in, padding)  # type: ignore[arg-type]
+    bottleneck = "stage2_block1_conv3" in layers
+    strided = list(first.get("strides", [1, 1])) == [2, 2]
+    return Layout("1x1" if bottleneck and strided else "3x3", "symmetric" if padded else "same")
 
 
 def _model_normalization(config: dict[str, Any]) -> str | None:

@@ -20,7 +20,6 @@ import json
 import re
 import zipfile
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -149,27 +148,73 @@ def read_keras_archive(path: str | Path) -> dict[str, StoredTensor]:
         name = entry.get("name") or entry.get("config", {}).get("name")
         paths[f"layers/{stored}"] = str(name)
 
-    load = cache(lambda: _archive_weights(path))
     tensors: dict[str, StoredTensor] = {}
     for stored_name, shape in _archive_shapes(path).items():
         parts = stored_name.split("/")  # layers/<stored>/vars/<i>
         if len(parts) != 4 or parts[2] != "vars" or "/".join(parts[:2]) not in paths:
             continue
         name = f"{paths['/'.join(parts[:2])]}/{parts[3]}"
-        tensors[name] = StoredTensor(shape, _cached_reader(load, stored_name))
+        tensors[name] = StoredTensor(shape, _archive_reader(path, stored_name))
     return tensors
 
 
-def _cached_reader(load: Callable[[], dict[str, np.ndarray]], name: str) -> Any:
-    return lambda: load()[name]
+class _Window(io.RawIOBase):
+    """The bytes ``[start, start + size)`` of a file, as a file: an uncompressed zip member
+    read in place (h5py reads only what it needs, seeking freely), never copied whole."""
+
+    def __init__(self, path: Path, start: int, size: int) -> None:
+        self._file = path.open("rb")
+        self._start, self._size, self._pos = start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = max(0, min(len(buffer), self._size - self._pos))
+        self._file.seek(self._start + self._pos)
+        data = self._file.read(want)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _archive_h5(path: Path) -> Any:
+    """``model.weights.h5`` inside a ``.keras`` zip, opened where it lies (Keras stores it
+    uncompressed; a compressed one is refused rather than inflated in memory)."""
     import h5py
 
     with zipfile.ZipFile(path) as archive:
-        data = archive.read("model.weights.h5")
-    return h5py.File(io.BytesIO(data), "r")
+        info = archive.getinfo("model.weights.h5")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise WeightsFileError(
+                f"{path.name}: model.weights.h5 is compressed, which Keras never does"
+            )
+        with path.open("rb") as f:  # the data follow the member's local header
+            f.seek(info.header_offset)
+            local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise WeightsFileError(f"{path.name}: a zip whose model.weights.h5 is unreadable")
+        name_length, extra_length = (
+            int.from_bytes(local[26:28], "little"),
+            int.from_bytes(local[28:30], "little"),
+        )
+        start = info.header_offset + 30 + name_length + extra_length
+    return h5py.File(_Window(path, start, info.file_size), "r")
 
 
 def _archive_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -185,17 +230,12 @@ def _archive_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _archive_weights(path: Path) -> dict[str, np.ndarray]:
-    import h5py
+def _archive_reader(path: Path, name: str) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        with _archive_h5(path) as f:
+            return np.asarray(f[name])
 
-    arrays: dict[str, np.ndarray] = {}
-    with _archive_h5(path) as f:
-        f.visititems(
-            lambda n, o: (
-                arrays.__setitem__(n, np.asarray(o)) if isinstance(o, h5py.Dataset) else None
-            )
-        )
-    return arrays
+    return read
 
 
 def _snake_case(name: str) -> str:

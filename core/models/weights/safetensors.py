@@ -39,8 +39,9 @@ DTYPES: dict[str, str] = {
 }
 # (kind, itemsize) of a NumPy dtype → the format's name, for writing.
 _CODES = {(np.dtype(v).kind, np.dtype(v).itemsize): k for k, v in DTYPES.items() if k != "BF16"}
-# The reference implementation refuses headers over 100 MB; a ResNet-152's is about 60 kB.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# The reference implementation refuses headers over 100 MB; a ResNet-152's is about 60 kB, and
+# the API reads headers to check init_from: a smaller bound.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 METADATA = "__metadata__"
 
 

@@ -39,6 +39,8 @@ STORAGE_DTYPES: dict[str, str] = {
     "ByteStorage": "u1",
     "BoolStorage": "?",
 }
+# A ResNet-152 state dict's pickle is about 100 kB; the API reads it to check init_from.
+MAX_PICKLE_BYTES = 16 * 1024 * 1024
 CONVERT_HINT = (
     "convert it where PyTorch is installed: "
     "`save_file(torch.load(PATH, weights_only=True), 'weights.safetensors')` "
@@ -138,6 +140,10 @@ def read_pth(path: str | Path) -> dict[str, StoredTensor]:
             raise WeightsFileError(f"{path.name}: a zip without exactly one <archive>/data.pkl")
         prefix = pickles[0][: -len("data.pkl")]
         little = _little_endian(archive, prefix)
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
+            raise WeightsFileError(
+                f"{path.name}: a data.pkl of over {MAX_PICKLE_BYTES} bytes is no state dict"
+            )
         pickled = archive.read(pickles[0])
     try:
         state = _StateDictUnpickler(io.BytesIO(pickled)).load()

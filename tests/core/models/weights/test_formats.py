@@ -174,3 +174,22 @@ def test_keras_named_h5_layouts_keras_2_and_a_whole_model(tmp_path):
             "conv1_conv/bias": (4,),
         }
         np.testing.assert_array_equal(file.tensors["conv1_conv/bias"].load(), np.arange(4))
+
+
+def test_a_keras_model_of_ours_is_read_by_layer_name_without_building_it(tmp_path):
+    """A .keras file names its weights by class and position only; its config names the layers:
+    read in place (the weights are a stored zip member), not copied or built."""
+    from core.models import build_model, parse_architecture
+
+    model = build_model("resnet8", input_shape=(16, 16, 3), num_classes=3, padding="symmetric")
+    model.save(tmp_path / "r8.keras")
+    file = open_weights_file(tmp_path / "r8.keras")
+    assert (file.format, file.source, file.head_classes) == ("keras-model", "model", 3)
+    assert (file.layout.stride_in, file.layout.padding) == ("3x3", "symmetric")
+    assert file.normalization == "per_pixel_mean"
+    for layer in model.layers:
+        for i, value in enumerate(layer.get_weights()):
+            np.testing.assert_array_equal(file.tensors[f"{layer.name}/{i}"].load(), value)
+    file.check(parse_architecture("resnet8"))
+    with pytest.raises(WeightsFileError, match="does not fit resnet14"):
+        file.check(parse_architecture("resnet14"))
