@@ -74,8 +74,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--archive", required=True, help="cifar10-jpeg.tar.gz")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/resnet-tta"))
     p.add_argument("--minutes", type=float, default=30.0, help="the final run's time budget")
-    p.add_argument("--select-fraction", type=float, default=1.0,
-                   help="selection time, as a fraction of the budget, shared by the candidates")
+    p.add_argument(
+        "--select-fraction",
+        type=float,
+        default=1.0,
+        help="selection time, as a fraction of the budget, shared by the candidates",
+    )
     p.add_argument("--candidates", nargs="*", choices=sorted(CANDIDATES))
     p.add_argument("--precision", default="auto", help="auto: bfloat16 where the CPU computes it")
     p.add_argument("--json", required=True)
@@ -102,23 +106,47 @@ def _epochs_for(seconds: float, epoch_seconds: float) -> int:
     return max(1, math.floor(seconds / epoch_seconds))
 
 
-def _select(name: str, recipe: dict[str, Any], data: dict[str, Path], seconds: float,
-            runs: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _select(
+    name: str,
+    recipe: dict[str, Any],
+    data: dict[str, Path],
+    seconds: float,
+    runs: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     """Train on 45k for ``seconds`` (epochs fitted from a one-epoch probe), score on the 5k."""
-    probe = _train(recipe, data["train_only"], runs / f"probe-{name}", epochs=1,
-                   validation=args.validation, args=args)
+    probe = _train(
+        recipe,
+        data["train_only"],
+        runs / f"probe-{name}",
+        epochs=1,
+        validation=args.validation,
+        args=args,
+    )
     epoch_seconds = probe["train_seconds"]
     left = max(epoch_seconds, seconds - epoch_seconds)
     epochs = _epochs_for(left, epoch_seconds)
-    run = _train(recipe, data["train_only"], runs / f"select-{name}", epochs=epochs,
-                 validation=args.validation, args=args)
+    run = _train(
+        recipe,
+        data["train_only"],
+        runs / f"select-{name}",
+        epochs=epochs,
+        validation=args.validation,
+        args=args,
+    )
     print(f"{name}: {epochs} epochs, val accuracy {run['val_accuracy']:.4f}", flush=True)
-    return {"candidate": name, **recipe, "epochs": epochs, "probe_epoch_seconds": epoch_seconds,
-            **run}
+    return {
+        "candidate": name,
+        **recipe,
+        "epochs": epochs,
+        "probe_epoch_seconds": epoch_seconds,
+        **run,
+    }
 
 
-def _final(best: dict[str, Any], data: dict[str, Path], budget: float, runs: Path,
-           args: argparse.Namespace) -> dict[str, Any]:
+def _final(
+    best: dict[str, Any], data: dict[str, Path], budget: float, runs: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     """The chosen recipe on all 50k for the budget; the test split's one evaluation."""
     per_epoch = best["train_seconds"] / best["epochs"] * TRAIN_IMAGES / SELECT_IMAGES
     epochs = _epochs_for(budget, per_epoch)
@@ -135,8 +163,10 @@ def _final(best: dict[str, Any], data: dict[str, Path], budget: float, runs: Pat
         "minutes": run["train_seconds"] / 60.0,
         "evaluation_seconds": run["total_seconds"] - run["train_seconds"],
         "thresholds": {
-            f"{t:.4f}": {"reached": accuracy >= t,
-                         "minutes": run["train_seconds"] / 60.0 if accuracy >= t else None}
+            f"{t:.4f}": {
+                "reached": accuracy >= t,
+                "minutes": run["train_seconds"] / 60.0 if accuracy >= t else None,
+            }
             for t in THRESHOLDS
         },
         "goal_met": accuracy >= 0.9125 and run["train_seconds"] <= 30 * 60,
@@ -144,13 +174,25 @@ def _final(best: dict[str, Any], data: dict[str, Path], budget: float, runs: Pat
     }
 
 
-def _train(recipe: dict[str, Any], data: Path, out: Path, *, epochs: int,
-           validation: int | None, args: argparse.Namespace) -> dict[str, Any]:
+def _train(
+    recipe: dict[str, Any],
+    data: Path,
+    out: Path,
+    *,
+    epochs: int,
+    validation: int | None,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     from core.training import make_config, train
 
     config = make_config(
-        recipe["architecture"], f"folder:{data}", preset=recipe["preset"], epochs=epochs,
-        validation=validation, precision=args.precision, tensorboard=False,
+        recipe["architecture"],
+        f"folder:{data}",
+        preset=recipe["preset"],
+        epochs=epochs,
+        validation=validation,
+        precision=args.precision,
+        tensorboard=False,
         train_limit=args.train_limit,
     )
     started = time.perf_counter()
