@@ -99,7 +99,7 @@ def test_keras_weights_in_the_v1_5_placement_compute_something_else(keras_resnet
 
 def test_a_keras_file_of_another_depth_is_refused(keras_resnet50):
     folder, _ = keras_resnet50
-    with pytest.raises(WeightsFileError, match="does not fit resnet101: .*tensors missing"):
+    with pytest.raises(WeightsFileError, match=r"does not fit resnet101: .*tensors missing"):
         import_model(folder / "resnet50_named.h5", "resnet101")
     with pytest.raises(WeightsFileError, match=r"does not fit resnet101: \d+ tensors expected"):
         import_model(folder / "resnet50.weights.h5", "resnet101")

@@ -99,7 +99,7 @@ def test_a_state_dict_of_another_architecture_is_refused_naming_what_differs(tmp
         import_model(path, "resnet34")
     # shapes as the file has them: torchvision's OIHW
     with pytest.raises(
-        WeightsFileError, match="layer1.0.conv1.weight is 64×64×3×3, expected 64×64×1×1"
+        WeightsFileError, match=r"layer1\.0\.conv1\.weight is 64×64×3×3, expected 64×64×1×1"
     ):
         import_model(path, "resnet50")
     with pytest.raises(WeightsFileError, match="for ImageNet ResNets; 'resnet20' is not one"):
