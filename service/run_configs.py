@@ -3,10 +3,12 @@ config path.
 
 A request names its data by a dataset reference or a data source (see
 :mod:`service.schemas.runs`). Here the reference becomes the registered dataset's source, a
-source is checked to carry no path on the server, and the architecture, the source, the preset
-and the request's overrides (dotted paths) go to :func:`core.training.config.resolve_config`,
-the only validator of a config. ``POST /v1/runs`` and every experiment cell come through
-:func:`resolve_run_config`; errors are 422s whose fields ``locate`` places in the request.
+source is checked to carry no path on the server, a weights file to start from
+(``init_from``) is checked under the data root (:mod:`service.init_from`), and the architecture,
+the source, the preset and the request's overrides (dotted paths) go to
+:func:`core.training.config.resolve_config`, the only validator of a config. ``POST /v1/runs``
+and every experiment cell come through :func:`resolve_run_config`; errors are 422s whose fields
+``locate`` places in the request.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from sqlalchemy.orm import Session
 from core.training.config import TrainConfig, resolve_config
 from jobs.records import Run
 from jobs.records import repository as records
+from jobs.settings import Settings
 from service.data import check_data_source, registered_dataset, source_of
 from service.errors import Locate, from_pydantic, invalid
+from service.init_from import init_from_overrides
 from service.schemas.runs import RunCreate
 
 
@@ -35,19 +39,21 @@ def in_body(loc: tuple[str | int, ...]) -> str:
 
 
 def resolve_run_config(
-    session: Session, request: RunCreate, *, locate: Locate = in_body
+    session: Session, request: RunCreate, *, settings: Settings, locate: Locate = in_body
 ) -> ResolvedRun:
     """The run's full config, and the registered dataset it trains on (if any).
 
     Args:
         session: To look up a dataset reference.
         request: The validated request.
+        settings: For the data root ``init_from`` names a file under.
         locate: Maps a place in the request (``("dataset",)``, ``("optimizer", "momentum")``)
             to the field an error names.
 
     Raises:
         ApiError: 422 naming the offending field (``body.architecture``, ``body.preset``,
-            ``body.dataset``, ``body.data``, ``body.batch_size``, ``body.optimizer.momentum``…).
+            ``body.dataset``, ``body.data``, ``body.batch_size``, ``body.optimizer.momentum``,
+            ``body.init_from``…).
     """
     if (request.dataset is None) == (request.data is None):
         raise invalid(
@@ -62,9 +68,20 @@ def resolve_run_config(
     else:
         assert request.data is not None
         source, dataset_id = check_data_source(request.data, field=locate(("data",))), None
+    overrides = request.overrides()
+    if request.init_from is not None:
+        overrides.update(
+            init_from_overrides(
+                request.init_from,
+                architecture=request.architecture,
+                sent=overrides,
+                settings=settings,
+                locate=locate,
+            )
+        )
     try:
         config = resolve_config(
-            request.architecture, source, preset=request.preset, overrides=request.overrides()
+            request.architecture, source, preset=request.preset, overrides=overrides
         )
     except ValidationError as exc:
         raise from_pydantic(exc, locate=locate) from None

@@ -1,4 +1,5 @@
-"""The data a run or an evaluation names, read under the server's data root."""
+"""The data a run or an evaluation names, and the weights a run starts from, read under the
+server's data root."""
 
 from __future__ import annotations
 
@@ -38,3 +39,20 @@ def load_data(spec: str, settings: Settings) -> Dataset:
         extract_dir=settings.extract_dir,
         archive_limits=settings.archive_limits(),
     )
+
+
+def weights_path(path: str, settings: Settings) -> Path:
+    """The weights file a run starts from (``init_from``), confined to ``settings.data_dir``.
+
+    The API checked it when the run was queued; the worker holds the line again, as for data.
+
+    Raises:
+        ValueError: the path leaves the data root or names nothing.
+    """
+    from core.data.loader import resolve_source_path
+
+    root = settings.data_dir
+    candidate = Path(path)
+    if candidate.is_absolute() and candidate.is_relative_to(root):
+        path = candidate.relative_to(root).as_posix()
+    return resolve_source_path(path, root, must_exist=True)

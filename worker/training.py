@@ -46,7 +46,7 @@ from jobs.records.runs import (
 )
 from jobs.settings import Settings
 from worker.artifacts import ArtifactStore
-from worker.data import load_data
+from worker.data import load_data, weights_path
 from worker.lifecycle import JobHeartbeat, claim_job
 from worker.runtime import describe_error, jsonable
 
@@ -270,6 +270,10 @@ def _train(
     from core.training import TrainConfig, train
 
     config = TrainConfig.model_validate(config_data)
+    if config.init_from is not None:
+        config = config.model_copy(
+            update={"init_from": str(weights_path(config.init_from, settings))}
+        )
     dataset = load_data(config.data, settings)
     if store.pull_checkpoint(run_id):
         log.info("run %s: fetched its last checkpoint from %s", run_id, store.run_uri(run_id))

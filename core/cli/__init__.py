@@ -1,7 +1,8 @@
 """The library's command line: list architectures, train, evaluate, predict, export, benchmark.
 
 One module per command group (``archs``, ``train``, ``evaluate`` with ``rescore``,
-``predict``, ``export``, ``bench``), what they share in ``output``, and the app in ``app``.
+``predict``, ``export``, ``bench``, ``weights``), what they share in ``output``, and the app
+in ``app``.
 ``app`` here is the library's own command (``python -m core.cli``); a program that also serves
 models builds its own with :func:`build_app`, passing a remote predictor and adding its commands.
 

@@ -17,6 +17,7 @@ from core.cli.export import export
 from core.cli.output import err_console
 from core.cli.predict import RemotePredictor, predict, predict_with_server
 from core.cli.train import train_command
+from core.cli.weights import build_weights_app
 
 HELP = "Train, evaluate and serve ResNet image classifiers (He et al. 2016)."
 
@@ -45,6 +46,7 @@ def build_app(*, remote_predictor: RemotePredictor | None = None) -> typer.Typer
         predict if remote_predictor is None else predict_with_server(remote_predictor)
     )
     app.add_typer(build_bench_app(), name="bench")
+    app.add_typer(build_weights_app(), name="weights")
     return app
 
 

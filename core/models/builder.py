@@ -15,7 +15,7 @@ import keras
 
 from core.models.layers import BatchNorm, Preprocess, ZeroPadShortcut
 from core.models.limits import check_input_shape, check_spec_size
-from core.models.specs import ArchSpec, Shortcut, Stage, parse_architecture
+from core.models.specs import ArchSpec, Padding, Shortcut, Stage, StrideIn, parse_architecture
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class _Layers:
 
     dtype: str | None
     weight_decay: float
+    padding: Padding = "same"
 
     def _regularizer(self) -> keras.regularizers.Regularizer | None:
         # Keras' L2 adds l2·Σw², whose gradient is 2·l2·w; SGD weight decay λ adds λ·w.
@@ -32,11 +33,16 @@ class _Layers:
     def conv(
         self, x: Any, filters: int, kernel: int, stride: int, name: str, groups: int = 1
     ) -> Any:
+        padding = "same"
+        if self.padding == "symmetric" and stride > 1 and kernel > 1:
+            # kernel//2 on every side, then no more: the grid Caffe and PyTorch sample.
+            x = keras.layers.ZeroPadding2D(kernel // 2, dtype=self.dtype, name=f"{name}_pad")(x)
+            padding = "valid"
         return keras.layers.Conv2D(
             filters,
             kernel,
             strides=stride,
-            padding="same",
+            padding=padding,
             use_bias=False,
             groups=groups,
             kernel_initializer="he_normal",
@@ -47,6 +53,14 @@ class _Layers:
 
     def bn(self, x: Any, name: str) -> Any:
         return BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)(x)
+
+    def max_pool(self, x: Any, name: str) -> Any:
+        """The stem's 3×3/2 max pool; zero padding is max padding here (its input is a ReLU's)."""
+        padding = "same"
+        if self.padding == "symmetric":
+            x = keras.layers.ZeroPadding2D(1, dtype=self.dtype, name=f"{name}_pad")(x)
+            padding = "valid"
+        return keras.layers.MaxPooling2D(3, 2, padding=padding, dtype=self.dtype, name=name)(x)
 
     def relu(self, x: Any, name: str) -> Any:
         return keras.layers.ReLU(dtype=self.dtype, name=name)(x)
@@ -87,9 +101,10 @@ def _block(L: _Layers, x: Any, spec: ArchSpec, stage: Stage, stride: int, name: 
     if spec.block == "basic":
         convs = [(stage.out_channels, 3, stride, 1), (stage.out_channels, 3, 1, 1)]
     else:
+        first, middle = (stride, 1) if spec.stride_in == "1x1" else (1, stride)
         convs = [
-            (stage.inner_channels, 1, 1, 1),
-            (stage.inner_channels, 3, stride, stage.groups),
+            (stage.inner_channels, 1, first, 1),
+            (stage.inner_channels, 3, middle, stage.groups),
             (stage.out_channels, 1, 1, 1),
         ]
     for i, (filters, kernel, s, groups) in enumerate(convs, 1):
@@ -122,6 +137,8 @@ def build_model(
     dtype_policy: str | None = None,
     weight_decay: float = 0.0,
     dropout: float | None = None,
+    stride_in: StrideIn | None = None,
+    padding: Padding | None = None,
 ) -> keras.Model:
     """Build a ResNet (or a variant) as a Keras functional model.
 
@@ -139,19 +156,24 @@ def build_model(
         dtype_policy: a Keras dtype policy such as ``"mixed_bfloat16"``; the head stays float32.
         weight_decay: SGD-style weight decay on every kernel (paper: 1e-4).
         dropout: dropout between the convs of wide/pre-activation blocks.
+        stride_in: override where a bottleneck block's stride sits, ``"3x3"`` (v1.5) or ``"1x1"``
+            (v1, Keras applications' weights); see :data:`core.models.specs.StrideIn`.
+        padding: override how strided convolutions pad, ``"same"`` or ``"symmetric"`` (as
+            Caffe and PyTorch; published weights need it); see :data:`core.models.specs.Padding`.
     """
     spec = parse_architecture(arch) if isinstance(arch, str) else arch
     if shortcut is not None:
         spec = spec.with_shortcut(shortcut)
     if dropout is not None:
         spec = ArchSpec(**{**spec.__dict__, "dropout": float(dropout)})
+    spec = spec.with_layout(stride_in=stride_in, padding=padding)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}.")
     # The bounds of core.models.limits, as at the door: a shape taken from the data is checked
     # here, before Keras allocates anything.
     shape = check_input_shape(tuple(input_shape or spec.default_input_shape))
     check_spec_size(spec, input_shape=shape)
-    L = _Layers(dtype_policy, weight_decay)
+    L = _Layers(dtype_policy, weight_decay, spec.padding)
     # Keras walks the layer graph recursively: ResNet-1202 needs a few thousand frames.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
 
@@ -165,7 +187,7 @@ def build_model(
     else:
         x = L.conv(x, spec.stem_channels, 7, 2, "stem_conv")
         x = L.relu(L.bn(x, "stem_bn"), "stem_relu")
-        x = keras.layers.MaxPooling2D(3, 2, padding="same", dtype=L.dtype, name="stem_pool")(x)
+        x = L.max_pool(x, "stem_pool")
     for s, stage in enumerate(spec.stages, 1):
         for b in range(1, stage.blocks + 1):
             stride = stage.stride if b == 1 else 1

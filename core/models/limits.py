@@ -147,9 +147,10 @@ def spec_size(
                 convs = [(c_in, stage.out_channels, 3, stride, 1)]
                 convs.append((stage.out_channels, stage.out_channels, 3, 1, 1))
             else:
+                first, middle = (stride, 1) if spec.stride_in == "1x1" else (1, stride)
                 convs = [
-                    (c_in, stage.inner_channels, 1, 1, 1),
-                    (stage.inner_channels, stage.inner_channels, 3, stride, stage.groups),
+                    (c_in, stage.inner_channels, 1, first, 1),
+                    (stage.inner_channels, stage.inner_channels, 3, middle, stage.groups),
                     (stage.inner_channels, stage.out_channels, 1, 1, 1),
                 ]
             for i, (a, b_out, kernel, s, groups) in enumerate(convs, 1):

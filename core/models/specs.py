@@ -3,7 +3,8 @@
 Names (case-insensitive):
 - ``resnet{6n+2}``, ``plain{6n+2}``: He et al. 2016's CIFAR nets (``resnet20`` … ``resnet1202``);
   ``cifar_resnet{d}`` / ``cifar_plain{d}`` force the CIFAR family for any depth.
-- ``resnet18/34/50/101/152``, ``plain18/34``: the ImageNet nets (v1.5: stride on the 3×3 conv).
+- ``resnet18/34/50/101/152``, ``plain18/34``: the ImageNet nets (v1.5: stride on the 3×3 conv;
+  ``stride_in="1x1"`` is v1, as Keras applications' published weights have it).
 - ``preact_resnet{d}``: pre-activation (He et al. 2016b); CIFAR for 6n+2 (basic) or 164/1001-style
   9n+2 bottlenecks, ImageNet for 18/34/50/101/152.
 - ``wrn{d}_{k}``: Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), d = 6n+4.
@@ -27,6 +28,18 @@ from core.models.limits import (
 Family = Literal["cifar", "imagenet"]
 Shortcut = Literal["A", "B", "none"]
 Block = Literal["basic", "bottleneck"]
+# Where a bottleneck block that halves the resolution puts its stride: on the 3×3 convolution
+# (v1.5, torchvision's; the default) or on the first 1×1 (v1, He et al.'s Caffe model and Keras
+# applications'). Same weights' shapes, a different function: weights load exactly only into
+# the placement they were trained with.
+StrideIn = Literal["3x3", "1x1"]
+STRIDE_INS: tuple[StrideIn, ...] = ("3x3", "1x1")
+# How a strided convolution (and the stem's max pool) pads: "same" is TensorFlow's (the odd
+# pixel padded at the bottom and right only), "symmetric" pads kernel//2 on every side, as
+# Caffe, PyTorch and Keras applications' stem do. The output sizes are equal; the sampling grid
+# is shifted by a pixel, so published weights reproduce their outputs only with "symmetric".
+Padding = Literal["same", "symmetric"]
+PADDINGS: tuple[Padding, ...] = ("same", "symmetric")
 
 IMAGENET_DEPTHS: dict[int, tuple[Block, tuple[int, ...]]] = {
     18: ("basic", (2, 2, 2, 2)),
@@ -60,10 +73,37 @@ class ArchSpec:
     shortcut: Shortcut
     preact: bool = False
     dropout: float = 0.0
+    stride_in: StrideIn = "3x3"
+    padding: Padding = "same"
 
     @property
     def default_input_shape(self) -> tuple[int, int, int]:
         return (32, 32, 3) if self.family == "cifar" else (224, 224, 3)
+
+    def with_layout(self, *, stride_in: str | None = None, padding: str | None = None) -> ArchSpec:
+        """This spec with the stride placement and padding given (None keeps the spec's).
+
+        Raises:
+            ValueError: an unknown value, or ``stride_in="1x1"`` for a net without ImageNet
+                bottleneck blocks (a basic block's stride can only sit on its first 3×3).
+        """
+        stride_in = self.stride_in if stride_in is None else stride_in
+        padding = self.padding if padding is None else padding
+        if stride_in not in STRIDE_INS:
+            raise ValueError(f"Unknown stride_in {stride_in!r}. Expected one of {STRIDE_INS}.")
+        if padding not in PADDINGS:
+            raise ValueError(f"Unknown padding {padding!r}. Expected one of {PADDINGS}.")
+        if stride_in == "1x1" and not self.has_stride_choice:
+            raise ValueError(
+                f"stride_in '1x1' applies to ImageNet bottleneck nets (resnet50/101/152, "
+                f"resnext50…); {self.name!r} has {self.family} {self.block} blocks"
+            )
+        return replace(self, stride_in=stride_in, padding=padding)
+
+    @property
+    def has_stride_choice(self) -> bool:
+        """Whether the stride of a downsampling block may sit on its 1×1 or its 3×3 conv."""
+        return self.family == "imagenet" and self.block == "bottleneck"
 
     def with_shortcut(self, shortcut: Shortcut) -> ArchSpec:
         if self.kind == "plain":

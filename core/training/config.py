@@ -10,10 +10,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from core.models.limits import OutOfBounds, check_input_shape, check_spec_size
-from core.models.specs import CATALOGUE_NAMES, parse_architecture
+from core.models.specs import CATALOGUE_NAMES, ArchSpec, Padding, StrideIn, parse_architecture
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 Augment = Literal["none", "cifar", "imagenet"]
@@ -117,6 +124,16 @@ class Hyperparameters(_Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     shortcut: Literal["A", "B"] | None = None
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    stride_in: StrideIn = Field(
+        "3x3",
+        description="Where a downsampling bottleneck puts its stride: 3x3 (v1.5, torchvision's "
+        "weights) or 1x1 (v1, keras.applications' weights); ImageNet bottleneck nets only",
+    )
+    padding: Padding = Field(
+        "same",
+        description="How strided convolutions pad: same (TensorFlow's) or symmetric (Caffe's "
+        "and PyTorch's, which published weights need)",
+    )
     input_shape: tuple[int, int, int] | None = None
     normalization: Normalization = "per_pixel_mean"
     augment: Augment = "cifar"
@@ -132,6 +149,13 @@ class Hyperparameters(_Strict):
     progress_every: int = Field(20, ge=1, description="Call the progress hook every N batches.")
     freeze: list[str] = Field(
         default_factory=list, description="Layer prefixes to freeze: stem, stage1…"
+    )
+    backbone_lr_multiplier: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="The learning rate of every layer but the head (logits), as a fraction of "
+        "the schedule's: discriminative fine-tuning (the new head learns at the full rate)",
     )
     tensorboard: bool = True
     keep_epoch_checkpoints: bool = False
@@ -207,15 +231,37 @@ class TrainConfig(Hyperparameters, _WhatToTrain):
     (architectures, presets, precisions…), lists the valid ones.
     """
 
-    init_from: str | None = Field(None, description="A .keras model whose weights to start from.")
+    init_from: str | None = Field(
+        None,
+        description="Weights to start from: a .keras model, or a published weights file "
+        "(torchvision .safetensors/.pth, keras.applications .h5/.weights.h5; see "
+        "core.models.weights). Over HTTP, a path under the data root.",
+    )
+
+    @field_validator("stride_in")
+    @classmethod
+    def _stride_placement_exists(cls, v: StrideIn, info: ValidationInfo) -> StrideIn:
+        # The architecture is validated first (what to train precedes how): absent, it failed.
+        architecture = info.data.get("architecture")
+        if architecture is not None:
+            parse_architecture(architecture).with_layout(stride_in=v)
+        return v
 
     @model_validator(mode="after")
     def _work_per_image_in_bounds(self) -> TrainConfig:
         # The architecture and the input shape are each in bounds; together they must be too
         # (a wide net on a large input needs too many multiply-adds per image).
+        spec = self.spec
         if self.input_shape is not None:
-            check_spec_size(parse_architecture(self.architecture), input_shape=self.input_shape)
+            check_spec_size(spec, input_shape=self.input_shape)
         return self
+
+    @property
+    def spec(self) -> ArchSpec:
+        """The architecture with this config's stride placement and padding."""
+        return parse_architecture(self.architecture).with_layout(
+            stride_in=self.stride_in, padding=self.padding
+        )
 
     @property
     def multi_label(self) -> bool:

@@ -23,6 +23,7 @@ from core.data.pipeline import make_pipeline, uses_tf_data
 from core.models import CUSTOM_OBJECTS, build_model, parse_architecture
 from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
+from core.training.discriminative import OPTIMIZERS, discriminative_optimizer
 from core.training.hooks import EpochRecord, TrainHooks
 from core.training.precision import jit_compile, make_strategy, resolve_policy
 from core.training.random_state import restore_random_states
@@ -94,6 +95,15 @@ def input_shape_for(config: TrainConfig, train: ImageSet) -> tuple[int, int, int
 
 def _optimizer(config: TrainConfig, schedule: Any) -> keras.optimizers.Optimizer:
     opt = config.optimizer
+    if config.backbone_lr_multiplier != 1.0:
+        return discriminative_optimizer(
+            opt.name,
+            learning_rate=schedule,
+            backbone_lr_multiplier=config.backbone_lr_multiplier,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+            weight_decay=opt.weight_decay,
+        )
     if opt.name == "sgd":
         return keras.optimizers.SGD(
             learning_rate=schedule, momentum=opt.momentum, nesterov=opt.nesterov
@@ -234,7 +244,7 @@ def train(
         if state is not None:
             model = keras.saving.load_model(
                 rundir.checkpoints / state["checkpoint"],
-                custom_objects=CUSTOM_OBJECTS,
+                custom_objects={**CUSTOM_OBJECTS, **OPTIMIZERS},
                 safe_mode=True,
             )
             history = [EpochRecord(**r) for r in state["history"]]
@@ -318,7 +328,7 @@ def build_training_model(
     """
     wd = 0.0 if config.optimizer.name == "adamw" else config.optimizer.weight_decay
     model = build_model(
-        config.architecture,
+        config.spec,
         input_shape=input_shape,
         num_classes=num_classes,
         shortcut=config.shortcut,
@@ -353,16 +363,27 @@ def _new_model(
         )
         model.get_layer("preprocess").set_statistics(mean, std)
     if config.init_from:
-        source = keras.saving.load_model(
-            config.init_from, custom_objects=CUSTOM_OBJECTS, safe_mode=True, compile=False
-        )
-        copied, skipped = transfer_weights(source, model)
-        log.info("fine-tuning: copied %d layers, skipped %s", len(copied), skipped)
+        _start_from(model, config)
     if config.freeze:
         freeze_layers(model, config.freeze)
         # Keras fixes the trainable set at compile time: compile again after freezing.
         _compile(model, config, model.optimizer, dataset.multi_label)
     return model
+
+
+def _start_from(model: keras.Model, config: TrainConfig) -> None:
+    """Fine-tuning: the weights of ``config.init_from``, a .keras model or a published file."""
+    from core.models.weights import init_from_weights, open_weights_file
+
+    path = str(config.init_from)
+    if open_weights_file(path).source != "model":
+        init_from_weights(model, path, config.spec)
+        return
+    source = keras.saving.load_model(
+        path, custom_objects=CUSTOM_OBJECTS, safe_mode=True, compile=False
+    )
+    copied, skipped = transfer_weights(source, model)
+    log.info("fine-tuning: copied %d layers, skipped %s", len(copied), skipped)
 
 
 def _finish(

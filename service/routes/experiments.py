@@ -37,6 +37,7 @@ from jobs.records import RunStatus
 from jobs.records import repository as records
 from jobs.records.models import Experiment, ExperimentKind
 from jobs.reports import load_experiment_runs
+from jobs.settings import Settings
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
 from service.errors import ApiError, Locate, from_pydantic, invalid
 from service.owners import QUOTA_ERRORS, check_stored_bytes, hold_run_quota, require_owner
@@ -88,7 +89,7 @@ def create_experiment(
     the field and the cell); more than 200 cells is a 422. Then the runs are recorded as
     ``queued`` and sent to the workers."""
     cells = _cells(body)
-    resolved = [_cell_config(session, body, i, cell) for i, cell in enumerate(cells)]
+    resolved = [_cell_config(session, settings, body, i, cell) for i, cell in enumerate(cells)]
     check_stored_bytes(session, settings, key)
 
     def record() -> _Recorded:
@@ -245,14 +246,18 @@ def _cells(body: ExperimentCreate) -> list[Cell]:
     return expand_grid(architectures, body.seeds, body.grid)
 
 
-def _cell_config(session: Session, body: ExperimentCreate, index: int, cell: Cell) -> ResolvedRun:
+def _cell_config(
+    session: Session, settings: Settings, body: ExperimentCreate, index: int, cell: Cell
+) -> ResolvedRun:
     """Resolve one cell's config as ``POST /v1/runs`` would; errors name the experiment's field
     (see :func:`_cell_field`) and the cell."""
     request = apply_overrides(body.base, cell["params"])
     request.update(architecture=cell["architecture"], seed=cell["seed"])
     locate = _cell_field(cell, "body.random.space" if body.random is not None else "body.grid")
     try:
-        return resolve_run_config(session, RunCreate.model_validate(request), locate=locate)
+        return resolve_run_config(
+            session, RunCreate.model_validate(request), settings=settings, locate=locate
+        )
     except ValidationError as exc:
         error = from_pydantic(exc, locate=locate)
     except ApiError as exc:

@@ -52,7 +52,7 @@ def create_run(
     """Validate the config (architecture, data, preset, hyperparameters), record the run as
     ``queued`` and send it to the workers. Invalid input is a 422 naming the field; a key
     over its quota of active runs gets 429 (with ``Retry-After``), of stored bytes 507."""
-    resolved = resolve_run_config(session, body)
+    resolved = resolve_run_config(session, body, settings=settings)
     check_stored_bytes(session, settings, key)
 
     def record() -> Run:

@@ -34,6 +34,13 @@ class _WhatToTrain(BaseModel):
         "cifar100, mnist or fashion_mnist (e.g. synthetic:512:32x32x3:10)",
     )
     preset: str | None = Field(None, description=f"One of {', '.join(PRESETS)}")
+    init_from: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="A weights file or .keras model to start from, relative to the data root "
+        "(e.g. weights/resnet50-0676ba61.pth); the new head keeps the data's classes",
+    )
 
 
 # Bases in this order so the architecture and the data come first in the documented body.
@@ -46,7 +53,11 @@ class RunCreate(Hyperparameters, _WhatToTrain):
     ``schedule`` merge into the preset's. A top-level ``null`` leaves a field as the preset has
     it; inside ``optimizer`` or ``schedule`` a ``null`` is applied (``"schedule": {"boundaries":
     null, "boundary_epochs": [100, 150]}`` counts the preset's steps in epochs).
-    ``init_from`` is not accepted over HTTP: it names a file on the workers' disks.
+    ``init_from`` names a weights file under the data root to start from (fine-tuning): a
+    torchvision state dict (``.safetensors`` or ``.pth``), a ``keras.applications`` weights file
+    (``.h5`` or ``.weights.h5``) or a ``.keras`` model; it must fit the architecture, and its
+    stride placement, padding and normalisation become the run's. ``freeze`` and
+    ``backbone_lr_multiplier`` are the usual companions.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

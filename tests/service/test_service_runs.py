@@ -208,7 +208,7 @@ def test_cancel_and_delete(
         ({"batch_size": 0}, "body.batch_size", 0),
         ({"epochs": "ten"}, "body.epochs", "ten"),
         ({"lr": 0.1}, "body.lr", 0.1),  # unknown field
-        ({"init_from": "/etc/passwd"}, "body.init_from", "/etc/passwd"),  # not over HTTP
+        ({"init_from": "/etc/passwd"}, "body.init_from", "/etc/passwd"),  # outside the data root
         ({"preset": "imagenet-fast"}, "body.preset", "imagenet-fast"),
         ({"optimizer": {"momentum": 1.5}}, "body.optimizer.momentum", 1.5),
         ({"optimizer": {"nesterov": True, "betas": [0.9]}}, "body.optimizer.betas", [0.9]),
@@ -350,7 +350,7 @@ def test_the_openapi_schema_of_post_runs_lists_the_fields_and_their_bounds(
     assert (fields["batch_size"]["minimum"], fields["batch_size"]["maximum"]) == (1, 65_536)
     assert fields["label_smoothing"]["exclusiveMaximum"] == 1
     assert fields["precision"]["enum"] == ["auto", "float32", "bfloat16", "float16"]
-    assert "init_from" not in fields  # a file on the workers' disks: not over HTTP
+    assert "relative to the data root" in fields["init_from"]["description"]
     optimizer = schemas[fields["optimizer"]["$ref"].rsplit("/", 1)[1]]["properties"]
     assert optimizer["momentum"]["exclusiveMaximum"] == 1
     assert optimizer["weight_decay"]["maximum"] == 0.1
