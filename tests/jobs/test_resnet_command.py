@@ -18,14 +18,29 @@ def command_names(app):
 
 
 def test_the_installed_command_adds_serve_and_predict_through_a_server():
-    assert command_names(cli.app) == ["archs", "train", "evaluate", "rescore", "predict", "serve"]
+    assert command_names(cli.app) == [
+        "archs",
+        "train",
+        "evaluate",
+        "rescore",
+        "export",
+        "predict",
+        "serve",
+    ]
     result = CliRunner().invoke(cli.app, ["predict", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "--server" in result.stdout and "RESNET_API_KEY" in result.stdout
 
 
 def test_the_library_app_is_left_as_it_was():
-    assert command_names(core.cli.app) == ["archs", "train", "evaluate", "rescore", "predict"]
+    assert command_names(core.cli.app) == [
+        "archs",
+        "train",
+        "evaluate",
+        "rescore",
+        "export",
+        "predict",
+    ]
     assert core.cli.app is not cli.app
     result = CliRunner().invoke(core.cli.app, ["predict", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "--server" not in result.stdout
