@@ -105,9 +105,23 @@ def _element_seeds(s_augment: tf.Tensor) -> tf.data.Dataset:
     )
 
 
-def _shuffle_seed(s_order: tf.Tensor) -> tf.Tensor:
-    """A ``Dataset.shuffle`` seed from an epoch's order seed (for what only a buffer shuffles)."""
-    return s_order[0]
+# The graph-level seed of each epoch's function graph (see _shuffle).
+EPOCH_GRAPH_SEED = 87654321
+
+
+def _shuffle(ds: tf.data.Dataset, buffer: int, s_order: tf.Tensor) -> tf.data.Dataset:
+    """``ds.shuffle`` seeded by an epoch's order seed (for what only a buffer shuffles).
+
+    ``Dataset.shuffle`` pairs its seed with the graph-level seed, which a function graph takes
+    from ``tf.random.set_seed`` (training sets it to the config's seed). With a global seed of
+    0 it compares the tensor seed with 0 in Python and fails ("Using a symbolic tf.Tensor as a
+    Python bool"), and with any other it makes the order depend on whatever set it last. So the
+    epoch's function graph gets a fixed graph-level seed: the order depends on ``s_order`` alone.
+    """
+    if not tf.inside_function():  # never change the process's global seed
+        raise RuntimeError("_shuffle is for the function that builds one epoch")
+    tf.random.set_seed(EPOCH_GRAPH_SEED)  # this function graph's seed only
+    return ds.shuffle(buffer, seed=s_order[0])
 
 
 def _labels(images: ImageSet) -> np.ndarray:
@@ -323,7 +337,7 @@ def _stream(
         encoded = reader(s_order)
         if reader_shuffles:
             return encoded
-        return encoded.shuffle(buffer, seed=_shuffle_seed(s_order))
+        return _shuffle(encoded, buffer, s_order)
 
     if not o.training:
         ds = decoded(reader(None))
@@ -342,7 +356,7 @@ def _stream(
 
     def batches(s_order: tf.Tensor, s_augment: tf.Tensor) -> tf.data.Dataset:
         if cached is not None:
-            ds = cached.shuffle(max(1, n), seed=_shuffle_seed(s_order))
+            ds = _shuffle(cached, max(1, n), s_order)
         else:
             ds = decoded(in_epoch_order(s_order))
         ds = o.batch(ds)

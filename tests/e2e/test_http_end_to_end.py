@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -137,15 +138,22 @@ def batch_predict(api: httpx.Client, stack: Stack, run_id: str) -> None:
     assert len(lines) == 181
 
 
-def test_production_stack_trains_and_evaluates_over_http(postgres_server, redis_server, tmp_path):
+@pytest.fixture(scope="module")
+def production(postgres_server, redis_server, tmp_path_factory) -> Iterator[Stack]:
+    """One production stack for this module's tests on it: starting one (migration, key, API,
+    worker) is a third of such a test's time, and each test uses runs and data of its own."""
     if not postgres_server.running:
         postgres_server.start()
     if not redis_server.running:
         redis_server.start()
     database = postgres_server.create_database(f"e2e_{uuid.uuid4().hex[:8]}")
     broker = redis_server.url.rsplit("/", 1)[0] + "/9"
-    with production_stack(database, broker, tmp_path) as stack:
-        train_and_evaluate(stack)
+    with production_stack(database, broker, tmp_path_factory.mktemp("production")) as stack:
+        yield stack
+
+
+def test_production_stack_trains_and_evaluates_over_http(production: Stack) -> None:
+    train_and_evaluate(production)
 
 
 def test_embedded_default_trains_and_evaluates_over_http(tmp_path):
@@ -163,14 +171,9 @@ def wait_run(api: httpx.Client, run_id: str, check, *, timeout: float, what: str
     raise TimeoutError(f"{what}: {api.get(f'/v1/runs/{run_id}').json()}")
 
 
-def test_cancel_and_worker_crash_over_http(postgres_server, redis_server, tmp_path):
-    if not postgres_server.running:
-        postgres_server.start()
-    if not redis_server.running:
-        redis_server.start()
-    database = postgres_server.create_database(f"e2e_{uuid.uuid4().hex[:8]}")
-    broker = redis_server.url.rsplit("/", 1)[0] + "/10"
-    with production_stack(database, broker, tmp_path) as stack, stack.client() as api:
+def test_cancel_and_worker_crash_over_http(production: Stack) -> None:
+    stack = production
+    with stack.client() as api:
         run = {
             "architecture": "resnet8",
             "data": "synthetic:1024:16x16x3:3",

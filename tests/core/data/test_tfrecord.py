@@ -62,6 +62,29 @@ def test_imagenet_style_shards_with_one_based_labels(tmp_path: Path) -> None:
         train.subset(np.array([0]))
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "streamed"])
+def test_an_epochs_order_comes_from_the_pipelines_seed_not_the_global_one(
+    tmp_path: Path, cache: bool
+) -> None:
+    """Training sets the global seed to the config's (0 by default): with 0 the shuffle of
+    TFRecord elements used to fail in Python, and with another it changed the order."""
+    write_shards(tmp_path / "tfr", one_based=True)
+    train = load_dataset(f"tfrecord:{tmp_path / 'tfr'}").splits["train"]
+    epochs = []
+    for global_seed in (0, 1, 2**31 - 2):
+        tf.random.set_seed(global_seed)
+        pipe = make_pipeline(
+            train, batch_size=7, training=True, image_shape=(8, 8, 3), cache=cache, seed=5,
+            epochs=range(2),
+        )  # fmt: skip
+        epochs.append([x for x, _ in pipe.as_numpy_iterator()])
+    tf.random.set_seed(None)
+    first, second = epochs[0]
+    assert not np.array_equal(first, second)  # each epoch its own order
+    for other in epochs[1:]:
+        np.testing.assert_array_equal(np.stack(other), np.stack(epochs[0]))
+
+
 def test_glob_with_zero_based_labels(tmp_path: Path) -> None:
     write_shards(tmp_path / "tfr", one_based=False)
     ds = load_dataset(f"tfrecord:{tmp_path / 'tfr' / 'train-*'}")

@@ -2,12 +2,14 @@
 
 The script runs in a fresh interpreter whose ``sitecustomize`` puts a ``sys.meta_path`` finder
 first, so that ``import tensorflow`` (or any ``tensorflow.*``) raises ImportError there, as on
-a machine without it. In it, resnet8 trains with the paper's CIFAR augmentation and a step
-schedule on synthetic data and on a folder of PNG and JPEG files (large enough to be streamed
-from disk, fitted to the model's size); each run is cancelled inside epoch 2, resumed, and must
-equal the uninterrupted run (losses and weights). The folder's model is then evaluated with
-core's evaluation (also with ten-crop testing) and used for predictions, and TensorFlow must
-never have been imported.
+a machine without it. In it, nets train with the paper's CIFAR augmentation and a step
+schedule: a pre-activation ResNet-8 with dropout (random state beyond the data's) on synthetic
+data, and resnet8 on a folder of PNG and JPEG files (large enough to be streamed from disk,
+fitted to the model's size); each run is cancelled inside epoch 2, resumed, and must equal the
+uninterrupted run (losses and weights): issue 15 under JAX. The folder's model is then
+evaluated with core's evaluation (also with ten-crop testing) and used for predictions, and
+TensorFlow must never have been imported. (What needs only the JAX backend, not TensorFlow's
+absence, is tested here too: one fresh interpreter and one JAX start-up for both.)
 """
 
 from __future__ import annotations
@@ -68,13 +70,13 @@ SCRIPT = textwrap.dedent(
     root = Path(sys.argv[1])
     out = {"backend": keras.backend.backend(), "runs": {}}
     sources = {  # each: 3 batches an epoch after a quarter is held out for validation
-        "synthetic": ("synthetic:96:16x16x3:2", None, 24),
-        "folder": (f"folder:{root / 'images'}", [16, 16, 3], 16),
+        "synthetic": ("preact_resnet8", "synthetic:96:16x16x3:2", None, 24, 0.3),
+        "folder": ("resnet8", f"folder:{root / 'images'}", [16, 16, 3], 16, 0.0),
     }
-    for name, (data, shape, batch_size) in sources.items():
+    for name, (architecture, data, shape, batch_size, dropout) in sources.items():
         cfg = make_config(
-            "resnet8", data, epochs=3, batch_size=batch_size, precision="float32",
-            tensorboard=False,
+            architecture, data, epochs=3, batch_size=batch_size, precision="float32",
+            tensorboard=False, dropout=dropout,
             validation=0.25, augment="cifar", progress_every=1, input_shape=shape,
             schedule={"kind": "step", "base_lr": 0.05, "boundary_epochs": [2]},
         )
@@ -90,6 +92,8 @@ SCRIPT = textwrap.dedent(
             for r in (whole, resumed)
         )
         out["runs"][name] = {
+            "statuses": [whole.status, resumed.status],
+            "dropout_layers": sum(isinstance(x, keras.layers.Dropout) for x in a.layers),
             "first": [first.status, first.epochs_completed],
             "whole": [r.loss for r in whole.history],
             "resumed": [r.loss for r in resumed.history],
@@ -159,7 +163,10 @@ def test_training_evaluation_and_prediction_without_tensorflow(tmp_path: Path) -
     out = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert out["backend"] == "jax"
+    assert out["runs"]["synthetic"]["dropout_layers"] > 0
+    assert out["runs"]["folder"]["dropout_layers"] == 0
     for name, run in out["runs"].items():
+        assert run["statuses"] == ["completed", "completed"], name
         assert run["first"] == ["cancelled", 1], name
         assert len(run["whole"]) == 3 and all(np.isfinite(run["whole"])), name
         assert run["resumed"] == run["whole"], name  # bit for bit, not approximately
