@@ -1,35 +1,33 @@
-"""Prediction over HTTP against the raw model, in one run: throughput and single-image latency.
+"""Prediction over HTTP against the raw model and a peer server, in one run (issue 11).
 
 Sets up a state folder (SQLite at head; an untrained ResNet-20 for 32×32×3 inputs saved as a
 succeeded run's ``model.keras``, promoted to the model ``r20``; a ``predict`` key), starts the
-real API under uvicorn (one worker, uvloop + httptools) as a separate process, then measures, in
-``--rounds`` interleaved rounds (medians reported; the machine is shared):
+real API under uvicorn (one worker, uvloop + httptools) as a separate process and, with
+``--peer bentoml``, the same model's SavedModel export under BentoML with adaptive batching
+(``benchmarks/peers/bento_service.py``). Then, in ``--rounds`` interleaved rounds (medians
+reported; the machine is shared by servers and clients):
 
-(a) the raw model: a ``tf.function`` forward at batch 256 (images/s), in a separate process
-    pinned to the server's CPUs;
-(a') the same at batch ``--clients``: the most that many single-image clients can ever batch
-    together, hence the ceiling of (c) with a free HTTP stack;
-(b) the raw model at batch 1: p50 latency of one call, numpy in and out (ms);
-(c) ``--clients`` concurrent HTTP clients (asyncio + httpx, keep-alive), each sending one
-    32×32 PNG per request as a multipart file, back to back: images/s, and the ratio to (a);
-(d) one client sending one image at a time: p50 latency, and the difference to (b).
+- **raw**: the model alone, a ``tf.function`` forward in its own process (pinned to the
+  server's CPUs), numpy in and out, at batch 256, at batch = clients (the largest batch that
+  many waiting clients can ever form, hence the honest ceiling of a closed loop) and batch 1;
+- **closed loop**: for each ``--clients`` count, that many keep-alive clients each sending one
+  32×32 PNG per request back to back, with each client kind (``httpx``; ``minimal``, HTTP/1.1 by
+  hand: see ``benchmarks/loadgen.py``), against each server; then one client alone (p50);
+- **open loop** (``--open-loop RATES``): Poisson arrivals at each offered rate for
+  ``--open-seconds``, latency from the scheduled send time; p50/p99 against the offered rate
+  and the highest rate sustained with p99 <= ``--p99-ms``.
 
-(c) and (d) are also measured with the image as a bare ``image/png`` body, and with a minimal
-client (hand-written HTTP/1.1 on asyncio streams, a few µs per request) that shows what the
-server sustains when the load generator's own CPU cost is taken out of the picture. The CPU
-seconds each side used are reported: on a 2-core machine the clients compete with the server.
+    python benchmarks/predict_throughput.py --clients 16,64 --peer bentoml \
+        --open-loop 100,200,400,600,800,1000,1200 --json docs/results/predict_throughput.json
 
-    python benchmarks/predict_throughput.py --json docs/results/predict_throughput.json
-
-On a bigger machine, give the server (and the raw model) the same CPUs and the clients others:
-
-    python benchmarks/predict_throughput.py --server-cpus 0,1 --client-cpus 2-7
+BentoML is an optional group (``pip install -e '.[peers]'``); ``--bentoml-python`` names an
+interpreter that has it if this one does not.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import io
 import json
 import os
@@ -44,8 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +54,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from benchmarks.loadgen import (  # noqa: E402
+    CLIENTS,
+    Target,
+    closed_loop,
+    highest_sustained,
+    minimal_client,
+    open_loop,
+)
 
 MODEL = "r20"
 SHAPE = (32, 32, 3)
@@ -168,9 +175,9 @@ def own_cpu_seconds() -> float:
 # --- (a), (b): the raw model, in its own process ---------------------------------------------
 
 
-def raw_model(model_path: Path, seconds: float, clients: int) -> dict[str, float]:
-    """Images/s at batch 256 and at batch ``clients`` (the largest batch that many single-image
-    clients can form), and batch-1 latency, of a tf.function over the Keras model."""
+def raw_model(model_path: Path, seconds: float, batches: list[int]) -> dict[str, float]:
+    """Images/s at batch 256 and at each of ``batches`` (a closed loop of that many clients can
+    batch no more), and batch-1 latency, of a tf.function over the Keras model."""
     import keras
     import tensorflow as tf
 
@@ -182,23 +189,21 @@ def raw_model(model_path: Path, seconds: float, clients: int) -> dict[str, float
         input_signature=[tf.TensorSpec((None, *SHAPE), tf.float32)],
     )
     rng = np.random.default_rng(1)
-    big = rng.integers(0, 256, (256, *SHAPE)).astype(np.float32)
+
+    def images_per_s(batch: int, budget: float, least: int) -> float:
+        x = rng.integers(0, 256, (batch, *SHAPE)).astype(np.float32)
+        for _ in range(3):
+            forward(tf.constant(x)).numpy()
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < budget or calls < least:
+            forward(tf.constant(x)).numpy()
+            calls += 1
+        return calls * batch / (time.perf_counter() - started)
+
+    result = {"batch256_images_per_s": images_per_s(256, seconds, 5)}
+    for batch in batches:
+        result[f"batch{batch}_images_per_s"] = images_per_s(batch, seconds / 2, 20)
     one = rng.integers(0, 256, (1, *SHAPE)).astype(np.float32)
-    for _ in range(3):
-        forward(tf.constant(big)).numpy()
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or calls < 5:
-        forward(tf.constant(big)).numpy()
-        calls += 1
-    throughput = calls * 256 / (time.perf_counter() - started)
-    small = rng.integers(0, 256, (clients, *SHAPE)).astype(np.float32)
-    for _ in range(3):
-        forward(tf.constant(small)).numpy()
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds / 2 or calls < 20:
-        forward(tf.constant(small)).numpy()
-        calls += 1
-    at_clients = calls * clients / (time.perf_counter() - started)
     for _ in range(20):
         forward(tf.constant(one)).numpy()
     latencies = []
@@ -207,26 +212,23 @@ def raw_model(model_path: Path, seconds: float, clients: int) -> dict[str, float
         t = time.perf_counter()
         forward(tf.constant(one)).numpy()
         latencies.append(time.perf_counter() - t)
-    return {
-        "batch256_images_per_s": throughput,
-        "batch_clients_images_per_s": at_clients,
-        "batch1_p50_ms": statistics.median(latencies) * 1e3,
-    }
+    result["batch1_p50_ms"] = statistics.median(latencies) * 1e3
+    return result
 
 
 def measure_raw(
-    model_path: Path, seconds: float, clients: int, cpus: set[int] | None
+    model_path: Path, seconds: float, batches: list[int], cpus: set[int] | None
 ) -> dict[str, float]:
     command = [sys.executable, __file__, "--raw-only", str(model_path)]
     done = subprocess.run(
-        [*command, "--seconds", str(seconds), "--clients", str(clients)],
+        [*command, "--seconds", str(seconds), "--clients", ",".join(map(str, batches))],
         capture_output=True, text=True, check=True, preexec_fn=pinned(cpus),
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-# --- (c), (d): over HTTP ---------------------------------------------------------------------
+# --- the servers ---------------------------------------------------------------------------
 
 
 def png_images(count: int) -> list[bytes]:
@@ -240,121 +242,69 @@ def png_images(count: int) -> list[bytes]:
 
 
 def multipart(image: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + image
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
+    """One PNG as our predict route's multipart ``file`` (also used by ``soak.py``)."""
+    return Target("ours", "", PATH, "file").body(image)
 
 
-def bodies(images: list[bytes], kind: str) -> list[tuple[bytes, str]]:
-    return [multipart(i) if kind == "multipart" else (i, "image/png") for i in images]
+def export_saved_model(model_path: Path, out: Path) -> Path:
+    """The SavedModel export the peer serves (``resnet export --format savedmodel``'s graph)."""
+    import keras
+
+    from core.inference.export import export_model
+    from core.models import CUSTOM_OBJECTS
+
+    model = keras.saving.load_model(model_path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    export_model(model, "savedmodel", out)
+    return out
 
 
-async def httpx_client(
-    url: str, secret: str, requests: list[tuple[bytes, str]], stop: float, first: int, step: int,
-    latencies: list[float],
-) -> int:  # fmt: skip
-    """One keep-alive httpx client sending requests back to back until ``stop``."""
-    done = 0
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    auth = {"Authorization": f"Bearer {secret}"}
-    async with httpx.AsyncClient(base_url=url, headers=auth, limits=limits) as http:
-        i = first
-        while time.perf_counter() < stop:
-            body, content_type = requests[i % len(requests)]
-            t = time.perf_counter()
-            response = await http.post(PATH, content=body, headers={"Content-Type": content_type})
-            latencies.append(time.perf_counter() - t)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
-            done += 1
-            i += step
-    return done
-
-
-_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
-
-
-async def minimal_client(
-    url: str, secret: str, requests: list[tuple[bytes, str]], stop: float, first: int, step: int,
-    latencies: list[float],
-) -> int:  # fmt: skip
-    """HTTP/1.1 by hand on one keep-alive connection: the cheapest possible load generator."""
-    host, port = url.removeprefix("http://").split(":")
-    raw = [
-        (f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {secret}\r\n"
-         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-        for body, content_type in requests
-    ]  # fmt: skip
-    reader, writer = await asyncio.open_connection(host, int(port))
-    done, i = 0, first
+@contextmanager
+def bentoml_server(
+    saved_model: Path, port: int, python: str, log: Path, *, cpus: set[int] | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "BENTO_SAVED_MODEL": str(saved_model), "PYTHONPATH": str(ROOT)}
+    command = [python, "-m", "bentoml", "serve", "benchmarks.peers.bento_service:ResNet",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=pinned(cpus),
+        )  # fmt: skip
     try:
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            writer.write(raw[i % len(raw)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = _LENGTH.search(head)
-            await reader.readexactly(int(length.group(1)) if length else 0)
-            latencies.append(time.perf_counter() - t)
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(head.decode(errors="replace"))
-            done += 1
-            i += step
+        _wait_ready(server, f"http://127.0.0.1:{port}/readyz", log)
+        yield server
     finally:
-        writer.close()
-    return done
+        _stop(server, group=True)
 
 
-async def load(
-    client: Any, url: str, secret: str, requests: list[tuple[bytes, str]], *,
-    clients: int, seconds: float,
-) -> dict[str, float]:  # fmt: skip
-    latencies: list[float] = []
-    started = time.perf_counter()
-    stop = started + seconds
-    counts = await asyncio.gather(
-        *(client(url, secret, requests, stop, i, clients, latencies) for i in range(clients))
-    )
-    elapsed = time.perf_counter() - started
-    return {
-        "images_per_s": sum(counts) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p90_ms": float(np.percentile(latencies, 90)) * 1e3,
-    }
+def _wait_ready(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} was not ready in 180 s: {log.read_text()[-2000:]}")
 
 
-def http_phase(
-    client: Any, url: str, secret: str, requests: list[tuple[bytes, str]], server_pid: int, *,
-    clients: int, seconds: float,
-) -> dict[str, float]:  # fmt: skip
-    import uvloop
-
-    def run(n: int, s: float) -> dict[str, float]:
-        return uvloop.run(load(client, url, secret, requests, clients=n, seconds=s))
-
-    run(clients, 1.0)  # warm the connections and the batcher
-    server_cpu, own_cpu, t = cpu_seconds(server_pid), own_cpu_seconds(), time.perf_counter()
-    concurrent = run(clients, seconds)
-    elapsed = time.perf_counter() - t
-    single = run(1, seconds / 2)
-    return {
-        "concurrent_images_per_s": concurrent["images_per_s"],
-        "concurrent_p50_ms": concurrent["p50_ms"],
-        "server_cpu_cores": (cpu_seconds(server_pid) - server_cpu) / elapsed,
-        "client_cpu_cores": (own_cpu_seconds() - own_cpu) / elapsed,
-        "single_p50_ms": single["p50_ms"],
-        "single_p90_ms": single["p90_ms"],
-    }
+def _stop(server: subprocess.Popen[bytes], *, group: bool = False) -> None:
+    try:
+        if group:
+            os.killpg(server.pid, signal.SIGINT)
+        else:
+            server.send_signal(signal.SIGINT)
+        server.wait(20)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL) if group else server.kill()
 
 
 def batcher_summary(url: str) -> dict[str, float]:
-    """Mean batch size, queue and compute time over the whole run, from /metrics."""
+    """Our batcher's mean batch size, queue and compute time over the whole run (/metrics)."""
     values: dict[str, float] = {}
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         match = re.match(
@@ -373,97 +323,256 @@ def batcher_summary(url: str) -> dict[str, float]:
     }
 
 
+# --- one round -------------------------------------------------------------------------------
+
+
+def closed_phase(
+    target: Target, kind: str, images: list[bytes], pids: list[int], *, clients: int,
+    seconds: float,
+) -> dict[str, float]:  # fmt: skip
+    import uvloop
+
+    client = CLIENTS[kind]
+
+    def run(n: int, s: float) -> dict[str, float]:
+        return uvloop.run(closed_loop(client, target, images, clients=n, seconds=s))
+
+    run(clients, 1.0)  # warm the connections and the batcher
+    server_cpu = sum(cpu_seconds(p) for p in pids)
+    own_cpu, t = own_cpu_seconds(), time.perf_counter()
+    concurrent = run(clients, seconds)
+    elapsed = time.perf_counter() - t
+    return {
+        "images_per_s": concurrent["images_per_s"],
+        "p50_ms": concurrent["p50_ms"],
+        "p99_ms": concurrent["p99_ms"],
+        "server_cpu_cores": (sum(cpu_seconds(p) for p in pids) - server_cpu) / elapsed,
+        "client_cpu_cores": (own_cpu_seconds() - own_cpu) / elapsed,
+    }
+
+
+def single_phase(target: Target, images: list[bytes], seconds: float) -> dict[str, float]:
+    import uvloop
+
+    done = uvloop.run(closed_loop(minimal_client, target, images, clients=1, seconds=seconds))
+    return {"p50_ms": done["p50_ms"], "p99_ms": done["p99_ms"]}
+
+
+def open_phase(
+    target: Target, images: list[bytes], rates: list[float], seconds: float, p99_ms: float,
+    seed: int,
+) -> list[dict[str, float]]:  # fmt: skip
+    """Rising offered rates until one is far past the server (p99 over 20× the bound)."""
+    import uvloop
+
+    sweep = []
+    for rate in rates:
+        point = uvloop.run(open_loop(target, images, rate=rate, seconds=seconds, seed=seed))
+        sweep.append(point)
+        print(f"  open loop {target.name} {rate:g}/s: {json.dumps(point)}", file=sys.stderr)
+        if point["errors"] or point["p99_ms"] > 20 * p99_ms:
+            break
+        time.sleep(1.0)  # let a queue left by the last rate drain
+    return sweep
+
+
+def server_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The server and its children (BentoML runs its service in worker processes)."""
+    pids, frontier = [server.pid], [server.pid]
+    while frontier:
+        parent = frontier.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        pids += [int(c) for c in children]
+        frontier += [int(c) for c in children]
+    return pids
+
+
+def one_round(
+    args: argparse.Namespace, model_path: Path, targets: dict[str, tuple[Target, list[int]]],
+    images: list[bytes], index: int,
+) -> dict[str, Any]:  # fmt: skip
+    measured: dict[str, Any] = {
+        "raw": measure_raw(model_path, args.seconds / 2, args.clients, parse_cpus(args.server_cpus))
+    }
+    order = list(targets) if index % 2 == 0 else list(reversed(targets))  # alternate who's first
+    for clients in args.clients:
+        for kind in args.kinds:
+            for name in order:
+                target, pids = targets[name]
+                measured.setdefault(name, {})[f"{kind}_{clients}"] = closed_phase(
+                    target, kind, images, pids, clients=clients, seconds=args.seconds
+                )
+    for name in order:
+        measured[name]["single"] = single_phase(targets[name][0], images, args.seconds / 2)
+        if args.open_loop:
+            measured[name]["open_loop"] = open_phase(
+                targets[name][0], images, args.open_loop, args.open_seconds, args.p99_ms, index
+            )
+    return measured
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+def summarise_rounds(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds; ratios taken within each round, then their median."""
+    names = [n for n in rounds[0] if n != "raw"]
+    raw = {k: statistics.median(r["raw"][k] for r in rounds) for k in rounds[0]["raw"]}
+    closed: dict[str, Any] = {}
+    for name in names:
+        for phase in rounds[0][name]:
+            if phase in ("single", "open_loop"):
+                continue
+            clients = phase.rsplit("_", 1)[1]
+            row = {k: statistics.median(r[name][phase][k] for r in rounds)
+                   for k in rounds[0][name][phase]}  # fmt: skip
+            row["ratio_to_raw_at_batch_clients"] = statistics.median(
+                r[name][phase]["images_per_s"] / r["raw"][f"batch{clients}_images_per_s"]
+                for r in rounds
+            )
+            if name != "ours" and "ours" in names:
+                row["ours_over_this"] = statistics.median(
+                    r["ours"][phase]["images_per_s"] / r[name][phase]["images_per_s"]
+                    for r in rounds
+                )
+            closed.setdefault(name, {})[phase] = row
+    single = {
+        name: {k: statistics.median(r[name]["single"][k] for r in rounds) for k in ("p50_ms",
+               "p99_ms")} for name in names
+    }  # fmt: skip
+    result: dict[str, Any] = {"raw": raw, "closed_loop": closed, "single_client": single}
+    if args.open_loop:
+        result["open_loop"] = {name: _open_summary(args, rounds, name) for name in names}
+    return result
+
+
+def _open_summary(args: argparse.Namespace, rounds: list[dict[str, Any]], name: str) -> Any:
+    """Per offered rate, the median over the rounds that reached it; the highest rate held."""
+    curve = []
+    for i, rate in enumerate(args.open_loop):
+        points = [r[name]["open_loop"][i] for r in rounds if len(r[name]["open_loop"]) > i]
+        if len(points) * 2 <= len(rounds):
+            break  # most rounds had stopped before this rate: past what it sustains
+        curve.append({
+            "rate": rate,
+            **{k: statistics.median(p[k] for p in points) for k in points[0]},
+            "rounds": len(points),
+        })  # fmt: skip
+    return {"curve": curve, "highest_rate_p99_within": highest_sustained(curve, args.p99_ms)}
+
+
+def open_loop_figure(summary: dict[str, Any], p99_ms: float, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, data in summary["open_loop"].items():
+        curve = data["curve"]
+        rates = [p["offered_per_s"] for p in curve]
+        ax.plot(rates, [p["p99_ms"] for p in curve], "o-", label=f"{name} p99")
+        ax.plot(rates, [p["p50_ms"] for p in curve], "o--", alpha=0.6, label=f"{name} p50")
+    ax.axhline(p99_ms, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests/s, one 32×32 PNG each, Poisson arrivals)")
+    ax.set_ylabel("latency (ms, from the scheduled send)")
+    ax.set_title("Open-loop predict latency, ResNet-20, this 2-core CPU")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
 # --- main ------------------------------------------------------------------------------------
 
-PHASES = {  # name: (client, body)
-    "httpx_multipart": (httpx_client, "multipart"),
-    "httpx_png_body": (httpx_client, "png"),
-    "minimal_multipart": (minimal_client, "multipart"),
-}
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=_ints, default=[16, 64], help="e.g. 16,64")
+    parser.add_argument("--kinds", type=lambda t: t.split(","), default=list(CLIENTS),
+                        help=f"client kinds, of {', '.join(CLIENTS)}")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=6.0, help="per concurrent phase")
-    parser.add_argument("--server-cpus", help="pin the server and the raw model, e.g. 0,1")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per closed-loop phase")
+    parser.add_argument("--peer", choices=["none", "bentoml"], default="none")
+    parser.add_argument("--bentoml-python", default=sys.executable)
+    parser.add_argument("--open-loop", type=_floats, help="offered rates/s, e.g. 100,200,400")
+    parser.add_argument("--open-seconds", type=float, default=5.0)
+    parser.add_argument("--p99-ms", type=float, default=50.0)
+    parser.add_argument("--server-cpus", help="pin the servers and the raw model, e.g. 0,1")
     parser.add_argument("--client-cpus", help="pin the load generator, e.g. 2-7")
-    parser.add_argument("--phases", default=",".join(PHASES), help=f"which of {', '.join(PHASES)}")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--figure", type=Path, help="the open-loop figure (PNG)")
     parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_only:
         print(json.dumps(raw_model(args.raw_only, args.seconds, args.clients)))
         return
 
-    phases = {name: PHASES[name] for name in args.phases.split(",")}
     server_cpus, client_cpus = parse_cpus(args.server_cpus), parse_cpus(args.client_cpus)
     if client_cpus:
         os.sched_setaffinity(0, client_cpus)
     state = Path(tempfile.mkdtemp(prefix="predict-bench-"))
-    server = None
     rounds: list[dict[str, Any]] = []
     try:
-        db_url = f"sqlite:///{state / 'resnet.db'}"
-        model_path = build_model(state / "runs" / "r20")
-        secret = record(db_url, model_path)
-        port = free_port()
-        server = start_server(state, db_url, port, cpus=server_cpus)
-        url = f"http://127.0.0.1:{port}"
-        images = png_images(64)
-        requests = {kind: bodies(images, kind) for kind in ("multipart", "png")}
-        for index in range(args.rounds):
-            measured: dict[str, Any] = {
-                "raw": measure_raw(model_path, args.seconds / 2, args.clients, server_cpus)
-            }
-            for name, (client, kind) in phases.items():
-                measured[name] = http_phase(
-                    client, url, secret, requests[kind], server.pid,
-                    clients=args.clients, seconds=args.seconds,
-                )  # fmt: skip
-            rounds.append(measured)
-            print(f"round {index + 1}: {json.dumps(measured)}", file=sys.stderr)
-        batcher = batcher_summary(url)
+        with contextlib.ExitStack() as stack:
+            db_url = f"sqlite:///{state / 'resnet.db'}"
+            model_path = build_model(state / "runs" / "r20")
+            secret = record(db_url, model_path)
+            port = free_port()
+            ours = start_server(state, db_url, port, cpus=server_cpus)
+            stack.callback(_stop, ours)
+            auth = {"Authorization": f"Bearer {secret}"}
+            targets = {"ours": (Target("ours", f"http://127.0.0.1:{port}", PATH, "file", auth),
+                                [ours.pid])}  # fmt: skip
+            if args.peer == "bentoml":
+                saved = export_saved_model(model_path, state / "savedmodel")
+                peer_port = free_port()
+                peer = stack.enter_context(bentoml_server(
+                    saved, peer_port, args.bentoml_python, state / "bentoml.log", cpus=server_cpus
+                ))  # fmt: skip
+                time.sleep(2.0)  # its worker processes are up once /readyz answers
+                targets["bentoml"] = (
+                    Target("bentoml", f"http://127.0.0.1:{peer_port}", "/predict", "images"),
+                    server_pids(peer),
+                )
+            images = png_images(64)
+            for index in range(args.rounds):
+                rounds.append(one_round(args, model_path, targets, images, index))
+                print(f"round {index + 1}: {json.dumps(rounds[-1])}", file=sys.stderr)
+            batcher = batcher_summary(targets["ours"][0].url)
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
         shutil.rmtree(state, ignore_errors=True)
 
-    def median(path: tuple[str, str]) -> float:
-        return statistics.median(r[path[0]][path[1]] for r in rounds)
-
-    raw = {key: median(("raw", key)) for key in rounds[0]["raw"]}
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_end": os.getloadavg(),
                     "server_cpus": args.server_cpus, "client_cpus": args.client_cpus},
+        "command": " ".join(["python", *sys.argv]),
         "model": "resnet20 (untrained), 32x32x3, 10 classes, float32",
-        "clients": args.clients,
-        "rounds": args.rounds,
-        "seconds_per_phase": args.seconds,
-        "raw": raw,
-        "http": {},
+        "clients": args.clients, "rounds": args.rounds, "seconds_per_phase": args.seconds,
+        **summarise_rounds(args, rounds),
         "batcher": batcher,
         "per_round": rounds,
     }  # fmt: skip
-    for name in phases:
-        summary = {key: median((name, key)) for key in rounds[0][name]}
-        summary["ratio_to_raw_throughput"] = statistics.median(
-            r[name]["concurrent_images_per_s"] / r["raw"]["batch256_images_per_s"] for r in rounds
-        )
-        summary["latency_over_raw_ms"] = statistics.median(
-            r[name]["single_p50_ms"] - r["raw"]["batch1_p50_ms"] for r in rounds
-        )
-        results["http"][name] = summary
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
+    if args.figure and args.open_loop:
+        open_loop_figure(results, args.p99_ms, args.figure)
 
 
 if __name__ == "__main__":
