@@ -37,8 +37,8 @@ from core.evaluation.metrics import classification_metrics, multilabel_metrics
 from core.ranking import rank_classes
 
 FORMAT_VERSION = 1
-# Always present; "labels" too for labelled data, "errors" for unlabelled images.
-_KEYS = ("probabilities", "class_names", "multi_label", "ids", "format")
+# What a file holds; unlabelled images' files have "errors" in the place of "labels".
+_KEYS = ("probabilities", "labels", "class_names", "multi_label", "ids", "format")
 
 
 class PredictionsError(ValueError):
@@ -187,14 +187,15 @@ class Predictions:
         """
         try:
             with np.load(source, allow_pickle=False) as archive:
-                missing = [key for key in _KEYS if key not in archive.files]
+                labelled = "errors" not in archive.files
+                expected = _KEYS if labelled else [k for k in _KEYS if k != "labels"]
+                missing = [key for key in expected if key not in archive.files]
                 if missing:
                     raise PredictionsError(f"not a predictions file: no {', '.join(missing)}")
                 if int(archive["format"]) != FORMAT_VERSION:
                     raise PredictionsError(f"unknown predictions format {archive['format']}")
-                if ("labels" in archive.files) == ("errors" in archive.files):
-                    raise PredictionsError("not a predictions file: labels or errors expected")
-                labelled = "labels" in archive.files
+                if not labelled and "labels" in archive.files:
+                    raise PredictionsError("not a predictions file: both labels and errors")
                 return cls(
                     probabilities=archive["probabilities"].astype(np.float32, copy=False),
                     labels=archive["labels"] if labelled else None,
