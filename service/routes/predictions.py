@@ -170,6 +170,7 @@ def get_predictions(
         labelled=predictions.labelled,
         offset=offset,
         limit=limit,
+        next_offset=offset + limit if offset + limit < len(predictions) else None,
         items=[PredictionRow.model_validate(row) for row in page],
     )
     if not predictions.labelled:

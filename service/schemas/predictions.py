@@ -52,6 +52,9 @@ class PredictionsPage(BaseModel):
     )
     offset: int
     limit: int
+    next_offset: int | None = Field(
+        None, description="The offset of the next page; null on the last page"
+    )
     items: list[PredictionRow]
 
 
