@@ -21,7 +21,7 @@ from core.evaluation import Predictions
 from jobs.records import repository as records
 from jobs.records import session_scope
 from jobs.settings import Settings
-from tests.core.data.test_unlabelled import NAMES, write_photos
+from tests.core.data.test_unlabelled import write_photos
 from tests.service.test_predictions_routes import succeeded_run
 
 Keys = Callable[..., dict[str, str]]
@@ -205,9 +205,7 @@ def test_unlabelled_predictions_page_by_page_equal_the_csv_and_the_npz(
 
     text = client.get(f"{base}/predictions?format=csv", headers=reader)
     table = list(csv.reader(io.StringIO(text.text)))
-    assert table[0] == ["index", "id", "predicted", "score", "error"] + [
-        f"p_{c}" for c in CLASSES
-    ]
+    assert table[0] == ["index", "id", "predicted", "score", "error"] + [f"p_{c}" for c in CLASSES]
     npz = client.get(f"{base}/predictions?format=npz", headers=reader)
     back = Predictions.load(io.BytesIO(npz.content))
     for row, line in zip(rows, table[1:], strict=True):
