@@ -124,6 +124,8 @@ def test_unlabelled_images_are_predicted_never_trained_on(
         f"/v1/runs/{run_id}/evaluations", json={"dataset": "photos"}, headers=admin
     )
     assert evaluated.status_code == 202 and evaluated.json()["split"] == "all"
+    busy = client.delete("/v1/datasets/photos", headers=admin)  # the queued jobs read it
+    assert busy.status_code == 409 and f"evaluation {job['id']}" in busy.json()["error"]["message"]
 
     with_split = client.post(
         "/v1/models/m/batch-predictions", json={"dataset": "photos", "split": "test"}, headers=admin
