@@ -21,7 +21,7 @@ from core.evaluation import Predictions
 from jobs.records import repository as records
 from jobs.records import session_scope
 from jobs.settings import Settings
-from tests.core.data.test_unlabelled import write_photos
+from tests.core.data.test_unlabelled_folders import write_photos
 from tests.service.test_predictions_routes import succeeded_run
 
 Keys = Callable[..., dict[str, str]]

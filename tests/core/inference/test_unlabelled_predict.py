@@ -12,7 +12,7 @@ from core.images import decode_image
 from core.inference import Predictor
 from core.inference.unlabelled import predict_unlabelled
 from core.models import build_model
-from tests.core.data.test_unlabelled import NAMES, write_photos
+from tests.core.data.test_unlabelled_folders import NAMES, write_photos
 
 SHAPE = (16, 16, 3)
 CLASSES = ["cat", "dog", "bird"]
