@@ -1,4 +1,5 @@
-"""One delivery of an evaluation task: score a run's saved model on a split of its data."""
+"""One delivery of an evaluation task: score a run's saved model on a split of its data, or
+predict every file of an unlabelled folder with it."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def run_evaluation(
     The split of the run's own data is the one training used: ``val`` is the validation set
     the run's config carved out of the training images (``validation``), ``train`` the rest,
     ``test`` the source's test split. With another dataset named on the evaluation, the split
-    is that source's own and its classes must be the model's.
+    is that source's own and its classes must be the model's. Unlabelled images (an
+    ``images:PATH`` dataset, split ``all``) are predicted file by file instead: no metrics, a
+    row per file, an unreadable file's reason in its row (:mod:`core.data.unlabelled`).
 
     Returns:
         ``succeeded``, ``failed``, ``skipped`` (nothing to do) or ``lost`` (taken from this
