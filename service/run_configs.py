@@ -18,6 +18,7 @@ from typing import NamedTuple
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from core.data.types import UNLABELLED_KIND
 from core.training.config import TrainConfig, resolve_config
 from jobs.records import Run
 from jobs.records import repository as records
@@ -64,6 +65,14 @@ def resolve_run_config(
         )
     if request.dataset is not None:
         dataset = registered_dataset(session, request.dataset, field=locate(("dataset",)))
+        if dataset.kind == UNLABELLED_KIND:
+            raise invalid(
+                locate(("dataset",)),
+                f"dataset {dataset.name!r} holds unlabelled images (kind {UNLABELLED_KIND!r}): "
+                "a model cannot be trained on it; predict it with "
+                "POST /v1/models/{name}/batch-predictions",
+                request.dataset,
+            )
         source, dataset_id = source_of(dataset), dataset.id
     else:
         assert request.data is not None

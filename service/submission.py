@@ -17,12 +17,13 @@ from typing import Annotated, TypeVar
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
+from core.data.types import UNLABELLED_KIND, UNLABELLED_SPLIT
 from jobs.records import Evaluation, Run, RunStatus
 from jobs.records import repository as records
 from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from service.data import registered_dataset, source_of
 from service.deps import QueueDep, SessionDep, SettingsDep, committed
-from service.errors import ApiError, ErrorDetail
+from service.errors import ApiError, ErrorDetail, invalid
 from service.queue import TaskQueue
 
 RETRY_AFTER_S = 30
@@ -90,19 +91,22 @@ def submit_evaluation(
     queue: TaskQueue,
     run: Run,
     *,
-    split: str,
+    split: str | None,
     dataset_ref: str | None,
     max_attempts: int,
 ) -> Evaluation:
     """Record and send an evaluation of a succeeded run's model (a batch prediction too).
 
     Args:
+        split: ``train``, ``val`` or ``test`` (None: ``test``); an unlabelled dataset has no
+            splits (None: recorded as ``all``, every file).
         dataset_ref: A registered dataset's name or id (422 on ``body.dataset`` if unknown);
             None: the run's own data.
         max_attempts: The service's ``RESNET_MAX_ATTEMPTS``, as runs get it.
 
     Raises:
-        ApiError: 409 unless the run succeeded; 422 as above; 503 as :func:`submit`.
+        ApiError: 409 unless the run succeeded; 422 as above, and on ``body.split`` when one
+            is named for unlabelled images; 503 as :func:`submit`.
     """
     if run.status != RunStatus.SUCCEEDED:
         raise ApiError(
@@ -110,7 +114,19 @@ def submit_evaluation(
         )
     source = None
     if dataset_ref is not None:
-        source = source_of(registered_dataset(session, dataset_ref, field="body.dataset"))
+        dataset = registered_dataset(session, dataset_ref, field="body.dataset")
+        source = source_of(dataset)
+        if dataset.kind == UNLABELLED_KIND:
+            if split is not None:
+                raise invalid(
+                    "body.split",
+                    f"dataset {dataset.name!r} holds unlabelled images (kind "
+                    f"{UNLABELLED_KIND!r}): it has no splits, every file is predicted; "
+                    "leave 'split' out",
+                    split,
+                )
+            split = UNLABELLED_SPLIT
+    recorded_split = split or "test"
     return submit(
         session,
         queue,
@@ -118,7 +134,7 @@ def submit_evaluation(
         lambda: records.create_evaluation(
             session,
             run_id=run.id,
-            split=split,
+            split=recorded_split,
             dataset=source,
             max_attempts=max_attempts,
         ),
@@ -145,7 +161,7 @@ class Submitter:
     def __init__(self, session: SessionDep, queue: QueueDep, settings: SettingsDep) -> None:
         self.session, self.queue, self.settings = session, queue, settings
 
-    def evaluation(self, run: Run, *, split: str, dataset_ref: str | None) -> Evaluation:
+    def evaluation(self, run: Run, *, split: str | None, dataset_ref: str | None) -> Evaluation:
         """:func:`submit_evaluation` of ``run``'s model (a batch prediction too)."""
         return submit_evaluation(
             self.session,

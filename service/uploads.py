@@ -25,7 +25,7 @@ from core.data.archives import ARCHIVE_SUFFIXES, ArchiveLimits, extract_into
 from service.errors import ApiError, invalid
 
 FILE_FIELD = "file"
-TEXT_FIELDS = ("name",)
+TEXT_FIELDS = ("name", "kind")
 MAX_TEXT_FIELD_BYTES = 1024
 # How much of the client's file name is kept to name the archive in messages.
 MAX_FILENAME_CHARS = 200
@@ -105,7 +105,9 @@ class _Receiver:
             self._file = self.result.archive.open("xb")
         else:
             if name not in TEXT_FIELDS:
-                raise invalid(f"body.{name}", f"unknown field; expected {FILE_FIELD!r}, 'name'")
+                raise invalid(
+                    f"body.{name}", f"unknown field; expected {FILE_FIELD!r}, 'name', 'kind'"
+                )
             self._text = bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

@@ -10,6 +10,7 @@ from jobs.settings import Settings
 
 if TYPE_CHECKING:
     from core.data import Dataset
+    from core.data.unlabelled import UnlabelledImages
 
 
 def load_data(spec: str, settings: Settings) -> Dataset:
@@ -23,22 +24,42 @@ def load_data(spec: str, settings: Settings) -> Dataset:
     """
     from core.data import load_dataset
 
-    root = settings.data_dir
-    kind, sep, rest = spec.partition(":")
-    if sep and rest.startswith("/"):
-        path = Path(rest)
-        if path.is_relative_to(root):
-            spec = f"{kind}:{path.relative_to(root).as_posix()}"
+    spec = _relative_to_root(spec, settings)
     # Archives are extracted under the state folder, within the settings' budget (never into
     # the home folder's cache), where deleting their dataset frees them; converted copies of
     # odd images go under the state folder too.
     return load_dataset(
         spec,
-        root=root,
+        root=settings.data_dir,
         cache_dir=settings.state_dir.resolve() / "cache",
         extract_dir=settings.extract_dir,
         archive_limits=settings.archive_limits(),
     )
+
+
+def list_images(spec: str, settings: Settings) -> UnlabelledImages:
+    """List unlabelled ``images:PATH`` confined to the data root, as :func:`load_data` loads a
+    labelled source (the same root, extraction folder and archive budget)."""
+    from core.data.unlabelled import open_unlabelled
+
+    return open_unlabelled(
+        _relative_to_root(spec, settings),
+        root=settings.data_dir,
+        cache_dir=settings.state_dir.resolve() / "cache",
+        extract_dir=settings.extract_dir,
+        archive_limits=settings.archive_limits(),
+    )
+
+
+def _relative_to_root(spec: str, settings: Settings) -> str:
+    """``KIND:PATH`` with an absolute PATH under the data root made relative to it."""
+    root = settings.data_dir
+    kind, sep, rest = spec.partition(":")
+    if sep and rest.startswith("/"):
+        path = Path(rest)
+        if path.is_relative_to(root):
+            return f"{kind}:{path.relative_to(root).as_posix()}"
+    return spec
 
 
 def weights_path(path: str, settings: Settings) -> Path:

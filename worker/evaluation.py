@@ -1,4 +1,5 @@
-"""One delivery of an evaluation task: score a run's saved model on a split of its data."""
+"""One delivery of an evaluation task: score a run's saved model on a split of its data, or
+predict every file of an unlabelled folder with it."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.data.types import UNLABELLED_KIND
 from jobs.records import Evaluation, EvaluationStatus, RunStatus, session_scope
 from jobs.records.evaluations import finish_evaluation
 from jobs.records.lifecycle import EVALUATION_JOBS
 from jobs.settings import Settings
 from jobs.storage import write_bytes
 from worker.artifacts import ArtifactStore
-from worker.data import load_data
+from worker.data import list_images, load_data
 from worker.lifecycle import JobHeartbeat, claim_job
 from worker.runtime import describe_error, jsonable
 
 if TYPE_CHECKING:
     from core.data import ImageSet
     from core.evaluation import Predictions
+    from core.inference import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,9 @@ def run_evaluation(
     The split of the run's own data is the one training used: ``val`` is the validation set
     the run's config carved out of the training images (``validation``), ``train`` the rest,
     ``test`` the source's test split. With another dataset named on the evaluation, the split
-    is that source's own and its classes must be the model's.
+    is that source's own and its classes must be the model's. Unlabelled images (an
+    ``images:PATH`` dataset, split ``all``) are predicted file by file instead: no metrics, a
+    row per file, an unreadable file's reason in its row (:mod:`core.data.unlabelled`).
 
     Returns:
         ``succeeded``, ``failed``, ``skipped`` (nothing to do) or ``lost`` (taken from this
@@ -80,7 +85,8 @@ def run_evaluation(
     )
     try:
         with heartbeat:
-            metrics, predictions = _evaluate(job, settings, heartbeat)
+            outcome = _evaluate(job, settings, heartbeat)
+            predictions = outcome.predictions
             heartbeat.check()  # taken away while scoring the last batch: keep nothing
             uri = ArtifactStore.from_settings(settings).predictions_uri(job.run_id, evaluation_id)
             write_bytes(uri, predictions.to_bytes())
@@ -102,21 +108,32 @@ def run_evaluation(
             session,
             evaluation_id,
             status=EvaluationStatus.SUCCEEDED,
-            metrics=jsonable(metrics),
+            metrics=None if outcome.metrics is None else jsonable(outcome.metrics),
             predictions_uri=uri,
             predictions_count=len(predictions),
+            seconds=outcome.seconds,
+            images_per_second=outcome.images_per_second,
             attempt=job.attempt,
         )
     if not finished:  # reclaimed after the last beat: the newer attempt records it
         log.warning("evaluation %s: attempt %d no longer holds it", evaluation_id, job.attempt)
         return "lost"
-    log.info(
-        "evaluation %s: run %s on %s: accuracy %s",
-        evaluation_id,
-        job.run_id,
-        job.split,
-        metrics.get("accuracy", metrics.get("subset_accuracy")),
-    )
+    if outcome.metrics is None:
+        log.info(
+            "evaluation %s: run %s predicted %d unlabelled images (%d unreadable)",
+            evaluation_id,
+            job.run_id,
+            len(predictions),
+            predictions.unreadable,
+        )
+    else:
+        log.info(
+            "evaluation %s: run %s on %s: accuracy %s",
+            evaluation_id,
+            job.run_id,
+            job.split,
+            outcome.metrics.get("accuracy", outcome.metrics.get("subset_accuracy")),
+        )
     return "succeeded"
 
 
@@ -134,22 +151,59 @@ def _job_of(evaluation: Evaluation) -> _Job:
     )
 
 
-def _evaluate(
-    job: _Job, settings: Settings, heartbeat: JobHeartbeat[Evaluation]
-) -> tuple[dict[str, Any], Predictions]:
-    from core.data import make_pipeline
-    from core.evaluation import score_dataset
+@dataclass(frozen=True)
+class _Outcome:
+    """What an evaluation keeps: its metrics (None for unlabelled images: nothing to score),
+    the predictions, and how long the pass took."""
+
+    metrics: dict[str, Any] | None
+    predictions: Predictions
+    seconds: float | None
+    images_per_second: float | None
+
+
+def _evaluate(job: _Job, settings: Settings, heartbeat: JobHeartbeat[Evaluation]) -> _Outcome:
     from core.inference import Predictor
-    from core.training import TrainConfig
-    from core.training.trainer import prepare_splits
 
     if job.run_status != RunStatus.SUCCEEDED:
         raise ValueError(f"Run {job.run_id} has no trained model: it is {job.run_status.value}")
-    if job.split not in SPLITS:
+    unlabelled = job.dataset is not None and job.dataset.startswith(f"{UNLABELLED_KIND}:")
+    if not unlabelled and job.split not in SPLITS:
         raise ValueError(f"Unknown split: {job.split!r}. Expected one of {', '.join(SPLITS)}")
     store = ArtifactStore.from_settings(settings)
     with store.model_file(job.run_id) as path:
         predictor = Predictor.load(path)
+    if unlabelled:
+        assert job.dataset is not None
+        return _predict_unlabelled(job.dataset, predictor, settings, heartbeat)
+    metrics, predictions = _score(job, predictor, settings, heartbeat)
+    return _Outcome(metrics, predictions, metrics.get("seconds"), metrics.get("images_per_second"))
+
+
+def _predict_unlabelled(
+    spec: str, predictor: Predictor, settings: Settings, heartbeat: JobHeartbeat[Evaluation]
+) -> _Outcome:
+    """Every file of an unlabelled folder, a row each; unreadable files reported in theirs."""
+    from core.data.unlabelled import decode_chunks
+    from core.inference.unlabelled import predict_unlabelled
+
+    listing = list_images(spec, settings)
+    chunks = decode_chunks(listing, channels=predictor.channels, size=EVAL_BATCH_SIZE)
+    # Stops within a chunk once the job is taken away.
+    predictions, seconds = predict_unlabelled(predictor, heartbeat.until_lost(chunks))
+    rate = len(predictions) / seconds if seconds > 0 else None
+    return _Outcome(None, predictions, seconds, rate)
+
+
+def _score(
+    job: _Job, predictor: Predictor, settings: Settings, heartbeat: JobHeartbeat[Evaluation]
+) -> tuple[dict[str, Any], Predictions]:
+    """A labelled split scored: its metrics and the predictions they came from."""
+    from core.data import make_pipeline
+    from core.evaluation import score_dataset
+    from core.training import TrainConfig
+    from core.training.trainer import prepare_splits
+
     if job.dataset is None:
         config = TrainConfig.model_validate(job.run_config)
         spec = config.data

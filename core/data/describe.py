@@ -10,7 +10,9 @@ are a worker's business. Each kind is described from what it says about itself:
 - ``folder``/``imagenet``: image files per class folder (an archive is extracted, within its
   budget, into ``extract_dir``);
 - ``coco``: image files per split and the categories of the annotation file;
-- ``tfrecord``: the shards' record counts and labels, as the loader scans them.
+- ``tfrecord``: the shards' record counts and labels, as the loader scans them;
+- ``images`` (unlabelled): no classes, one split ``all`` of the files named as images, and how
+  many other files (predictions report those as not images).
 
 Memory stays small whatever the source declares.
 """
@@ -50,7 +52,8 @@ from core.data.folders import (
 )
 from core.data.loader import ALIASES, resolve_source_path
 from core.data.tfrecord import load_tfrecord
-from core.data.types import KINDS, DataError, check_class_names
+from core.data.types import KINDS, UNLABELLED_KIND, UNLABELLED_SPLIT, DataError, check_class_names
+from core.data.unlabelled import open_unlabelled
 
 # CIFAR's python version: images per class in each split (fixed by the format).
 _CIFAR_PER_CLASS = {"cifar10": (5000, 1000), "cifar100": (500, 100)}
@@ -63,6 +66,8 @@ class SplitDescription:
     size: int
     counts: dict[str, int]
     image_shape: list[int] | None
+    # Unlabelled images only: files not named as images, reported as such by predictions.
+    other_files: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,12 @@ class Description:
 
     def counts(self) -> dict[str, Any]:
         return {
-            name: {"size": s.size, "counts": s.counts, "image_shape": s.image_shape}
+            name: {
+                "size": s.size,
+                "counts": s.counts,
+                "image_shape": s.image_shape,
+                **({} if s.other_files is None else {"other_files": s.other_files}),
+            }
             for name, s in self.splits.items()
         }
 
@@ -108,6 +118,8 @@ def describe_source(
         kind, rest = ALIASES[kind]
         confine = None  # a fixed system location, not a user-supplied path
     kind = {"fashion_mnist": "idx", "fashion-mnist": "idx", "mnist": "idx"}.get(kind, kind)
+    if kind == UNLABELLED_KIND:
+        return _describe_unlabelled(rest, confine, cache_dir, extract_dir, archive_limits)
     if kind not in KINDS:
         raise ValueError(f"Unknown data source kind: {kind!r}. Expected one of {', '.join(KINDS)}")
     if kind == "synthetic":
@@ -146,6 +158,25 @@ def describe_source(
         class_names,
         {s: SplitDescription(sum(c.values()), c, None) for s, c in per_split.items()},
     )
+
+
+def _describe_unlabelled(
+    rest: str,
+    confine: Path | None,
+    cache_dir: str | Path | None,
+    extract_dir: str | Path | None,
+    archive_limits: ArchiveLimits | None,
+) -> Description:
+    listing = open_unlabelled(
+        rest,
+        root=confine,
+        cache_dir=cache_dir,
+        extract_dir=extract_dir,
+        archive_limits=archive_limits,
+    )
+    images = listing.image_files
+    split = SplitDescription(images, {}, None, other_files=len(listing) - images)
+    return Description(UNLABELLED_KIND, [], {UNLABELLED_SPLIT: split})
 
 
 def _describe_idx(folder: Path, *, fashion: bool) -> Description:

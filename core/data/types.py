@@ -9,6 +9,13 @@ from typing import Any
 import numpy as np
 
 KINDS = ("cifar10", "cifar100", "idx", "folder", "imagenet", "tfrecord", "coco", "synthetic")
+# A folder (or archive) of image files without labels: predicted, never trained or scored on
+# (core.data.unlabelled). Not one of KINDS: load_dataset gives labelled datasets only.
+UNLABELLED_KIND = "images"
+# Unlabelled data has one split, of every file: what an evaluation of it records as its split.
+UNLABELLED_SPLIT = "all"
+# What a dataset may be registered as: the labelled kinds, and unlabelled images.
+DATASET_KINDS = (*KINDS, UNLABELLED_KIND)
 
 
 class DataError(ValueError):

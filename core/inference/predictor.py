@@ -161,6 +161,11 @@ class Predictor:
         ]
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
+    def probabilities_of(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """:meth:`probabilities` of images of any size, brought to the model's input as
+        :meth:`predict_arrays` brings them: (B, K) float32."""
+        return self.probabilities(self._batch(images))
+
     def predict_arrays(
         self,
         images: np.ndarray | Sequence[np.ndarray],
@@ -181,7 +186,7 @@ class Predictor:
         Returns:
             One list per image of ``{"label", "index", "probability"}``.
         """
-        return self._label(self.probabilities(self._batch(images)), top_k, threshold)
+        return self._label(self.probabilities_of(images), top_k, threshold)
 
     def predict_bytes(
         self,

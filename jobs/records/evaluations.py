@@ -88,6 +88,8 @@ def finish_evaluation(
     error: str | None = None,
     predictions_uri: str | None = None,
     predictions_count: int | None = None,
+    seconds: float | None = None,
+    images_per_second: float | None = None,
     attempt: int | None = None,
 ) -> bool:
     """End a running evaluation (conditional UPDATE from ``running``, in ``attempt`` if given).
@@ -102,6 +104,9 @@ def finish_evaluation(
         error: What went wrong, for ``failed``.
         predictions_uri: Where the worker stored the predictions the metrics came from.
         predictions_count: How many images they cover.
+        seconds: The pass's wall time, when there are no ``metrics`` to take it from (a
+            batch prediction of unlabelled images is timed, not scored).
+        images_per_second: Likewise.
         attempt: The attempt the caller holds: a worker whose evaluation was reclaimed and
             taken by another must not finish it.
 
@@ -117,6 +122,9 @@ def finish_evaluation(
         "predictions_uri": predictions_uri,
         "predictions_count": predictions_count,
     }
+    if seconds is not None or images_per_second is not None:
+        values["seconds"] = float_or_none(seconds)
+        values["images_per_second"] = float_or_none(images_per_second)
     if metrics is not None:
         values["metrics"] = dict(metrics)
         for column, keys in _EVALUATION_COLUMNS.items():

@@ -10,7 +10,8 @@ key) and connections.
 
 Pages: ``/dashboard/runs`` (filters), ``/dashboard/runs/{id}`` (live curves over server-sent
 events, metrics, bundle), ``/dashboard/experiments[/{id}]`` (Table 1, figures, cells),
-``/dashboard/models`` (upload an image to predict), ``/dashboard/login``.
+``/dashboard/models`` (upload an image to predict; queue a batch prediction of a registered
+dataset, an unlabelled one's rows listed there by file), ``/dashboard/login``.
 """
 
 from __future__ import annotations

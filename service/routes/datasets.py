@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from core.data.archives import extracted_folder, is_archive
+from core.data.types import UNLABELLED_KIND
 from jobs.ids import is_record_id, new_id
 from jobs.records import ApiKey, DatasetRecord, RecordConflict, Scope
 from jobs.records import repository as records
@@ -37,6 +38,8 @@ from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic, check_
 router = keyed_router(prefix="/v1/datasets", tag="datasets")
 
 UPLOADS = "uploads"
+# What an uploaded archive may be registered as: labelled class folders, or unlabelled images.
+UPLOAD_KINDS = ("folder", UNLABELLED_KIND)
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -48,7 +51,14 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "type": "string",
                     "format": "binary",
                     "description": "A .zip, .tar or .tar.gz of class folders "
-                    "(<class>/<image>, or train/ and test/ of them)",
+                    "(<class>/<image>, or train/ and test/ of them), or of any images "
+                    "(kind images)",
+                },
+                "kind": {
+                    "type": "string",
+                    "enum": list(UPLOAD_KINDS),
+                    "default": "folder",
+                    "description": "folder: class folders; images: unlabelled images, to predict",
                 },
             },
             required=["name", "file"],
@@ -93,10 +103,11 @@ def register_dataset(
 )
 async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey) -> DatasetPublic:
     """A ``multipart/form-data`` body with ``name`` and ``file`` (.zip/.tar/.tar.gz of class
-    folders). It is streamed to ``<data root>/uploads/<id>/`` and the whole body may be at most
+    folders), and ``kind`` (``folder``, the default, or ``images`` for an archive of unlabelled
+    images). It is streamed to ``<data root>/uploads/<id>/`` and the whole body may be at most
     ``max_upload_bytes``: 413 as soon as it is over, with or without a Content-Length. The
     archive is extracted within a budget relative to its own size (``archive_*`` settings: no
-    links, nothing outside its folder, CRCs checked) and registered as kind ``folder``; any
+    links, nothing outside its folder, CRCs checked) and registered as that kind; any
     archive error is a 422 naming the archive. Whatever fails, nothing of the upload is left
     on disk."""
     limit = settings.max_upload_bytes
@@ -112,6 +123,9 @@ async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey)
             check_dataset_name(name)
         except ValueError as exc:
             raise invalid("body.name", str(exc), name) from None
+        kind = received.fields.get("kind", "folder")
+        if kind not in UPLOAD_KINDS:
+            raise invalid("body.kind", f"expected one of {', '.join(UPLOAD_KINDS)}", kind)
         if received.archive is None:
             raise invalid("body.file", "Field required")
         await run_in_threadpool(_refuse_taken_in, sessions, name)
@@ -126,7 +140,7 @@ async def upload_dataset(request: Request, settings: SettingsDep, key: TrainKey)
         )
         location = data.relative_to(settings.data_dir).as_posix()
         described = await run_in_threadpool(
-            describe, "folder", location, settings=settings, field="body.file"
+            describe, kind, location, settings=settings, field="body.file"
         )
         row = await run_in_threadpool(_register_in, sessions, name, described, key.id)
     except BaseException:

@@ -7,6 +7,9 @@
 - ``GET /v1/runs/{run_id}/evaluations/{id}/predictions``: what the model said about each image
   — a page of JSON rows, the whole split as CSV, or the ``.npz`` archive of
   :class:`core.evaluation.Predictions` (probabilities, labels, class names, image ids).
+  A batch prediction of unlabelled images (a dataset of kind ``images``) has a row per file of
+  the folder, by its relative path: no label, no metrics, and an ``error`` on the rows of
+  files that could not be read (NaN probabilities in the ``.npz``, an ``errors`` array beside).
 - ``POST /v1/runs/{run_id}/evaluations/{id}/rescore`` ``{"threshold"}``: the evaluation's
   metrics recomputed from the stored predictions (another multi-label threshold), no model
   and no worker needed.
@@ -164,11 +167,16 @@ def get_predictions(
         count=len(predictions),
         class_names=predictions.class_names,
         multi_label=predictions.multi_label,
+        labelled=predictions.labelled,
         offset=offset,
         limit=limit,
+        next_offset=offset + limit if offset + limit < len(predictions) else None,
         items=[PredictionRow.model_validate(row) for row in page],
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    if not predictions.labelled:
+        body.unreadable = predictions.unreadable
+    # Unset fields stay out: an unlabelled row has no "label" key, a labelled one no "error".
+    return Response(body.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 @router.post(
@@ -182,6 +190,12 @@ def rescore(
 ) -> RescorePublic:
     evaluation = _succeeded(session, run_id, evaluation_id)
     predictions = _load(_read(evaluation), evaluation_id)
+    if not predictions.labelled:
+        raise ApiError(
+            409,
+            f"Evaluation {evaluation_id} predicted unlabelled images: there are no labels to "
+            "score its predictions against",
+        )
     return RescorePublic(
         evaluation_id=evaluation_id,
         threshold=body.threshold,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.data import KINDS
+from core.data.types import DATASET_KINDS, UNLABELLED_KIND
 from jobs.ids import NAME, NAME_JSON_SCHEMA, NAME_RULE, RECORD_ID_RULE, is_name, is_record_id
 from service.data import source_of
 
@@ -34,7 +34,10 @@ class DatasetCreate(BaseModel):
         json_schema_extra=NAME_JSON_SCHEMA,
     )
     kind: str = Field(
-        ..., description=f"One of {', '.join(KINDS)}", json_schema_extra={"enum": list(KINDS)}
+        ...,
+        description=f"One of {', '.join(DATASET_KINDS)}; {UNLABELLED_KIND!r}: a folder or "
+        "archive of image files without class folders (sub-folders allowed), to predict",
+        json_schema_extra={"enum": list(DATASET_KINDS)},
     )
     path: str = Field(
         ...,
@@ -51,8 +54,10 @@ class DatasetCreate(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if v not in KINDS:
-            raise ValueError(f"Unknown data kind: {v!r}. Expected one of {', '.join(KINDS)}")
+        if v not in DATASET_KINDS:
+            raise ValueError(
+                f"Unknown data kind: {v!r}. Expected one of {', '.join(DATASET_KINDS)}"
+            )
         return v
 
 
@@ -67,7 +72,9 @@ class DatasetPublic(BaseModel):
     class_names: list[str]
     counts: dict[str, Any] = Field(
         ...,
-        description="Per split: {size, counts: {class: images}, image_shape}",
+        description="Per split: {size, counts: {class: images}, image_shape}; unlabelled "
+        "images: one split 'all' of the files named as images, no classes, and other_files "
+        "(files not named as images, reported as such by its predictions)",
         examples=[{"train": {"size": 5, "counts": {"cat": 3, "dog": 2}, "image_shape": None}}],
     )
     num_images: int

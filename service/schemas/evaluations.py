@@ -13,11 +13,15 @@ from jobs.records import EvaluationStatus
 class EvaluationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    split: Literal["train", "val", "test"] = Field(
-        "test", description="Of the run's own data, split as training split it"
+    split: Literal["train", "val", "test"] | None = Field(
+        None,
+        description="Of the run's own data, split as training split it (default: test); an "
+        "unlabelled dataset has no splits: leave it out",
     )
     dataset: str | None = Field(
-        None, description="Another registered dataset (name or id) with the same classes"
+        None,
+        description="Another registered dataset (name or id) with the same classes, or "
+        "unlabelled images (kind 'images'): predicted, not scored",
     )
 
 
@@ -26,7 +30,7 @@ class EvaluationPublic(BaseModel):
 
     id: str
     run_id: str
-    split: str
+    split: str = Field(..., description="train, val or test; 'all' for unlabelled images")
     dataset: str | None
     status: EvaluationStatus
     accuracy: float | None
@@ -37,7 +41,9 @@ class EvaluationPublic(BaseModel):
     seconds: float | None
     images_per_second: float | None
     metrics: dict[str, Any] | None = Field(
-        None, description="Everything: per-class metrics, the confusion matrix, …"
+        None,
+        description="Everything: per-class metrics, the confusion matrix, …; none for "
+        "unlabelled images (nothing to score: accuracy and the other scores stay null)",
     )
     predictions_count: int | None = Field(
         None,
@@ -58,10 +64,15 @@ class BatchPredictionCreate(BaseModel):
 
     dataset: str | None = Field(
         None,
-        description="A registered dataset (name or id) with the model's classes; "
-        "default: the data the model's run trained on",
+        description="A registered dataset (name or id) with the model's classes, or "
+        "unlabelled images (kind 'images': every file predicted, nothing scored); default: "
+        "the data the model's run trained on",
     )
-    split: Literal["train", "val", "test"] = Field("test", description="Which of its splits")
+    split: Literal["train", "val", "test"] | None = Field(
+        None,
+        description="Which of its splits (default: test); an unlabelled dataset has none: "
+        "leave it out",
+    )
 
 
 class EvaluationsPublic(BaseModel):

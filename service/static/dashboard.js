@@ -622,19 +622,26 @@
         el("label", {}, "Model", batchModel), el("label", {}, "Dataset", batchData),
         el("label", {}, "Split", batchSplit),
         el("button", { class: "primary", type: "submit" }, "Queue")),
-      el("p", { class: "muted" }, "A worker predicts every image; the predictions and metrics appear on the model's run page."),
+      el("p", { class: "muted" }, "A worker predicts every image; the predictions and metrics appear on the model's run page. " +
+        "An unlabelled dataset (kind images) has no splits and no metrics: its predictions are listed here, file by file."),
       batchResult);
     app.replaceChildren(el("h1", {}, "Models"), list, el("h2", {}, "Predict an image"), form,
       el("h2", {}, "Predict a whole dataset"), batchForm);
+    const unlabelled = () => batchData.selectedOptions.length > 0 && batchData.selectedOptions[0].dataset.kind === "images";
+    batchData.addEventListener("change", () => { batchSplit.disabled = unlabelled(); });
     batchForm.addEventListener("submit", async (event) => {
       event.preventDefault();
       if (!batchModel.value || !batchData.value) return;
+      const images = unlabelled();
+      // Unlabelled images have no splits: the API refuses one (422 on body.split).
+      const body = images ? { dataset: batchData.value } : { dataset: batchData.value, split: batchSplit.value };
       try {
         const job = await (await request(`/v1/models/${encodeURIComponent(batchModel.value)}/batch-predictions`,
-          { method: "POST", body: { dataset: batchData.value, split: batchSplit.value } })).json();
+          { method: "POST", body })).json();
         batchResult.replaceChildren(el("p", {}, "Queued: ",
           el("a", { href: `/dashboard/runs/${job.run_id}`, id: "batch-run" }, `run ${fmt.short(job.run_id)}`),
-          ` — evaluation ${fmt.short(job.id)}, ${job.split} split.`));
+          ` — evaluation ${fmt.short(job.id)}, ` + (images ? "every file of the folder." : `${job.split} split.`)));
+        if (images) followUnlabelled(job, batchResult);
       } catch (error) {
         showError(batchResult, error);
       }
@@ -686,10 +693,53 @@
     batchModel.replaceChildren(...models.map((m) => el("option", { value: m.name ?? m.run_id }, m.name ?? m.run_id)));
     try {
       const datasets = (await getJson("/v1/datasets?limit=200")).items;
-      batchData.replaceChildren(...datasets.map((d) => el("option", { value: d.name }, d.name)));
+      batchData.replaceChildren(...datasets.map((d) => el("option", { value: d.name, "data-kind": d.kind },
+        d.kind === "images" ? `${d.name} (unlabelled images)` : d.name)));
+      batchSplit.disabled = unlabelled();
     } catch (error) {
       showError(batchResult, error);
     }
+  }
+
+  // Poll a batch prediction of unlabelled images; once done, list its first rows by file name
+  // (no label column: there is none) with the per-file errors, and offer the CSV and .npz.
+  function followUnlabelled(job, where) {
+    const base = `/v1/runs/${job.run_id}/evaluations/${job.id}`;
+    const status = el("p", { class: "muted", id: "batch-status" }, "Waiting for a worker…");
+    const rows = el("div", { id: "batch-predictions" });
+    where.append(status, rows);
+    const timer = setInterval(async () => {
+      let current;
+      try {
+        current = await getJson(base);
+      } catch (error) {
+        clearInterval(timer);
+        showError(rows, error);
+        return;
+      }
+      status.replaceChildren(badge(current.status));
+      if (current.status === "failed") {
+        clearInterval(timer);
+        rows.replaceChildren(el("p", { class: "error" }, current.error || "failed"));
+      }
+      if (current.status !== "succeeded") return;
+      clearInterval(timer);
+      const page = await getJson(`${base}/predictions?limit=50&top_k=1`);
+      status.replaceChildren(badge(current.status),
+        ` ${fmt.int(page.count)} files, ${fmt.int(page.unreadable)} unreadable` +
+        (page.count > page.items.length ? ` (the first ${page.items.length} below; all in the CSV)` : ""), " ",
+        el("button", { class: "download", "data-format": "csv",
+          onclick: () => download(`${base}/predictions?format=csv`, `predictions-${job.id}.csv`) }, "CSV"), " ",
+        el("button", { class: "download", "data-format": "npz",
+          onclick: () => download(`${base}/predictions?format=npz`, `predictions-${job.id}.npz`) }, ".npz"));
+      rows.replaceChildren(table([
+        { title: "File", cell: (r) => r.id },
+        { title: "Predicted", cell: (r) => (r.predictions.length ? r.predictions[0].label : "—") },
+        { title: "Score", num: true, cell: (r) => (r.predictions.length ? r.predictions[0].score.toFixed(4) : "—") },
+        { title: "Error", cell: (r) => (r.error ? el("span", { class: "error" }, r.error) : "") },
+      ], page.items, { id: "batch-predictions-table" }));
+    }, 1500);
+    timers.push(timer);
   }
 
   // --- routing -------------------------------------------------------------------------------

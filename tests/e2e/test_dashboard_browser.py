@@ -402,3 +402,71 @@ def test_a_runs_evaluations_and_their_predictions(
     queued = rows.filter(has_text="queued")
     assert queued.count() == 1 and queued.locator("button").count() == 0
     page.locator("#evaluations").screenshot(path=str(shots / "evaluations.png"))
+
+
+def test_predict_an_unlabelled_folder_from_the_models_page(
+    page: Any, served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from core.evaluation import Predictions
+
+    inbox = served.settings.data_dir / "inbox"
+    inbox.mkdir(parents=True)
+    for i, colour in enumerate([(250, 0, 0), (0, 250, 0)]):
+        Image.new("RGB", (32, 32), colour).save(inbox / f"{i}.png")
+    (inbox / "notes.txt").write_text("not a picture")
+    registered = httpx.post(
+        f"{served.url}/v1/datasets",
+        json={"name": "inbox", "kind": "images", "path": "inbox"},
+        headers={"Authorization": f"Bearer {served.key}"},
+    )
+    assert registered.status_code == 201, registered.text
+    folder = tmp_path_factory.mktemp("unlabelled-model")
+    with session_scope(served.db) as session:
+        run = records.create_run(
+            session, architecture="resnet8", dataset="folder:shapes", config={"epochs": 1}
+        )
+        records.claim_run(session, run.id, worker_host="test")
+        records.finish_run(session, run.id, status="succeeded", metrics={"accuracy": 0.5})
+        model = str(folder / "model.keras")  # never loaded here: the worker's part is played below
+        records.add_artifact(session, run.id, kind="model", uri=model, path=model)
+        records.promote_run(session, run.id, "unlabelled-demo")
+        run_id = run.id
+
+    log_in(page, served, "/dashboard/models")
+    page.wait_for_selector("#batch-dataset option[value=inbox]", state="attached")
+    assert "unlabelled images" in page.inner_text("#batch-dataset option[value=inbox]")
+    page.select_option("#batch-model", "unlabelled-demo")
+    page.select_option("#batch-dataset", "inbox")
+    assert page.is_disabled("#batch-split")  # unlabelled images have no splits
+    page.click("#batch-form button[type=submit]")
+    page.wait_for_selector("#batch-run")
+    assert "every file of the folder" in page.inner_text("#batch-result")
+    with session_scope(served.db) as session:
+        (job,) = records.list_evaluations(session, run_id)
+        assert (job.split, job.dataset, job.status.value) == ("all", "images:inbox", "queued")
+        # The worker's part: every file a row, the text file reported.
+        kept = Predictions.unlabelled(
+            np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]), ["red", "green"], multi_label=False,
+            ids=["0.png", "1.png", "notes.txt"], errors=["", "", "not an image file"],
+        )  # fmt: skip
+        uri = str(folder / f"{job.id}.npz")
+        kept.save(uri)
+        records.claim_evaluation(session, job.id, worker_host="test")
+        records.finish_evaluation(
+            session, job.id, status="succeeded", predictions_uri=uri, predictions_count=3
+        )
+    page.wait_for_selector("#batch-predictions-table tbody tr")
+    rows = page.locator("#batch-predictions-table tbody tr")
+    assert rows.count() == 3
+    assert [rows.nth(i).locator("td").nth(0).inner_text() for i in range(3)] == kept.ids
+    assert rows.nth(0).locator("td").nth(1).inner_text() == "red"
+    assert rows.nth(1).locator("td").nth(1).inner_text() == "green"
+    assert rows.nth(2).locator("td").nth(3).inner_text() == "not an image file"
+    assert "3 files, 1 unreadable" in page.inner_text("#batch-status")
+    with page.expect_download() as download:
+        page.locator("#batch-result button[data-format=csv]").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("index,id,predicted,score,error") and len(lines) == 4

@@ -138,3 +138,65 @@ def test_files_it_did_not_write_are_refused(tmp_path: Path) -> None:
             archive.writestr(name, data)
     with pytest.raises(PredictionsError, match="not a predictions file"):
         Predictions.load(forged)
+
+
+def unlabelled() -> Predictions:
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), size=4)
+    errors = ["", "corrupt or truncated image: broken data stream", "", "not an image file"]
+    ids = ["2024/a.jpg", 'b,"odd".jpg', "c.png", "notes.txt"]
+    return Predictions.unlabelled(probs, NAMES, multi_label=False, ids=ids, errors=errors)
+
+
+def test_unlabelled_predictions_keep_no_labels_and_an_error_per_file(tmp_path: Path) -> None:
+    kept = unlabelled()
+    assert not kept.labelled and kept.labels is None and kept.unreadable == 2
+    assert np.isnan(kept.probabilities[[1, 3]]).all()
+    assert not np.isnan(kept.probabilities[[0, 2]]).any()
+    kept.save(tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as archive:
+        assert "labels" not in archive.files  # absent, not invented
+        assert list(archive["errors"]) == kept.errors
+    back = Predictions.load(tmp_path / "p.npz")
+    assert back.ids == kept.ids and back.errors == kept.errors and back.labels is None
+    np.testing.assert_array_equal(back.probabilities, kept.probabilities)  # NaN == NaN here
+    with pytest.raises(PredictionsError, match="no labels to score"):
+        back.score()
+
+
+def test_unlabelled_rows_and_csv_have_no_label_and_say_why_a_file_has_no_predictions() -> None:
+    kept = unlabelled()
+    rows = list(kept.rows(top_k=2))
+    assert all("label" not in row for row in rows)
+    assert [row["error"] for row in rows] == [None, kept.errors[1], None, kept.errors[3]]
+    assert rows[1]["predictions"] == [] and rows[3]["predictions"] == []
+    best = int(kept.probabilities[0].argmax())
+    assert rows[0]["predictions"][0] == {
+        "label": NAMES[best],
+        "score": float(kept.probabilities[0, best]),
+    }
+    table = list(csv.reader(io.StringIO("".join(kept.csv_lines()))))
+    assert table[0] == ["index", "id", "predicted", "score", "error", "p_cat", "p_dog", "p_=cmd()"]
+    assert [r[1] for r in table[1:]] == kept.ids
+    assert table[2][2:] == ["", "", kept.errors[1], "", "", ""]
+    assert table[1][2].removeprefix("'") == NAMES[best] and table[1][4] == ""  # (formulas escaped)
+    np.testing.assert_allclose([float(v) for v in table[1][5:]], kept.probabilities[0], rtol=1e-5)
+
+
+def test_a_file_with_both_labels_and_errors_or_neither_is_refused(tmp_path: Path) -> None:
+    kept = unlabelled()
+    arrays = {
+        "probabilities": kept.probabilities, "class_names": np.asarray(NAMES),
+        "multi_label": np.asarray(False), "ids": np.asarray(kept.ids), "format": np.asarray(1),
+    }  # fmt: skip
+    np.savez(tmp_path / "neither.npz", **arrays)
+    np.savez(
+        tmp_path / "both.npz",
+        **arrays,
+        labels=np.zeros(4, np.int64),
+        errors=np.asarray(kept.errors),
+    )
+    with pytest.raises(PredictionsError, match="no labels"):
+        Predictions.load(tmp_path / "neither.npz")
+    with pytest.raises(PredictionsError, match="both labels and errors"):
+        Predictions.load(tmp_path / "both.npz")
