@@ -273,6 +273,9 @@ def bentoml_server(
     try:
         _wait_ready(server, f"http://127.0.0.1:{port}/readyz", log)
         yield server
+    except BaseException:
+        print(f"BentoML's log ends:\n{log.read_text()[-3000:]}", file=sys.stderr)
+        raise
     finally:
         _stop(server, group=True)
 
@@ -301,6 +304,17 @@ def _stop(server: subprocess.Popen[bytes], *, group: bool = False) -> None:
     except (subprocess.TimeoutExpired, ProcessLookupError):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL) if group else server.kill()
+
+
+def warm(target: Target, image: bytes) -> None:
+    """One request with time to spare: the first loads the model (ours loads it on demand)."""
+    body, content_type = target.body(image)
+    response = httpx.post(
+        f"{target.url}{target.path}", content=body, timeout=180,
+        headers={**target.headers, "Content-Type": content_type},
+    )  # fmt: skip
+    if response.status_code != 200:
+        raise RuntimeError(f"{target.name}: {response.status_code}: {response.text[:300]}")
 
 
 def batcher_summary(url: str) -> dict[str, float]:
@@ -548,6 +562,8 @@ def main() -> None:
                     server_pids(peer),
                 )
             images = png_images(64)
+            for target, _ in targets.values():
+                warm(target, images[0])
             for index in range(args.rounds):
                 rounds.append(one_round(args, model_path, targets, images, index))
                 print(f"round {index + 1}: {json.dumps(rounds[-1])}", file=sys.stderr)
