@@ -204,10 +204,10 @@ def median_decide(
     epoch = len(history)
     usable = [p[:epoch] for p in peers if len(p) >= epoch]
     if epoch < grace_period:
-        return Decision(Verdict.PROMOTED, f"epoch {epoch}: within the grace period")
+        return Decision(Verdict.PROMOTED, f"within the grace period ({grace_period} epochs)")
     if len(usable) < min_trials:
         return Decision(
-            Verdict.PROMOTED, f"epoch {epoch}: {len(usable)} peer(s), fewer than {min_trials}"
+            Verdict.PROMOTED, f"{len(usable)} peer(s) at epoch {epoch}, fewer than {min_trials}"
         )
     median = statistics.median(statistics.fmean(p) for p in usable)
     best = max(history) if higher_better else min(history)
@@ -215,10 +215,10 @@ def median_decide(
     if math.isnan(best) or worse:
         return Decision(
             Verdict.STOPPED,
-            f"epoch {epoch}: best {best:.4g} is worse than the median {median:.4g} of "
+            f"best {best:.4g} is worse than the median {median:.4g} of "
             f"{len(usable)} other trials' running means",
         )
     return Decision(
         Verdict.PROMOTED,
-        f"epoch {epoch}: best {best:.4g}, median of {len(usable)} others {median:.4g}",
+        f"best {best:.4g}, median of {len(usable)} others {median:.4g}",
     )

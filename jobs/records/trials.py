@@ -256,6 +256,7 @@ def _report_asha(
     value = _value(values, rule.metric)
     # Every rung up to this epoch that has no report yet: normally just this epoch's; after a
     # crash between a rung's checkpoint and its report, the resumed attempt reports it late.
+    added = False
     for rung, rung_epoch in enumerate(rule.rungs):
         if rung_epoch <= epoch and rung not in rows:
             late = _epoch_value(session, run.id, rung_epoch, rule.metric)
@@ -263,11 +264,12 @@ def _report_asha(
                 session, experiment, run, rung=rung, epoch=rung_epoch,
                 value=late if late is not None else value,
             )  # fmt: skip
+            added = True
     reached = [r for r in rows.values() if r.epoch <= epoch]
-    if not reached or max(r.epoch for r in reached) != epoch:
+    latest = max(reached, key=lambda r: r.rung, default=None)
+    if latest is None or (latest.epoch != epoch and not added):
         return Outcome(Next.CONTINUE, [])  # between rungs
     _decide_asha(session, experiment, rule)
-    latest = max(reached, key=lambda r: r.rung)
     session.refresh(latest)
     send = _fill_slots(session, experiment, rule)
     if latest.decision == Verdict.STOPPED:
