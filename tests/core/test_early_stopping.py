@@ -25,14 +25,15 @@ def test_rungs_from_grace_period_and_factor() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field", "words"),
     [
-        ({"max_epochs": 9, "grace_period": 1, "reduction_factor": 1}, "reduction_factor", "at least 2"),
-        ({"max_epochs": 3, "grace_period": 3, "reduction_factor": 3}, "grace_period", "before the budget"),
-        ({"max_epochs": 9, "grace_period": 1, "reduction_factor": 3, "rungs": [1, 1]}, "rungs", "increasing"),
-        ({"max_epochs": 9, "grace_period": 1, "reduction_factor": 3, "rungs": [2, 4]}, "rungs", "grace period"),
-        ({"max_epochs": 9, "grace_period": 1, "reduction_factor": 3, "rungs": [1, 9]}, "rungs", "before the budget"),
+        ({"grace_period": 1, "reduction_factor": 1}, "reduction_factor", "at least 2"),
+        ({"max_epochs": 3, "grace_period": 3}, "grace_period", "before the budget"),
+        ({"grace_period": 1, "rungs": [1, 1]}, "rungs", "increasing"),
+        ({"grace_period": 1, "rungs": [2, 4]}, "rungs", "grace period"),
+        ({"grace_period": 1, "rungs": [1, 9]}, "rungs", "before the budget"),
     ],
-)  # fmt: skip
+)
 def test_bad_schedules_name_the_field(kwargs: dict, field: str, words: str) -> None:
+    kwargs = {"max_epochs": 9, "reduction_factor": 3, **kwargs}
     problem = check_asha(**kwargs)
     assert problem is not None and problem[0] == field and words in problem[1]
     with pytest.raises(ValueError, match=words):

@@ -236,7 +236,7 @@ def test_cancelling_a_search_cancels_its_paused_trials_and_starts_nothing(
 def test_median_rule_stops_a_trial_below_the_others_running_means(
     sm: sessionmaker[Session],
 ) -> None:
-    exp, ids, _ = _search(sm, 4, epochs=4, rule="median", grace_period=2, min_trials=2)
+    _, ids, _ = _search(sm, 4, epochs=4, rule="median", grace_period=2, min_trials=2)
     for run_id in ids:
         _start(sm, run_id)
     for run_id, values in zip(ids[:2], ([0.5, 0.6], [0.4, 0.5]), strict=True):
