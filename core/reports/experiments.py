@@ -227,7 +227,8 @@ def experiment_status(statuses: Sequence[str], *, cancelled: bool) -> str:
 
     ``queued`` (nothing started), ``running`` (something queued, running or paused: an
     adaptive search's trials wait paused), and once every run is terminal: ``cancelled`` (it
-    was cancelled), ``succeeded`` (all did), else ``failed``.
+    was cancelled), ``succeeded`` (all did, or were ``stopped`` early by the search's rule:
+    that is a search working), else ``failed``.
     """
     if not statuses:
         return "cancelled" if cancelled else "succeeded"
@@ -235,4 +236,4 @@ def experiment_status(statuses: Sequence[str], *, cancelled: bool) -> str:
         return "queued" if all(s == "queued" for s in statuses) else "running"
     if cancelled:
         return "cancelled"
-    return "succeeded" if all(s == "succeeded" for s in statuses) else "failed"
+    return "succeeded" if all(s in ("succeeded", "stopped") for s in statuses) else "failed"

@@ -227,6 +227,17 @@ def unfinished_searches(session: Session) -> list[str]:
     )
 
 
+def stopped_early_ids(session: Session, experiment_id: str) -> set[str]:
+    """The experiment's runs its rule stopped early."""
+    return set(
+        session.scalars(
+            select(TrialRung.run_id).where(
+                TrialRung.experiment_id == experiment_id, TrialRung.decision == Verdict.STOPPED
+            )
+        )
+    )
+
+
 def trial_rungs(session: Session, experiment_id: str) -> dict[str, list[TrialRung]]:
     """Each trial's rung rows, in rung order, by run id."""
     rows = session.scalars(

@@ -148,13 +148,16 @@ def list_experiments(
     rows, total = records.list_experiments(session, limit=limit, offset=offset)
     items = []
     for row in rows:
-        statuses = [r.status.value for r in records.list_experiment_runs(session, row.id)]
+        runs = records.list_experiment_runs(session, row.id)
+        statuses = [r.status.value for r in runs]
+        stopped = trials.stopped_early_ids(session, row.id)
+        judged = [_judged(r.status.value, r.id in stopped) for r in runs]
         items.append(
             ExperimentSummary(
                 id=row.id,
                 name=row.name,
                 kind=row.kind,
-                status=experiment_status(statuses, cancelled=row.cancelled_at is not None),
+                status=experiment_status(judged, cancelled=row.cancelled_at is not None),
                 counts=_counts(statuses),
                 runs=len(row.cells),
                 created_at=row.created_at,
@@ -386,7 +389,10 @@ def _public(session: Session, experiment: Experiment) -> ExperimentPublic:
         id=experiment.id,
         name=experiment.name,
         kind=experiment.kind,
-        status=experiment_status(statuses, cancelled=experiment.cancelled_at is not None),
+        status=experiment_status(
+            [_judged(c.status.value, c.stopped_early) for c in cells if c.status is not None],
+            cancelled=experiment.cancelled_at is not None,
+        ),
         counts=_counts(statuses),
         created_at=experiment.created_at,
         cancelled_at=experiment.cancelled_at,
@@ -432,6 +438,11 @@ def _cell_public(
     public.f1 = numbers["f1"]
     public.training_time = run.get("train_seconds")
     return public
+
+
+def _judged(status: str, stopped_early: bool) -> str:
+    # A trial its search stopped early is the search doing its work, not a failure.
+    return "stopped" if stopped_early and status == "cancelled" else status
 
 
 def _counts(statuses: list[str]) -> dict[str, int]:
