@@ -103,26 +103,26 @@ def check_asha(
     """What is wrong with an ASHA schedule, as (field, message), or ``None``."""
     if reduction_factor < 2:
         return "reduction_factor", f"must be at least 2 (keep the top 1/η); got {reduction_factor}"
+    if rungs is not None:
+        if not rungs:
+            return "rungs", "list at least one epoch, or leave rungs out"
+        if any(b <= a for a, b in itertools.pairwise(rungs)):
+            return "rungs", f"must be strictly increasing; got {list(rungs)}"
+        if rungs[-1] >= max_epochs:
+            return "rungs", (
+                f"every rung must come before the budget's end (epochs = {max_epochs}); "
+                f"got {rungs[-1]}"
+            )
+        if rungs[0] != grace_period:
+            return "rungs", (
+                f"the first rung is the grace period ({grace_period} epochs); got {rungs[0]}"
+            )
     if grace_period < 1:
         return "grace_period", f"must be at least 1 epoch; got {grace_period}"
     if max_epochs <= grace_period:
         return "grace_period", (
             f"the first rung ({grace_period} epochs) must come before the budget's end "
             f"(epochs = {max_epochs}), or no trial is ever stopped early"
-        )
-    if rungs is None:
-        return None
-    if not rungs:
-        return "rungs", "list at least one epoch, or leave rungs out"
-    if any(b <= a for a, b in itertools.pairwise(rungs)):
-        return "rungs", f"must be strictly increasing; got {list(rungs)}"
-    if rungs[0] != grace_period:
-        return "rungs", (
-            f"the first rung is the grace period ({grace_period} epochs); got {rungs[0]}"
-        )
-    if rungs[-1] >= max_epochs:
-        return "rungs", (
-            f"every rung must come before the budget's end (epochs = {max_epochs}); got {rungs[-1]}"
         )
     return None
 

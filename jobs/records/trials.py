@@ -321,8 +321,9 @@ def _decide_asha(session: Session, experiment: Experiment, rule: Rule) -> None:
 
 def _apply(session: Session, row: TrialRung, decision: Decision) -> None:
     if decision.verdict == Verdict.PENDING:
-        if row.reason != decision.reason:
+        if row.reason != decision.reason:  # "waiting for N more": the count moves
             row.reason = decision.reason
+            session.flush()
         return
     row.decision = decision.verdict.value
     row.reason = decision.reason

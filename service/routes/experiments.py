@@ -303,16 +303,19 @@ def _early_stopping(body: ExperimentCreate, resolved: list[ResolvedRun]) -> dict
             )
         return block
     factor = 3 if rule.reduction_factor is None else rule.reduction_factor
+    grace = rule.grace_period
+    if rule.rungs and "grace_period" not in rule.model_fields_set:
+        grace = rule.rungs[0]  # explicit rungs: the first one is the grace period
     problem = check_asha(
-        max_epochs=budget, grace_period=rule.grace_period, reduction_factor=factor, rungs=rule.rungs
+        max_epochs=budget, grace_period=grace, reduction_factor=factor, rungs=rule.rungs
     )
     if problem is not None:
         field, message = problem
-        value = {"reduction_factor": factor, "grace_period": rule.grace_period}.get(field)
+        value = {"reduction_factor": factor, "grace_period": grace}.get(field)
         raise invalid(f"{where}.{field}", message, rule.rungs if field == "rungs" else value)
-    block["reduction_factor"] = factor
+    block.update(reduction_factor=factor, grace_period=grace)
     block["rungs"] = asha_rungs(
-        max_epochs=budget, grace_period=rule.grace_period, reduction_factor=factor, rungs=rule.rungs
+        max_epochs=budget, grace_period=grace, reduction_factor=factor, rungs=rule.rungs
     )
     return block
 

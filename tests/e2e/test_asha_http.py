@@ -43,9 +43,8 @@ def test_asha_stops_a_loser_early_and_resumes_the_winner(tmp_path):
                 "max_concurrent": 1,
             },
         }  # fmt: skip
-        bad = api.post(
-            "/v1/experiments", json={**body, "early_stopping": {"rule": "asha", "rungs": [2]}}
-        )
+        rule = {"rule": "asha", "metric": "loss", "rungs": [2]}  # a rung at the budget's end
+        bad = api.post("/v1/experiments", json={**body, "early_stopping": rule})
         assert bad.status_code == 422
         assert bad.json()["error"]["details"][0]["field"] == "body.early_stopping.rungs"
 
