@@ -12,6 +12,10 @@ A run's life::
         request_cancel  └─reclaim_stale_run─┘  (the worker's heartbeat stopped: crash, OOM kill)
                     ▼
                 cancelled
+
+A trial of an adaptive search (:mod:`jobs.records.trials`) may also wait ``paused``: recorded
+so while no slot is free, or paused by its worker at a rung; its search queues it again
+(promoted: the worker resumes it from its checkpoint) or stops it early (``request_cancel``).
 """
 
 from __future__ import annotations
