@@ -430,16 +430,20 @@ def _fill_slots(session: Session, experiment: Experiment, rule: Rule) -> list[st
         elif rows[-1].decision == Verdict.PROMOTED:
             value = _score(rows[-1].value, higher)
             promoted.append((-rows[-1].rung, -value if higher else value, order, run.id))
-    queue = [p[-1] for p in sorted(promoted)] + [f[-1] for f in sorted(fresh)]
+    resumed = [p[-1] for p in sorted(promoted)]
+    queue = resumed + [f[-1] for f in sorted(fresh)]
     sent = []
     for run_id in queue[:free]:
+        # A pause took one of the run's attempts without a crash: give it back, so a promoted
+        # trial keeps the whole crash allowance (max_attempts counts claims) for each segment.
+        extra = 1 if run_id in resumed else 0
         if changed(
             session,
             update(Run)
             .where(
                 Run.id == run_id, Run.status == RunStatus.PAUSED, Run.cancel_requested.is_(False)
             )
-            .values(status=RunStatus.QUEUED),
+            .values(status=RunStatus.QUEUED, max_attempts=Run.max_attempts + extra),
         ):
             sent.append(run_id)
     return sent

@@ -118,7 +118,9 @@ def test_asha_promotes_pauses_and_stops_through_the_cancel_path(
     assert _pause(sm, exp, t1) == []  # t3 holds the other slot; nothing else to start
     last = _epoch(sm, t3, 2, 0.6)
     assert last.next is Next.STOP and last.send == [t1]
-    assert _run(sm, t1).status == RunStatus.QUEUED  # promoted: a worker resumes it
+    resumed = _run(sm, t1)
+    assert resumed.status == RunStatus.QUEUED  # promoted: a worker resumes it
+    assert resumed.max_attempts == 4  # the pause's claim does not count against crashes
     assert _start(sm, t1) == 2  # a second attempt of the same run
     assert _do(sm, records.standing, t1) is Next.CONTINUE
 
