@@ -591,7 +591,7 @@
           { title: "Rung", num: true, cell: (c) => c.rung === null ? "—" : `${c.rung} (${c.rungs[c.rungs.length - 1].decision})` },
           { title: "Why it stopped", cell: (c) => c.stopped_early ? badge("stopped early") :
               (["failed", "cancelled"].includes(c.status) ? (c.stop_reason || c.status) : "—") },
-          { title: "Reason", cell: (c) => el("span", { class: "muted" }, c.stop_reason || (c.rungs.length ? c.rungs[c.rungs.length - 1].reason : "") || "") },
+          { title: "Reason", cell: (c) => el("span", { class: "muted reason" }, c.stop_reason || (c.rungs.length ? c.rungs[c.rungs.length - 1].reason : "") || "") },
         ] : []),
       ], experiment.cells, { id: "cells-table" }));
       aggregate.replaceChildren(table([
