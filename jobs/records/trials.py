@@ -16,7 +16,9 @@ goes on, stops early, or (ASHA, at a rung) pauses until enough trials have repor
 Every decision is made under the experiment's lock (:func:`_lock_experiment`, a row write
 that PostgreSQL holds until commit and that takes SQLite's one write lock), in the caller's
 transaction: two trials reporting at the same rung at the same moment are judged one after
-the other, each seeing the other's report, and the slot count cannot be overrun. A worker that
+the other, each seeing the other's report, and the slot count cannot be overrun. Whatever
+writes a trial's run here takes that lock before the run's row (the one order: no deadlock
+with a decision that stops or queues the run). A worker that
 dies mid-trial leaves its run ``running``; the sweeper requeues it as any run, its resumed
 attempt reports the rungs it missed, and a rung already decided is not decided again (one row
 per trial and rung). The sweeper also calls :func:`advance` for every unfinished search, so a
@@ -157,9 +159,15 @@ def report_epoch(
 def pause(session: Session, run_id: str, *, attempt: int | None) -> bool:
     """Its worker stopped a trial at a rung: ``running`` (in ``attempt``) → ``paused``.
 
+    The experiment's lock is taken first, as by every decision: a decision holding it may
+    write this run (stop it, queue it), and taking the two in the other order could deadlock.
+
     Returns:
         ``False`` if the run was no longer running in that attempt (nothing changed).
     """
+    experiment_id = session.scalar(select(Run.experiment_id).where(Run.id == run_id))
+    if experiment_id is not None:
+        _lock_experiment(session, experiment_id)
     clauses = [Run.id == run_id, Run.status == RunStatus.RUNNING]
     if attempt is not None:
         clauses.append(Run.attempts == attempt)
