@@ -2,8 +2,9 @@
 pause it at a rung, and send the runs a decision queued.
 
 Each step is one transaction; the runs it queued are sent after it commits, as everywhere
-(a task must find its run committed). A send that fails leaves the run ``queued`` with no
-message, which the sweeper's lost-message pass sends again.
+(a task must find its run committed). A send that fails is logged, not raised: the verdict
+stands, and the run, ``queued`` with no message, is sent again by the sweeper's lost-message
+pass.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def send_runs(run_ids: Iterable[str]) -> None:
     from worker.celery_app import app  # the app reads settings: only when there is a run to send
 
     for run_id in run_ids:
-        app.send_task(TRAIN_TASK, kwargs={"run_id": run_id})
+        try:
+            app.send_task(TRAIN_TASK, kwargs={"run_id": run_id})
+        except Exception as exc:  # queued in the records: the sweeper sends a lost one again
+            log.warning("run %s: queued by its search but not sent: %s", run_id, exc)
 
 
 def report(

@@ -275,7 +275,6 @@ def _report_asha(
     value = _value(values, rule.metric)
     # Every rung up to this epoch that has no report yet: normally just this epoch's; after a
     # crash between a rung's checkpoint and its report, the resumed attempt reports it late.
-    added = False
     for rung, rung_epoch in enumerate(rule.rungs):
         if rung_epoch <= epoch and rung not in rows:
             late = _epoch_value(session, run.id, rung_epoch, rule.metric)
@@ -283,11 +282,11 @@ def _report_asha(
                 session, experiment, run, rung=rung, epoch=rung_epoch,
                 value=late if late is not None else value,
             )  # fmt: skip
-            added = True
-    reached = [r for r in rows.values() if r.epoch <= epoch]
-    latest = max(reached, key=lambda r: r.rung, default=None)
-    if latest is None or (latest.epoch != epoch and not added):
-        return Outcome(Next.CONTINUE, [])  # between rungs
+    latest = max((r for r in rows.values() if r.epoch <= epoch), key=lambda r: r.rung, default=None)
+    if latest is None:
+        return Outcome(Next.CONTINUE, [])  # before its first rung
+    # Between rungs this is normally "promoted, go on"; a trial that trained past a rung it
+    # is still pending at (its worker missed the verdict) is paused here, a stopped one stops.
     _decide_asha(session, experiment, rule)
     session.refresh(latest)
     send = _fill_slots(session, experiment, rule)

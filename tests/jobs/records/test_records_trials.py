@@ -207,6 +207,8 @@ def test_a_worker_that_dies_at_a_rung_leaves_the_trial_waiting_there(
     # twice (one row per trial and rung).
     assert _do(sm, records.standing, a) is Next.PAUSE
     assert _epoch(sm, a, 1, 0.1).next is Next.PAUSE
+    # A worker that missed the verdict and trained on is told again at its next epoch.
+    assert _epoch(sm, a, 2, 0.6).next is Next.PAUSE
     with sm() as s:
         rows = records.trial_rungs(s, _run(sm, a).experiment_id or "")
     assert [(r.rung, r.value) for r in rows[a]] == [(0, 0.5)]
