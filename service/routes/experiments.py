@@ -82,7 +82,8 @@ class _Recorded(NamedTuple):
 @router.post(
     "",
     status_code=202,
-    summary="Queue an experiment: one run per cell of a grid or random search",
+    summary="Queue an experiment: one run per cell of a grid or random search, or an adaptive "
+    "search (ASHA, median stopping)",
     responses={**error_responses(503), **QUOTA_ERRORS},
 )
 def create_experiment(
@@ -95,7 +96,13 @@ def create_experiment(
 ) -> ExperimentPublic:
     """Every cell's config is validated as ``POST /v1/runs`` would (a bad value is a 422 naming
     the field and the cell); more than 200 cells is a 422. Then the runs are recorded as
-    ``queued`` and sent to the workers."""
+    ``queued`` and sent to the workers.
+
+    With ``early_stopping`` (``asha`` or ``median``) the cells are trials of an adaptive
+    search: its settings are checked against the budget (``base.epochs``; a bad combination is
+    a 422 naming the field), the first ``max_concurrent`` runs are sent and the others wait
+    ``paused``; losers are stopped early (``cancelled``, with the rung and the reason) and
+    promoted trials resume from their checkpoints."""
     cells = _cells(body)
     resolved = [_cell_config(session, settings, body, i, cell) for i, cell in enumerate(cells)]
     spec = body.model_dump(mode="json")
