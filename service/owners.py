@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jobs.records import ApiKey, DatasetRecord, Run, RunStatus
+from jobs.records import ApiKey, DatasetRecord, Run
+from jobs.records.models import ACTIVE_RUN_STATUSES
 from jobs.records.owners import Owned, describe_owner, may_change
 from jobs.records.run_files import stored_bytes
 from jobs.settings import Settings
@@ -92,7 +93,7 @@ def hold_run_quota(session: Session, settings: Settings, key: ApiKey, *, adding:
     active = session.scalar(
         select(func.count())
         .select_from(Run)
-        .where(Run.api_key_id == key.id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+        .where(Run.api_key_id == key.id, Run.status.in_(ACTIVE_RUN_STATUSES))
     )
     limit = settings.max_active_runs_per_key
     if int(active or 0) + adding > limit:

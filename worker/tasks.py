@@ -36,6 +36,7 @@ from worker.evaluation import run_evaluation
 from worker.runtime import sessions
 from worker.sweeper import Sweeper, requeue_stale, resend_lost
 from worker.training import run_training
+from worker.trials import advance_all
 from worker.waiting import waiting_job_ids
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ def sweep() -> list[str]:
     requeued += resend_lost(
         db, EVALUATION_JOBS, waiting=waiting, queued_for_s=stale_after_s, send=send_evaluate
     )
+    # Adaptive searches whose last active trial ended without a worker to advance them (it was
+    # cancelled while queued, or given up on by the sweep above) decide and go on here.
+    requeued += advance_all(db)
     return requeued
 
 

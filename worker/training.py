@@ -17,6 +17,11 @@ The protocol is the one job lifecycle's (:mod:`jobs.records.lifecycle`, :mod:`wo
   final evaluation send no progress); progress reports beat too. If a beat, a progress report
   or an epoch finds the run no longer ``running`` in this attempt (it was reclaimed because this
   worker looked dead), training stops within a batch and this delivery records nothing.
+- **Trials.** A run of an adaptive search (ASHA, median stopping: :mod:`worker.trials`)
+  reports each epoch; at a rung it may pause (training stops after the rung's checkpoint and the
+  run becomes ``paused`` until the search promotes it: a later delivery resumes it) or be
+  stopped early (the search's cancel, recorded with its reason). A finished trial lets the
+  search fill the slot it freed.
 - **Outcome.** completed → ``succeeded`` with the test metrics and the artifacts; cancelled →
   ``cancelled``; an exception → ``failed`` with ``"Type: message"``. The exception does not
   leave the task: the worker process carries on with the next job.
@@ -37,6 +42,7 @@ from core.environment import describe_environment
 from jobs.records import Run, RunStatus, session_scope
 from jobs.records.artifacts import add_artifact
 from jobs.records.lifecycle import RUN_JOBS
+from jobs.records.models import Experiment
 from jobs.records.runs import (
     finish_run,
     is_cancel_requested,
@@ -49,6 +55,7 @@ from worker.artifacts import ArtifactStore
 from worker.data import load_data, weights_path
 from worker.lifecycle import JobHeartbeat, claim_job
 from worker.runtime import describe_error, jsonable
+from worker.trials import advance, pause, report
 
 if TYPE_CHECKING:
     from core.training import EpochRecord, ProgressEvent, TrainHooks, TrainResult
@@ -84,6 +91,7 @@ class RunMonitor:
         heartbeat: JobHeartbeat[Run],
         after_epoch: Callable[[], None] | None = None,
         retry_for_s: float = 60.0,
+        trial: bool = False,
     ) -> None:
         self.sessions = sessions
         self.run_id = run_id
@@ -94,6 +102,9 @@ class RunMonitor:
         self._last_progress = float("-inf")
         self._last_cancel_check = float("-inf")
         self._cancel = False
+        self.trial = trial  # a trial of an adaptive search: report each epoch to it
+        self.paused = False  # the search paused it at a rung: stop, and mark the run paused
+        self.stopped_early: str | None = None  # the search stopped it: why
 
     # --- hooks -----------------------------------------------------------------------------
 
@@ -111,6 +122,24 @@ class RunMonitor:
             return
         if self.after_epoch is not None:
             self.after_epoch()
+        if self.trial:
+            self._report(record)
+
+    def _report(self, record: EpochRecord) -> None:
+        from jobs.records.trials import Next
+
+        try:
+            outcome = report(
+                self.sessions, self.run_id, epoch=record.epoch, values=record.to_dict()
+            )
+        except Exception as exc:  # the next epoch reports the rung it missed
+            log.warning("run %s: epoch not reported to its search: %s", self.run_id, exc)
+            return
+        if outcome.next is Next.PAUSE:
+            self.paused = True
+        elif outcome.next is Next.STOP:
+            self.stopped_early = outcome.reason
+            self._cancel = True
 
     def _record_epoch(self, row: dict[str, Any]) -> bool:
         """Write an epoch's row, trying again while the database is unreachable (a restart, a
@@ -159,7 +188,7 @@ class RunMonitor:
             self.heartbeat.lose("progress")
 
     def should_cancel(self) -> bool:
-        if self.heartbeat.lost.is_set():
+        if self.heartbeat.lost.is_set() or self.paused or self.stopped_early:
             return True
         now = time.monotonic()
         if now - self._last_cancel_check >= CANCEL_CHECK_EVERY_S:
@@ -192,11 +221,15 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         RUN_JOBS,
         run_id,
         stale_after_s=settings.stale_after_seconds,
-        read=lambda run: dict(run.config),
+        read=lambda run: (dict(run.config), run.experiment_id, _standing(run)),
     )
     if claimed is None:
         return "skipped"
-    config_data, attempt = claimed
+    (config_data, experiment_id, standing), attempt = claimed
+    trial = standing is not None
+    if standing == "pause":  # its worker died at a rung, after the report: it waits there
+        pause(sessions, run_id, str(experiment_id), attempt)
+        return "paused"
     store = ArtifactStore.from_settings(settings)
     heartbeat = JobHeartbeat(
         sessions, RUN_JOBS, run_id, attempt=attempt, interval_s=settings.heartbeat_seconds
@@ -207,6 +240,7 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         heartbeat=heartbeat,
         after_epoch=lambda: store.push_checkpoint(run_id),
         retry_for_s=settings.stale_after_seconds,
+        trial=trial,
     )
     lost = heartbeat.lost
     try:
@@ -224,12 +258,21 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         if lost.is_set():
             return "lost"
         log.exception("run %s: failed", run_id)
-        return _finish(sessions, run_id, attempt, RunStatus.FAILED, error=describe_error(exc))
+        outcome = _finish(sessions, run_id, attempt, RunStatus.FAILED, error=describe_error(exc))
+        return _advanced(sessions, experiment_id if trial else None, outcome)
     if lost.is_set():
         return "lost"
+    paused = result.status == "cancelled" and monitor.paused and not monitor.stopped_early
+    # Not paused if the run is no longer this attempt's, or a cancel came first: then a cancel.
+    if paused and pause(sessions, run_id, str(experiment_id), attempt):
+        log.info("run %s: paused at epoch %d", run_id, result.epochs_completed)
+        return "paused"
     if result.status == "cancelled":
-        note = f"cancelled on request after {result.epochs_completed} epoch(s)"
-        return _finish(sessions, run_id, attempt, RunStatus.CANCELLED, error=note)
+        note = monitor.stopped_early or (
+            f"cancelled on request after {result.epochs_completed} epoch(s)"
+        )
+        outcome = _finish(sessions, run_id, attempt, RunStatus.CANCELLED, error=note)
+        return _advanced(sessions, experiment_id if trial else None, outcome)
     summary = {k: v for k, v in result.metrics.items() if k not in _SUMMARY_SKIP}
     summary["environment"] = describe_environment()  # names the Keras backend and its versions
     summary.update(
@@ -256,7 +299,34 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         return "lost"
     store.discard_staging(run_id)
     log.info("run %s: succeeded (%d artifacts)", run_id, len(files))
-    return "succeeded"
+    return _advanced(sessions, experiment_id if trial else None, "succeeded")
+
+
+def _standing(run: Run) -> str | None:
+    """``None`` for a run that is no trial of an adaptive search, else what it does first
+    (read in the claim's transaction)."""
+    from sqlalchemy.orm import object_session
+
+    from jobs.records.trials import Rule, standing
+
+    session = object_session(run)
+    if run.experiment_id is None or session is None:
+        return None
+    experiment = session.get(Experiment, run.experiment_id)
+    if experiment is None or Rule.of(experiment.spec) is None:
+        return None
+    return standing(session, run.id).value
+
+
+def _advanced(sessions: sessionmaker[Session], experiment_id: str | None, outcome: str) -> str:
+    """A trial finished: let its search decide and fill the slot (its failure is logged, not
+    the run's: the sweeper advances every search again)."""
+    if experiment_id is not None:
+        try:
+            advance(sessions, [experiment_id])
+        except Exception as exc:
+            log.warning("experiment %s: not advanced: %s", experiment_id, describe_error(exc))
+    return outcome
 
 
 def _train(

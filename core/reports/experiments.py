@@ -225,13 +225,15 @@ def aggregate(cells: Iterable[Mapping[str, Any]]) -> list[Group]:
 def experiment_status(statuses: Sequence[str], *, cancelled: bool) -> str:
     """One word for an experiment from its runs' statuses.
 
-    ``queued`` (nothing started), ``running`` (something queued or running), and once every run
-    is terminal: ``cancelled`` (it was cancelled), ``succeeded`` (all did), else ``failed``.
+    ``queued`` (nothing started), ``running`` (something queued, running or paused: an
+    adaptive search's trials wait paused), and once every run is terminal: ``cancelled`` (it
+    was cancelled), ``succeeded`` (all did, or were ``stopped`` early by the search's rule:
+    that is a search working), else ``failed``.
     """
     if not statuses:
         return "cancelled" if cancelled else "succeeded"
-    if any(s in ("queued", "running") for s in statuses):
+    if any(s in ("queued", "running", "paused") for s in statuses):
         return "queued" if all(s == "queued" for s in statuses) else "running"
     if cancelled:
         return "cancelled"
-    return "succeeded" if all(s == "succeeded" for s in statuses) else "failed"
+    return "succeeded" if all(s in ("succeeded", "stopped") for s in statuses) else "failed"

@@ -11,7 +11,13 @@ from sqlalchemy.orm import Session
 
 from jobs.ids import is_record_id
 from jobs.records.errors import RecordConflict, RecordNotFound
-from jobs.records.models import DatasetRecord, Evaluation, EvaluationStatus, Run, RunStatus
+from jobs.records.models import (
+    ACTIVE_RUN_STATUSES,
+    DatasetRecord,
+    Evaluation,
+    EvaluationStatus,
+    Run,
+)
 from jobs.records.sql import newest_first
 
 
@@ -52,12 +58,12 @@ def register_dataset(
 
 
 def jobs_using_dataset(session: Session, dataset: DatasetRecord) -> list[str]:
-    """Queued or running runs and evaluations that read ``dataset``: ``["run <id>", ...]``."""
+    """Queued, running (or paused: trials of a search) runs and queued or running evaluations
+    that read ``dataset``: ``["run <id>", ...]``."""
     source = f"{dataset.kind}:{dataset.location}"
-    active_runs = (RunStatus.QUEUED, RunStatus.RUNNING)
     runs = session.scalars(
         select(Run.id).where(
-            Run.status.in_(active_runs),
+            Run.status.in_(ACTIVE_RUN_STATUSES),
             or_(Run.dataset_id == dataset.id, Run.dataset == source),
         )
     ).all()

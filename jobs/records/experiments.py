@@ -9,7 +9,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from jobs.records.errors import RecordConflict, RecordNotFound
-from jobs.records.models import Experiment, ExperimentKind, Run, RunStatus, utcnow
+from jobs.records.models import (
+    ACTIVE_RUN_STATUSES,
+    Experiment,
+    ExperimentKind,
+    Run,
+    RunStatus,
+    utcnow,
+)
 from jobs.records.runs import request_cancel
 from jobs.records.sql import changed, get_row, newest_first
 
@@ -76,8 +83,8 @@ def list_experiment_runs(session: Session, experiment_id: str) -> list[Run]:
 def cancel_experiment(session: Session, experiment_id: str) -> tuple[Experiment, list[str]]:
     """Cancel every run of the experiment that has not finished; note when it was cancelled.
 
-    Queued runs are cancelled at once, running ones asked to stop (:func:`request_cancel`);
-    finished ones are left as they are. Cancelling again changes nothing.
+    Queued and paused runs are cancelled at once, running ones asked to stop
+    (:func:`request_cancel`); finished ones are left as they are. Cancelling again changes nothing.
 
     Returns:
         The experiment and the ids of the runs this call cancelled or asked to stop.
@@ -95,7 +102,7 @@ def cancel_experiment(session: Session, experiment_id: str) -> tuple[Experiment,
     pending = session.scalars(
         select(Run.id).where(
             Run.experiment_id == experiment_id,
-            Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+            Run.status.in_(ACTIVE_RUN_STATUSES),
             Run.cancel_requested.is_(False),
         )
     ).all()

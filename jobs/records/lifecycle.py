@@ -81,7 +81,9 @@ class JobLifecycle(Generic[Job]):
         # A pending cancel keeps a job from being claimed or requeued, and ends a stale one.
         self._cancel_requested = cancel_requested
         self.cancelled = statuses("cancelled") if cancel_requested is not None else None
-        self.finished = frozenset(s for s in statuses if s not in (self.queued, self.running))
+        # A paused run (a search's trial between rungs) is neither held by a worker nor done.
+        waiting = {self.queued, self.running, *(s for s in statuses if s.value == "paused")}
+        self.finished = frozenset(s for s in statuses if s not in waiting)
 
     def __repr__(self) -> str:
         return f"JobLifecycle({self.model.__name__})"

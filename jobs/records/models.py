@@ -83,6 +83,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    # A trial of an adaptive search (ASHA, median stopping) waiting for the search's decision:
+    # not started yet (no free slot), or stopped at a rung until it is promoted or stopped early.
+    # No worker holds it and none claims it; the search queues it again (jobs.records.trials).
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -93,6 +97,8 @@ class RunStatus(enum.StrEnum):
 
 
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# Runs that still have work to do: they count against quotas and hold their dataset.
+ACTIVE_RUN_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED})
 
 
 class EvaluationStatus(enum.StrEnum):
@@ -387,3 +393,30 @@ class Experiment(Base):
 
     def __repr__(self) -> str:
         return f"Experiment(id={self.id!r}, name={self.name!r}, kind={self.kind!r})"
+
+
+class TrialRung(Base):
+    """A trial's report at a rung of an adaptive search, and what the search decided.
+
+    ASHA: one row per rung a trial reached (``rung`` 0, 1, ... at ``epoch`` grace × η**k);
+    median stopping: one row per epoch judged (``rung`` is the epoch). ``decision`` is
+    ``pending`` (paused until enough trials have reported), ``promoted`` or ``stopped``, with
+    ``reason`` in words. At most one row per (run, rung): a trial resumed after a crash that
+    reports the same rung again finds the decision already made.
+    """
+
+    __tablename__ = "trial_rungs"
+    __table_args__ = (UniqueConstraint("run_id", "rung"), Index(None, "experiment_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    rung: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]

@@ -12,6 +12,10 @@ A run's life::
         request_cancel  └─reclaim_stale_run─┘  (the worker's heartbeat stopped: crash, OOM kill)
                     ▼
                 cancelled
+
+A trial of an adaptive search (:mod:`jobs.records.trials`) may also wait ``paused``: recorded
+so while no slot is free, or paused by its worker at a rung; its search queues it again
+(promoted: the worker resumes it from its checkpoint) or stops it early (``request_cancel``).
 """
 
 from __future__ import annotations
@@ -215,7 +219,7 @@ def list_epochs(session: Session, run_id: str) -> list[EpochMetric]:
 
 
 def request_cancel(session: Session, run_id: str) -> Run:
-    """Cancel a run: a queued one at once, a running one by asking its worker to stop.
+    """Cancel a run: a queued or paused one at once, a running one by asking its worker to stop.
 
     A running run gets ``cancel_requested``; its worker sees it (:func:`is_cancel_requested`),
     stops, and finishes it as ``cancelled``. Cancelling a cancelled run changes nothing.
@@ -230,7 +234,7 @@ def request_cancel(session: Session, run_id: str) -> Run:
         if changed(
             session,
             update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+            .where(Run.id == run_id, Run.status.in_([RunStatus.QUEUED, RunStatus.PAUSED]))
             .values(status=RunStatus.CANCELLED, cancel_requested=True, finished_at=now),
         ):
             break

@@ -1,5 +1,10 @@
 """``/v1/experiments``: a grid or a random search of runs, queued together, summarised together.
 
+With ``early_stopping`` (ASHA or median stopping) the cells are trials of an adaptive search:
+the rule's settings are checked here against the budget (a 422 names the field), at most
+``max_concurrent`` runs are sent and the others recorded ``paused``; the search's decisions
+are the records' (:mod:`jobs.records.trials`), made as the workers report.
+
 An experiment is expanded into cells (architecture × hyperparameters × seed), and every cell's
 config is resolved by the same function as ``POST /v1/runs`` (:mod:`service.run_configs`),
 before anything is recorded. Then the experiment and all its runs are submitted together
@@ -14,8 +19,10 @@ from typing import Any, NamedTuple
 
 from fastapi import Response
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.early_stopping import Verdict, asha_rungs, check_asha
 from core.reports.bundle import api_environment, experiment_bundle
 from core.reports.experiments import (
     MAX_CELLS,
@@ -33,9 +40,9 @@ from core.reports.experiments import (
 from core.reports.runs import RunData, finite
 from core.reports.tables import headline
 from core.training.config import apply_overrides, override_at
-from jobs.records import RunStatus
+from jobs.records import RunStatus, trials
 from jobs.records import repository as records
-from jobs.records.models import Experiment, ExperimentKind
+from jobs.records.models import Experiment, ExperimentKind, Run, TrialRung
 from jobs.reports import load_experiment_runs
 from jobs.settings import Settings
 from service.deps import QueueDep, ReadKey, SessionDep, SettingsDep, TrainKey, committed
@@ -58,6 +65,7 @@ from service.schemas import (
     ExperimentSummary,
     RunCreate,
 )
+from service.schemas.experiments import RungPublic
 from service.submission import RUN, submit
 
 router = keyed_router(prefix="/v1/experiments", tag="experiments")
@@ -65,7 +73,7 @@ router = keyed_router(prefix="/v1/experiments", tag="experiments")
 
 class _Recorded(NamedTuple):
     experiment: Experiment
-    run_ids: list[str]  # in cell order, the order they are sent
+    run_ids: list[str]  # the runs to send, in cell order (an adaptive search's first few)
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -74,7 +82,8 @@ class _Recorded(NamedTuple):
 @router.post(
     "",
     status_code=202,
-    summary="Queue an experiment: one run per cell of a grid or random search",
+    summary="Queue an experiment: one run per cell of a grid or random search, or an adaptive "
+    "search (ASHA, median stopping)",
     responses={**error_responses(503), **QUOTA_ERRORS},
 )
 def create_experiment(
@@ -87,9 +96,18 @@ def create_experiment(
 ) -> ExperimentPublic:
     """Every cell's config is validated as ``POST /v1/runs`` would (a bad value is a 422 naming
     the field and the cell); more than 200 cells is a 422. Then the runs are recorded as
-    ``queued`` and sent to the workers."""
+    ``queued`` and sent to the workers.
+
+    With ``early_stopping`` (``asha`` or ``median``) the cells are trials of an adaptive
+    search: its settings are checked against the budget (``base.epochs``; a bad combination is
+    a 422 naming the field), the first ``max_concurrent`` runs are sent and the others wait
+    ``paused``; losers are stopped early (``cancelled``, with the rung and the reason) and
+    promoted trials resume from their checkpoints."""
     cells = _cells(body)
     resolved = [_cell_config(session, settings, body, i, cell) for i, cell in enumerate(cells)]
+    spec = body.model_dump(mode="json")
+    if body.early_stopping is not None:
+        spec["early_stopping"] = _early_stopping(body, resolved)
     check_stored_bytes(session, settings, key)
 
     def record() -> _Recorded:
@@ -98,7 +116,7 @@ def create_experiment(
             session,
             name=body.name,
             kind=ExperimentKind.RANDOM if body.random is not None else ExperimentKind.GRID,
-            spec=body.model_dump(mode="json"),
+            spec=spec,
             api_key_id=key.id,
         )
         run_ids = []
@@ -108,6 +126,9 @@ def create_experiment(
             )
             records.attach_to_experiment(session, experiment, run, cell=dict(cell))
             run_ids.append(run.id)
+        if body.early_stopping is not None:
+            limit = body.early_stopping.max_concurrent
+            run_ids = trials.hold_back(session, run_ids, max_concurrent=limit)
         return _Recorded(experiment, run_ids)
 
     experiment, _ = submit(
@@ -134,13 +155,16 @@ def list_experiments(
     rows, total = records.list_experiments(session, limit=limit, offset=offset)
     items = []
     for row in rows:
-        statuses = [r.status.value for r in records.list_experiment_runs(session, row.id)]
+        runs = records.list_experiment_runs(session, row.id)
+        statuses = [r.status.value for r in runs]
+        stopped = trials.stopped_early_ids(session, row.id)
+        judged = [_judged(r.status.value, r.id in stopped) for r in runs]
         items.append(
             ExperimentSummary(
                 id=row.id,
                 name=row.name,
                 kind=row.kind,
-                status=experiment_status(statuses, cancelled=row.cancelled_at is not None),
+                status=experiment_status(judged, cancelled=row.cancelled_at is not None),
                 counts=_counts(statuses),
                 runs=len(row.cells),
                 created_at=row.created_at,
@@ -246,6 +270,63 @@ def _cells(body: ExperimentCreate) -> list[Cell]:
     return expand_grid(architectures, body.seeds, body.grid)
 
 
+def _early_stopping(body: ExperimentCreate, resolved: list[ResolvedRun]) -> dict[str, Any]:
+    """The rule's block as the spec keeps it (ASHA's rungs resolved), after checking it
+    against the budget: 422s name the field."""
+    assert body.early_stopping is not None
+    rule = body.early_stopping
+    where = "body.early_stopping"
+    block = rule.model_dump(mode="json")
+    asha_only = {"reduction_factor": rule.reduction_factor, "rungs": rule.rungs}
+    median_only = {"min_trials": rule.min_trials}
+    misplaced = median_only if rule.rule == "asha" else asha_only
+    for field, value in misplaced.items():
+        if value is not None:
+            raise invalid(f"{where}.{field}", f"not a setting of the {rule.rule!r} rule", value)
+    varied = body.random.space if body.random is not None else body.grid
+    axis = "body.random.space" if body.random is not None else "body.grid"
+    if "epochs" in varied:
+        raise invalid(
+            f"{axis}.epochs",
+            "an adaptive search sets each trial's budget: give 'epochs' once, in base",
+            varied["epochs"],
+        )
+    budget = resolved[0].config.epochs
+    if rule.metric.startswith("val_") and any(r.config.validation is None for r in resolved):
+        raise invalid(
+            "body.base.validation",
+            f"early stopping by {rule.metric!r} needs a validation split (e.g. 0.1), "
+            "or judge by 'accuracy' or 'loss'",
+        )
+    if rule.rule == "median":
+        block["min_trials"] = 3 if rule.min_trials is None else rule.min_trials
+        if block["min_trials"] < 1:
+            raise invalid(f"{where}.min_trials", "must be at least 1", rule.min_trials)
+        if rule.grace_period >= budget:
+            raise invalid(
+                f"{where}.grace_period",
+                f"must be below the budget (epochs = {budget}), or no trial is ever judged",
+                rule.grace_period,
+            )
+        return block
+    factor = 3 if rule.reduction_factor is None else rule.reduction_factor
+    grace = rule.grace_period
+    if rule.rungs and "grace_period" not in rule.model_fields_set:
+        grace = rule.rungs[0]  # explicit rungs: the first one is the grace period
+    problem = check_asha(
+        max_epochs=budget, grace_period=grace, reduction_factor=factor, rungs=rule.rungs
+    )
+    if problem is not None:
+        field, message = problem
+        value = {"reduction_factor": factor, "grace_period": grace}.get(field)
+        raise invalid(f"{where}.{field}", message, rule.rungs if field == "rungs" else value)
+    block.update(reduction_factor=factor, grace_period=grace)
+    block["rungs"] = asha_rungs(
+        max_epochs=budget, grace_period=grace, reduction_factor=factor, rungs=rule.rungs
+    )
+    return block
+
+
 def _cell_config(
     session: Session, settings: Settings, body: ExperimentCreate, index: int, cell: Cell
 ) -> ResolvedRun:
@@ -289,7 +370,19 @@ def _public(session: Session, experiment: Experiment) -> ExperimentPublic:
     # The same numbers as Table 1: test metrics from the run's test evaluation if it has one,
     # training time from the worker's record or the epochs' seconds.
     runs = {r["id"]: r for r in load_experiment_runs(session, experiment.id)}
-    cells = [_cell_public(cell, runs.get(cell["run_id"])) for cell in experiment.cells]
+    rungs = trials.trial_rungs(session, experiment.id)
+    errors = dict(
+        session.execute(select(Run.id, Run.error).where(Run.experiment_id == experiment.id)).all()
+    )
+    cells = [
+        _cell_public(
+            cell,
+            runs.get(cell["run_id"]),
+            rungs=rungs.get(cell["run_id"], []),
+            error=errors.get(cell["run_id"]),
+        )
+        for cell in experiment.cells
+    ]
     statuses = [c.status.value for c in cells if c.status is not None]
     groups: list[Group] = aggregate(
         {
@@ -306,7 +399,10 @@ def _public(session: Session, experiment: Experiment) -> ExperimentPublic:
         id=experiment.id,
         name=experiment.name,
         kind=experiment.kind,
-        status=experiment_status(statuses, cancelled=experiment.cancelled_at is not None),
+        status=experiment_status(
+            [_judged(c.status.value, c.stopped_early) for c in cells if c.status is not None],
+            cancelled=experiment.cancelled_at is not None,
+        ),
         counts=_counts(statuses),
         created_at=experiment.created_at,
         cancelled_at=experiment.cancelled_at,
@@ -317,12 +413,28 @@ def _public(session: Session, experiment: Experiment) -> ExperimentPublic:
     )
 
 
-def _cell_public(cell: dict[str, Any], run: RunData | None) -> CellPublic:
+def _cell_public(
+    cell: dict[str, Any], run: RunData | None, *, rungs: list[TrialRung], error: str | None
+) -> CellPublic:
+    stopped = next((r for r in rungs if r.decision == Verdict.STOPPED), None)
     public = CellPublic(
         run_id=cell["run_id"],
         architecture=cell["architecture"],
         seed=cell["seed"],
         params=cell.get("params", {}),
+        rung=rungs[-1].rung if rungs else None,
+        stopped_early=stopped is not None,
+        stop_reason=error,
+        rungs=[
+            RungPublic(
+                rung=r.rung,
+                epoch=r.epoch,
+                value=finite(r.value),
+                decision=r.decision,
+                reason=r.reason,
+            )
+            for r in rungs
+        ],
     )
     if run is None:
         return public
@@ -336,6 +448,11 @@ def _cell_public(cell: dict[str, Any], run: RunData | None) -> CellPublic:
     public.f1 = numbers["f1"]
     public.training_time = run.get("train_seconds")
     return public
+
+
+def _judged(status: str, stopped_early: bool) -> str:
+    # A trial its search stopped early is the search doing its work, not a failure.
+    return "stopped" if stopped_early and status == "cancelled" else status
 
 
 def _counts(statuses: list[str]) -> dict[str, int]:

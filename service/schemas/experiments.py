@@ -7,7 +7,7 @@ same override grammar as everywhere else (:func:`core.training.config.resolve_co
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
@@ -33,6 +33,39 @@ class RandomSearch(BaseModel):
                 "optimizer.weight_decay": {"choices": [1e-4, 5e-4]},
             }
         ],
+    )
+
+
+class EarlyStopping(BaseModel):
+    """An adaptive search: the cells become trials judged as they train, the losers stopped.
+
+    ``asha``: asynchronous successive halving. Rungs at ``grace_period × reduction_factor**k``
+    epochs below the budget (``base.epochs``), or the explicit ``rungs``; at each, a trial in
+    the top ``1/reduction_factor`` so far goes on, one that can no longer get there is stopped
+    early, the rest pause until enough trials have reported (then resume from their
+    checkpoint). ``median``: from ``grace_period`` epochs on, a trial whose best value is worse
+    than the median of the others' running means (at least ``min_trials`` of them) is stopped.
+    At most ``max_concurrent`` trials train at once; the others wait ``paused``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["asha", "median"]
+    metric: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = Field(
+        "val_accuracy", description="Judged per epoch: accuracies maximised, losses minimised"
+    )
+    max_concurrent: StrictInt = Field(4, ge=1, le=MAX_CELLS, description="Trials at once")
+    grace_period: StrictInt = Field(
+        1, ge=1, description="Epochs before any trial is judged (ASHA: the first rung)"
+    )
+    reduction_factor: StrictInt | None = Field(
+        None, description="ASHA only: η, the top 1/η of each rung go on (default 3)"
+    )
+    rungs: list[StrictInt] | None = Field(
+        None, description="ASHA only: the epochs judged, instead of grace_period × η**k"
+    )
+    min_trials: StrictInt | None = Field(
+        None, description="Median only: peers needed before a trial is stopped (default 3)"
     )
 
 
@@ -66,6 +99,9 @@ class ExperimentCreate(BaseModel):
         examples=[{"schedule.base_lr": [0.1, 0.05], "optimizer.weight_decay": [1e-4, 5e-4]}],
     )
     random: RandomSearch | None = Field(None, description="Instead of a grid")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Judge the cells as trials while they train and stop the losers"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -76,6 +112,14 @@ class ExperimentCreate(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
         return v
+
+
+class RungPublic(BaseModel):
+    rung: int = Field(..., description="ASHA: the rung (0 first); median: the epoch")
+    epoch: int
+    value: float | None = Field(None, description="The rule's metric at that epoch")
+    decision: str = Field(..., description="pending (paused there), promoted or stopped")
+    reason: str | None = None
 
 
 class CellPublic(BaseModel):
@@ -90,6 +134,14 @@ class CellPublic(BaseModel):
     error: float | None = Field(None, description="Test error, %")
     f1: float | None = Field(None, description="Macro F1, %")
     training_time: float | None = Field(None, description="Seconds")
+    rung: int | None = Field(
+        None, description="Adaptive searches: the last rung the trial reported at (null: none)"
+    )
+    stopped_early: bool = Field(False, description="Stopped by the search's rule")
+    stop_reason: str | None = Field(None, description="Why it was stopped, or why it ended")
+    rungs: list[RungPublic] = Field(
+        default_factory=list, description="Adaptive searches: each rung's report and decision"
+    )
 
 
 class ExperimentPublic(BaseModel):

@@ -271,7 +271,7 @@
   async function runsPage() {
     const params = new URLSearchParams(location.search);
     const status = el("select", { id: "filter-status", name: "status" },
-      ["", "queued", "running", "succeeded", "failed", "cancelled"].map((s) =>
+      ["", "queued", "running", "paused", "succeeded", "failed", "cancelled"].map((s) =>
         el("option", { value: s, selected: params.get("status") === s }, s || "any")));
     const architecture = el("input", { id: "filter-architecture", name: "architecture",
       placeholder: "resnet20", value: params.get("architecture") || "" });
@@ -354,7 +354,7 @@
     const metrics = el("div", { id: "metrics" });
     const evaluations = el("div", { id: "evaluations" });
     const bar = el("div", { class: "progress", id: "run-progress" }, el("div", { style: "width:0%" }));
-    const cancel = el("button", { class: "danger", id: "cancel-run", hidden: run.status !== "queued" && run.status !== "running",
+    const cancel = el("button", { class: "danger", id: "cancel-run", hidden: !["queued", "running", "paused"].includes(run.status),
       onclick: async () => { await request(`/v1/runs/${run.id}/cancel`, { method: "POST" }); } }, "Cancel");
     app.replaceChildren(
       el("h1", {}, `${run.architecture} `, el("span", { class: "muted" }, fmt.short(run.id)), " ", status, " ", behind),
@@ -408,7 +408,7 @@
       document.getElementById("stat-eta").textContent = p.eta_seconds !== null && p.eta_seconds !== undefined ? fmt.secs(p.eta_seconds) : "—";
       document.getElementById("stat-speed").textContent = fmt.int(p.images_per_second);
       bar.firstChild.style.width = `${(100 * (p.fraction || 0)).toFixed(1)}%`;
-      cancel.hidden = p.status !== "queued" && p.status !== "running";
+      cancel.hidden = !["queued", "running", "paused"].includes(p.status);
       if (p.error) document.getElementById("run-error").textContent = p.error;
       behind.replaceChildren(p.behind && p.behind.behind
         ? el("span", { class: "badge behind", title: p.behind.reasons.join("; "), id: "behind-flag" },
@@ -534,6 +534,13 @@
     return holder;
   }
 
+  // " · ASHA, rungs at epochs 1, 3, 9, η 3, 4 at once": an adaptive search's rule in words.
+  function rule(r) {
+    if (!r) return "";
+    if (r.rule === "asha") return ` · ASHA by ${r.metric}, rungs at epochs ${r.rungs.join(", ")}, η ${r.reduction_factor}, ${r.max_concurrent} at once`;
+    return ` · median stopping by ${r.metric} from epoch ${r.grace_period}, ${r.max_concurrent} at once`;
+  }
+
   async function experimentPage(experimentId) {
     let experiment;
     try {
@@ -568,7 +575,7 @@
       document.getElementById("cancel-experiment").hidden =
         experiment.status !== "queued" && experiment.status !== "running";
       header.replaceChildren(el("h1", {}, `${experiment.name} `, badge(experiment.status)),
-        el("p", { class: "muted" }, `${experiment.kind} · ${experiment.cells.length} runs · `,
+        el("p", { class: "muted" }, `${experiment.kind}${rule(experiment.spec.early_stopping)} · ${experiment.cells.length} runs · `,
           Object.entries(experiment.counts).map(([k, v]) => `${k} ${v}`).join(", ")));
       cells.replaceChildren(table([
         { title: "Run", cell: (c) => el("a", { href: `/dashboard/runs/${c.run_id}` }, fmt.short(c.run_id)) },
@@ -579,6 +586,13 @@
         { title: "Epochs", num: true, cell: (c) => `${c.epochs_completed ?? "—"}/${c.epochs_planned ?? "?"}` },
         { title: "Accuracy (%)", num: true, cell: (c) => fmt.pct(c.accuracy) },
         { title: "Training time", num: true, cell: (c) => fmt.secs(c.training_time) },
+        // Adaptive searches (ASHA, median stopping): the last rung reported and why a trial stopped.
+        ...(experiment.spec.early_stopping ? [
+          { title: "Rung", num: true, cell: (c) => c.rung === null ? "—" : `${c.rung} (${c.rungs[c.rungs.length - 1].decision})` },
+          { title: "Why it stopped", cell: (c) => c.stopped_early ? badge("stopped early") :
+              (["failed", "cancelled"].includes(c.status) ? (c.stop_reason || c.status) : "—") },
+          { title: "Reason", cell: (c) => el("span", { class: "muted reason" }, c.stop_reason || (c.rungs.length ? c.rungs[c.rungs.length - 1].reason : "") || "") },
+        ] : []),
       ], experiment.cells, { id: "cells-table" }));
       aggregate.replaceChildren(table([
         { title: "Architecture", cell: (g) => g.architecture },

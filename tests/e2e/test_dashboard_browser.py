@@ -288,6 +288,53 @@ def test_an_experiment_report_with_figures(page: Any, served: Served, shots: Pat
     page.screenshot(path=str(shots / "experiment.png"), full_page=True)
 
 
+def test_an_adaptive_search_shows_each_trials_rung_and_why_it_stopped(
+    page: Any, served: Served, shots: Path
+) -> None:
+    from jobs.records import trials
+
+    rule = {"rule": "asha", "metric": "val_accuracy", "max_concurrent": 3, "rungs": [1],
+            "reduction_factor": 2, "grace_period": 1}  # fmt: skip
+    with session_scope(served.db) as session:
+        experiment = records.create_experiment(
+            session, name="ASHA search", kind="random", spec={"early_stopping": rule}
+        )
+        ids = []
+        for lr in (0.1, 0.01, 0.03):
+            run = records.create_run(
+                session, architecture="resnet20", dataset="cifar10", config=RUN_CONFIG
+            )
+            records.attach_to_experiment(
+                session,
+                experiment,
+                run,
+                cell={"architecture": "resnet20", "seed": 0, "params": {"schedule.base_lr": lr}},
+            )
+            ids.append(run.id)
+        experiment_id = experiment.id
+    # The workers' part: each trial reaches the rung; the first goes on, the others stop.
+    for run_id, value in zip(ids, (0.9, 0.5, 0.7), strict=True):
+        with session_scope(served.db) as session:
+            records.claim_run(session, run_id, worker_host="w")
+            records.record_epoch(session, run_id, {"epoch": 1, "val_accuracy": value})
+            trials.report_epoch(session, run_id, epoch=1, values={"val_accuracy": value})
+    with session_scope(served.db) as session:
+        records.finish_run(session, ids[0], status="succeeded", metrics={"accuracy": 0.9})
+        for run_id in ids[1:]:
+            reason = trials.stop_reason(session, run_id)
+            records.finish_run(session, run_id, status="cancelled", error=reason)
+    log_in(page, served, f"/dashboard/experiments/{experiment_id}")
+    page.wait_for_selector("#cells-table tbody tr")
+    header = page.inner_text("#app h1 + p")
+    assert "ASHA by val_accuracy, rungs at epochs 1, η 2, 3 at once" in header
+    rows = [page.inner_text(f"#cells-table tbody tr:nth-child({i})") for i in (1, 2, 3)]
+    assert "0 (promoted)" in rows[0] and "stopped early" not in rows[0]
+    for row in rows[1:]:
+        assert "0 (stopped)" in row and "stopped early" in row
+        assert "below the cut" in row
+    page.screenshot(path=str(shots / "experiment_asha.png"), full_page=True)
+
+
 def test_predict_an_uploaded_image(
     page: Any, served: Served, shots: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

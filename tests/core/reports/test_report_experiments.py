@@ -150,6 +150,9 @@ def test_aggregate_over_seeds() -> None:
         (["succeeded", "failed"], False, "failed"),
         (["succeeded", "cancelled"], True, "cancelled"),
         (["running"], True, "running"),  # cancelled, but a run is still stopping
+        (["succeeded", "paused"], False, "running"),  # an adaptive search's trial waits
+        (["succeeded", "stopped"], False, "succeeded"),  # stopped early by its search's rule
+        (["stopped", "cancelled"], False, "failed"),  # a user's cancel is not the rule's
     ],
 )
 def test_experiment_status(statuses: list[str], cancelled: bool, expected: str) -> None:

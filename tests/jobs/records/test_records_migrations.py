@@ -16,7 +16,7 @@ from jobs.records import Base, alembic_config, make_engine, upgrade_to_head
 
 TABLES = {
     "api_keys", "datasets", "runs", "epoch_metrics", "evaluations", "artifacts",
-    "model_versions", "experiments",
+    "model_versions", "experiments", "trial_rungs",
 }  # fmt: skip
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
