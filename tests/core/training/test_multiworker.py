@@ -77,7 +77,7 @@ def start(code: str, *args: object) -> subprocess.Popen[str]:
 
 def finish(proc: subprocess.Popen[str]) -> dict:
     try:
-        # Generous: on a loaded 2-core machine the three processes took 5 min, idle 1.5 min.
+        # Generous: the test took 51 s on this 2-core machine, 6 min while a benchmark held it.
         out, err = proc.communicate(timeout=600)
     finally:
         proc.kill()
