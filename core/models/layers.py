@@ -129,10 +129,19 @@ class BatchNorm(keras.layers.BatchNormalization):
     backend.
     """
 
+    def get_config(self) -> dict[str, Any]:
+        # Synchronised statistics are how a multi-worker run trains (set on the live layers by
+        # core.training.distribution), not part of the model: a saved model loads on any backend.
+        return {**super().get_config(), "synchronized": False}
+
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4:
             return super().call(inputs, training=training, mask=mask)
         if self.axis not in (-1, 3) or not (self.center and self.scale) or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        if self.synchronized:
+            # Statistics over every replica's share of the batch (multi-worker training):
+            # Keras' path all-reduces them, and autodiff carries the gradient through that.
             return super().call(inputs, training=training, mask=mask)
         # Copies, not the variables: TF's custom_gradient refuses functions that read variables.
         y, mean, var = _batch_norm_train(

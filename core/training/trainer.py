@@ -24,6 +24,12 @@ from core.models import CUSTOM_OBJECTS, build_model, parse_architecture
 from core.training.callbacks import RunCallback
 from core.training.config import TrainConfig
 from core.training.discriminative import OPTIMIZERS, discriminative_optimizer
+from core.training.distribution import (
+    WorkerRole,
+    fit_across_workers,
+    shard_by_data,
+    synchronize_batch_norm,
+)
 from core.training.hooks import EpochRecord, TrainHooks
 from core.training.precision import jit_compile, make_strategy, resolve_policy
 from core.training.random_state import restore_random_states
@@ -209,6 +215,7 @@ def train(
     hooks: TrainHooks | None = None,
     dataset: Dataset | None = None,
     resume: bool = False,
+    worker: WorkerRole | None = None,
 ) -> TrainResult:
     """Train ``config`` into ``out_dir``, checkpointing every epoch.
 
@@ -216,6 +223,10 @@ def train(
     history); the run still ends after ``config.epochs`` epochs with one history entry each.
     A cancel (``hooks.should_cancel``) stops within a batch and returns status ``cancelled``;
     the last complete epoch's checkpoint stays, so the run can be resumed.
+
+    ``worker`` makes this process one of a multi-worker run (use
+    :func:`core.training.multiworker.train_multiworker`, which builds it): its strategy
+    replaces ``config.strategy``, and only the chief evaluates the final model.
     """
     started = time.perf_counter()
     hooks = hooks or TrainHooks()
@@ -235,7 +246,7 @@ def train(
     write_json(rundir.config, config_dump)
     write_json(rundir.labels, {"class_names": dataset.class_names, "multi_label": multi_label})
 
-    strategy = make_strategy(config.strategy)
+    strategy = worker.strategy if worker is not None else make_strategy(config.strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     n_train = len(splits.train)
     steps = config.steps_per_epoch(n_train)
@@ -256,6 +267,10 @@ def train(
             log.info("resuming after epoch %d of %d", state["epoch"], config.epochs)
         else:
             model = _new_model(config, shape, dataset, splits.train, steps)
+        if worker is not None:
+            fit_across_workers(model)
+            if worker.sync_batch_norm:
+                synchronize_batch_norm(model)
 
     transform = _label_transform(
         config, len(dataset.class_names), multi_label, tf_data=uses_tf_data(splits.train)
@@ -272,6 +287,9 @@ def train(
         if splits.val is not None
         else None
     )
+    if worker is not None:
+        train_ds = shard_by_data(train_ds)
+        val_ds = shard_by_data(val_ds) if val_ds is not None else None
     callback = RunCallback(
         rundir=rundir,
         hooks=hooks,
@@ -309,7 +327,8 @@ def train(
         dtype_policy=policy or "float32",
     )
     if not callback.cancelled:
-        _finish(model, rundir, result, splits, config, shape, dataset, transform)
+        evaluate = worker is None or worker.chief
+        _finish(model, rundir, result, splits, config, shape, dataset, evaluate=evaluate)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -394,7 +413,8 @@ def _finish(
     config: TrainConfig,
     shape: tuple[int, int, int],
     dataset: Dataset,
-    transform: Any,
+    *,
+    evaluate: bool = True,
 ) -> None:
     """Save the final model and evaluate it on the test split (else validation)."""
     from core.evaluation import evaluate_model
@@ -404,7 +424,7 @@ def _finish(
     tmp.replace(rundir.model)
     result.model_path = rundir.model
     target = splits.test if splits.test is not None else splits.val
-    if target is None:
+    if target is None or not evaluate:
         return
     split = "test" if splits.test is not None else "val"
     ds = make_pipeline(

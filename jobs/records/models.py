@@ -227,6 +227,8 @@ class Run(Base):
     epochs_completed: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(_json())  # test metrics summary
     out_dir: Mapped[str | None] = mapped_column(Text)  # run directory / artifact prefix
+    # How many workers train it together (issue 13); above 1 they meet in ``slots``.
+    workers: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     # The experiment (grid or search) this run is a cell of, if any.
     experiment_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("experiments.id", ondelete="SET NULL")
@@ -251,8 +253,38 @@ class Run(Base):
         passive_deletes=True,
     )
 
+    slots: Mapped[list[RunSlot]] = relationship(
+        back_populates="run",
+        order_by="RunSlot.slot",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, status={self.status!r}, architecture={self.architecture!r})"
+
+
+class RunSlot(Base):
+    """One worker's place in a multi-worker run: slot 0 is the chief (see jobs.records.slots).
+
+    Free while ``claimed_at`` is None. A claim writes the worker's host and the port its
+    collective-ops server listens on, and increments ``attempt``, which fences that claim's
+    heartbeats: a worker whose slot was released and claimed again cannot beat for it.
+    """
+
+    __tablename__ = "run_slots"
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
+    claimed_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+    run: Mapped[Run] = relationship(back_populates="slots")
 
 
 class EpochMetric(Base):

@@ -59,6 +59,7 @@ def create_run(
     max_attempts: int = 3,
     dataset_id: str | None = None,
     out_dir: str | None = None,
+    workers: int = 1,
 ) -> Run:
     """Add a queued run; enqueue its task only after the session commits.
 
@@ -72,12 +73,16 @@ def create_run(
         max_attempts: How many times a worker may start it before a crash loop is given up on.
         dataset_id: The registered dataset, if the spec names one.
         out_dir: Where its files go (a directory or a URI prefix).
+        workers: How many workers train it together; above 1 they meet in its slots
+            (:mod:`jobs.records.slots`).
 
     Returns:
         The new run, status ``queued``.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     epochs = config.get("epochs")
     run = Run(
         architecture=architecture,
@@ -92,6 +97,7 @@ def create_run(
         epochs_planned=epochs if isinstance(epochs, int) else None,
         epochs_completed=0,
         out_dir=out_dir,
+        workers=workers,
     )
     session.add(run)
     session.flush()

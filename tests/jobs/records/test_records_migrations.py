@@ -16,7 +16,7 @@ from jobs.records import Base, alembic_config, make_engine, upgrade_to_head
 
 TABLES = {
     "api_keys", "datasets", "runs", "epoch_metrics", "evaluations", "artifacts",
-    "model_versions", "experiments", "trial_rungs",
+    "model_versions", "experiments", "trial_rungs", "run_slots",
 }  # fmt: skip
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
@@ -213,5 +213,43 @@ def test_migration_0006_owners_and_deleted_versions_up_and_down(db_url: str) -> 
             # and a run still takes its versions with it, as before 0006
             conn.execute(text("DELETE FROM runs WHERE id = 'r1'"))
             assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_migration_0008_runs_before_it_train_on_one_worker_and_slots_go_down(db_url: str) -> None:
+    """On both dialects: a run recorded before 0008 gets ``workers`` 1; its slots cascade with
+    it; downgrading drops the slots and the column, and keeps the run."""
+    from sqlalchemy import text
+
+    cfg = alembic_config(db_url)
+    command.upgrade(cfg, "0007")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, status, cancel_requested, architecture, dataset, "
+                    "config, created_at, attempts, max_attempts, epochs_completed) VALUES "
+                    "(:id, 'queued', false, 'resnet20', 'cifar10', '{}', "
+                    "'2026-01-01 00:00:00+00', 0, 3, 0)"
+                ),
+                [{"id": "r1"}, {"id": "r2"}],
+            )
+        command.upgrade(cfg, "0008")
+        with engine.begin() as conn:
+            assert sorted(conn.execute(text("SELECT id, workers FROM runs")).all()) == [
+                ("r1", 1),
+                ("r2", 1),
+            ]
+            conn.execute(text("INSERT INTO run_slots (run_id, slot) VALUES ('r1', 0), ('r2', 0)"))
+            assert conn.execute(text("SELECT attempt FROM run_slots")).all() == [(0,), (0,)]
+            conn.execute(text("DELETE FROM runs WHERE id = 'r2'"))
+            assert conn.execute(text("SELECT run_id FROM run_slots")).all() == [("r1",)]
+        command.downgrade(cfg, "0007")
+        with engine.begin() as conn:
+            assert "run_slots" not in inspect(conn).get_table_names()
+            assert "workers" not in {c["name"] for c in inspect(conn).get_columns("runs")}
+            assert conn.execute(text("SELECT id FROM runs")).all() == [("r1",)]
     finally:
         engine.dispose()
