@@ -485,12 +485,13 @@ def open_loop_figure(summary: dict[str, Any], p99_ms: float, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for name, data in summary["open_loop"].items():
+    for i, (name, data) in enumerate(summary["open_loop"].items()):
         curve = data["curve"]
         rates = [p["offered_per_s"] for p in curve]
-        ax.plot(rates, [p["p99_ms"] for p in curve], "o-", label=f"{name} p99")
-        ax.plot(rates, [p["p50_ms"] for p in curve], "o--", alpha=0.6, label=f"{name} p50")
-    ax.axhline(p99_ms, color="grey", lw=0.8, ls=":")
+        ax.plot(rates, [p["p99_ms"] for p in curve], "o-", color=f"C{i}", label=f"{name} p99")
+        ax.plot(rates, [p["p50_ms"] for p in curve], "o--", color=f"C{i}", alpha=0.5,
+                label=f"{name} p50")  # fmt: skip
+    ax.axhline(p99_ms, color="grey", lw=0.8, ls=":", label=f"p99 bound, {p99_ms:g} ms")
     ax.set_yscale("log")
     ax.set_xlabel("offered load (requests/s, one 32×32 PNG each, Poisson arrivals)")
     ax.set_ylabel("latency (ms, from the scheduled send)")
@@ -529,7 +530,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--figure", type=Path, help="the open-loop figure (PNG)")
     parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--figure-from", type=Path, help="redraw --figure from a --json record")
     args = parser.parse_args()
+    if args.figure_from:
+        record = json.loads(args.figure_from.read_text())
+        open_loop_figure(record, args.p99_ms, args.figure)
+        return
     if args.raw_only:
         print(json.dumps(raw_model(args.raw_only, args.seconds, args.clients)))
         return
