@@ -286,12 +286,12 @@ class TrainConfig(Hyperparameters, _WhatToTrain):
         """Training on soft labels (mixup, CutMix): a categorical loss on one-hot labels."""
         return parse_augment(self.augment).mixes_labels
 
+    def steps_per_epoch(self, n_train: int) -> int:
+        return max(1, math.ceil(n_train / self.batch_size))
+
 
 def _is_multi_label(data: str) -> bool:
     return data.split(":", 1)[0] == "coco"
-
-    def steps_per_epoch(self, n_train: int) -> int:
-        return max(1, math.ceil(n_train / self.batch_size))
 
 
 def resolve_config(
