@@ -47,9 +47,21 @@ def test_a_run_takes_policies_and_their_parameters(
         ({"augment": "cifar+mixup+cutmix"}, "body.augment", "choose one"),
         ({"augment": "cifar+cutout+cutout"}, "body.augment", "twice"),
         ({"augment": 7}, "body.augment", "string"),
-        ({"augment_params": {"cutout": {"size": 0}}}, "body.augment_params.cutout.size", "greater than or equal to 1"),
-        ({"augment_params": {"mixup": {"alpha": -1}}}, "body.augment_params.mixup.alpha", "greater than 0"),
-        ({"augment_params": {"cutmix": {"prob": 2}}}, "body.augment_params.cutmix.prob", "less than or equal to 1"),
+        (
+            {"augment_params": {"cutout": {"size": 0}}},
+            "body.augment_params.cutout.size",
+            "greater than or equal to 1",
+        ),
+        (
+            {"augment_params": {"mixup": {"alpha": -1}}},
+            "body.augment_params.mixup.alpha",
+            "greater than 0",
+        ),
+        (
+            {"augment_params": {"cutmix": {"prob": 2}}},
+            "body.augment_params.cutmix.prob",
+            "less than or equal to 1",
+        ),
         (
             {"augment_params": {"randaugment": {"magnitude": 31}}},
             "body.augment_params.randaugment.magnitude",

@@ -130,7 +130,9 @@ def sharpness(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
     if h < 3 or w < 3:
         return x.copy()
     f = x.astype(np.float64)
-    total = sum(f[:, 1 + dr : h - 1 + dr, 1 + dc : w - 1 + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+    total = sum(
+        f[:, 1 + dr : h - 1 + dr, 1 + dc : w - 1 + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+    )
     smooth = f.copy()
     smooth[:, 1:-1, 1:-1] = (total + 4 * f[:, 1:-1, 1:-1]) / 13
     return _blend(_to_uint8(smooth), x, factor)
@@ -202,8 +204,17 @@ OPS: dict[str, Op] = {
 }
 # Operations whose magnitude is drawn with a random sign.
 SIGNED = frozenset(
-    {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
-     "Sharpness"}
+    {
+        "ShearX",
+        "ShearY",
+        "TranslateX",
+        "TranslateY",
+        "Rotate",
+        "Brightness",
+        "Color",
+        "Contrast",
+        "Sharpness",
+    }
 )
 
 

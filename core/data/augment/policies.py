@@ -58,6 +58,11 @@ def _apply_each(x: np.ndarray, ops: list[str | None], amounts: np.ndarray) -> np
     return out
 
 
+def _draws(rng: np.random.Generator, high: int, n: int) -> np.ndarray:
+    """``n`` integers in ``[0, high)``."""
+    return np.asarray(rng.integers(high, size=n), np.int64)
+
+
 def _signs(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(rng.random(n) < 0.5, -1.0, 1.0)
 
@@ -68,10 +73,12 @@ def randaugment(
     """RandAugment: ``num_ops`` operations in a row per image, each drawn uniformly from the
     14, all at strength ``magnitude`` of 30 (signed ones with a random sign)."""
     n, h, w = x.shape[:3]
-    strength = np.array([magnitudes(op, RANDAUGMENT_BINS, h, w)[magnitude] for op in RANDAUGMENT_OPS])
+    strength = np.array(
+        [magnitudes(op, RANDAUGMENT_BINS, h, w)[magnitude] for op in RANDAUGMENT_OPS]
+    )
     signed = np.array([op in SIGNED for op in RANDAUGMENT_OPS])
     for _ in range(num_ops):
-        chosen = rng.integers(len(RANDAUGMENT_OPS), size=n)
+        chosen = _draws(rng, len(RANDAUGMENT_OPS), n)
         signs = _signs(rng, n)
         amounts = strength[chosen] * np.where(signed[chosen], signs, 1.0)
         x = _apply_each(x, [RANDAUGMENT_OPS[k] for k in chosen], amounts)
@@ -82,7 +89,7 @@ def autoaugment_cifar10(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """AutoAugment's CIFAR-10 policy: per image one of the 25 sub-policies, each of its two
     operations applied with its probability at its strength (of 10)."""
     n, h, w = x.shape[:3]
-    chosen = rng.integers(len(AUTOAUGMENT_CIFAR10), size=n)
+    chosen = _draws(rng, len(AUTOAUGMENT_CIFAR10), n)
     applied = rng.random((n, 2))
     signs = _signs(rng, 2 * n).reshape(n, 2)
     for step in range(2):
@@ -112,7 +119,7 @@ def cutout_at(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> n
 def cutout(x: np.ndarray, rng: np.random.Generator, *, size: int) -> np.ndarray:
     """Cutout: a square of ``size`` zeroed in each image, centred anywhere in it."""
     n, h, w = x.shape[:3]
-    return cutout_at(x, rng.integers(h, size=n), rng.integers(w, size=n), size)
+    return cutout_at(x, _draws(rng, h, n), _draws(rng, w, n), size)
 
 
 def mixup(

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from core.data.augment import AugmentParams, batch_policy, parse_augment
-from core.data.augment import ops
+from core.data.augment import AugmentParams, batch_policy, ops, parse_augment
 from core.data.augment.policies import (
     AUTOAUGMENT_CIFAR10,
     RANDAUGMENT_OPS,
@@ -20,7 +19,7 @@ from core.data.augment.policies import (
     mixup,
     paste_box,
 )
-from core.data.augment.spec import CutoutParams, MixupParams, POLICIES
+from core.data.augment.spec import POLICIES, CutoutParams, MixupParams
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (6, 12, 10, 3)).astype(np.uint8)
@@ -76,7 +75,7 @@ def test_label_mixing_is_refused_on_multi_label_data_and_cutout_larger_than_the_
             image_shape=(8, 8, 3),
         )
     params = AugmentParams(cutout=CutoutParams(size=9))
-    with pytest.raises(ValueError, match="cutout.size 9 exceeds the 8x8 input"):
+    with pytest.raises(ValueError, match=r"cutout\.size 9 exceeds the 8x8 input"):
         batch_policy(
             parse_augment("cifar+cutout"),
             params,
@@ -236,7 +235,7 @@ def test_each_policy_keeps_shape_dtype_range_and_label_mass(augment):
     y = np.array([0, 1, 2, 3, 0, 1])
     out_x, out_y = policy(x, y, (7, 0, 2, 0))
     assert out_x.shape == x.shape and out_x.dtype == np.float32
-    assert 0.0 <= out_x.min() and out_x.max() <= 255.0
+    assert out_x.min() >= 0.0 and out_x.max() <= 255.0
     assert not np.array_equal(out_x, x)
     if spec.mixes_labels:
         assert out_y.shape == (6, 4) and out_y.dtype == np.float32

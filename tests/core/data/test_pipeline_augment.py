@@ -81,7 +81,7 @@ def test_policies_give_float_pixels_in_range_and_labels_of_unit_mass(images, pip
     assert len(whole) == 9  # 20 images in batches of 8, three epochs
     for x, y in whole:
         assert x.dtype == np.float32 and x.shape[1:] == SHAPE
-        assert 0.0 <= x.min() and x.max() <= 255.0
+        assert x.min() >= 0.0 and x.max() <= 255.0
         if parse_augment(augment).mixes_labels:
             assert y.dtype == np.float32 and y.shape == (len(x), 3)
             np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
