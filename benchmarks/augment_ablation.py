@@ -13,6 +13,12 @@ and the training images (a seeded subset when ``--train-limit`` is given).
 ``--train-limit``/``--test-limit`` take subsets (the smoke test: ``--train-limit 256
 --test-limit 128 --epochs 1 --arch resnet8``). The JSON holds each policy's test accuracy and
 loss, the last epoch's training loss, seconds and images/s, and the command and machine.
+
+``--policy-cost`` instead times what each policy adds to one batch (CPU milliseconds for a
+batch of ``--batch-size`` CIFAR-10 training images, the median of 50; no training, no model):
+
+    python benchmarks/augment_ablation.py --archive ../shared/datasets/cifar10-jpeg.tar.gz \
+        --policy-cost
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ def main() -> None:
     from core.data import load_dataset
 
     root = _extract(Path(args.archive), Path(args.cache))
+    if args.policy_cost:
+        _policy_cost(root, args)
+        return
     dataset = load_dataset(f"folder:{root}")
     record: dict[str, Any] = {
         "what": "CIFAR-10 test accuracy of one ResNet and schedule under each augmentation policy",
@@ -81,6 +90,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policies", nargs="*", help=f"default: {' '.join(POLICIES)}")
     p.add_argument("--json", default=None, help="write the record here (after every run)")
+    p.add_argument("--policy-cost", action="store_true", help="time the policies, then stop")
     return p.parse_args()
 
 
@@ -123,6 +133,35 @@ def _run(policy: str, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "train_images_per_second": round(last.images_per_second, 1),
     }
+
+
+def _policy_cost(root: Path, args: argparse.Namespace) -> None:
+    """Median milliseconds each policy adds to a batch of real CIFAR-10 images."""
+    import statistics
+
+    import numpy as np
+
+    from core.data.augment import batch_policy, parse_augment
+    from core.images import decode_image
+
+    files = sorted((root / "train").glob("*/*.jpg"))[:: 50_000 // args.batch_size][
+        : args.batch_size
+    ]
+    x = np.stack([decode_image(f.read_bytes(), channels=3) for f in files]).astype(np.float32)
+    y = np.arange(len(x)) % 10
+    print(f"| augment | ms per batch of {len(x)} |\n|---|---|")
+    for name in args.policies or POLICIES[1:]:
+        spec = parse_augment(name)
+        policy = batch_policy(
+            spec, None, num_classes=10, multi_label=False, image_shape=(32, 32, 3)
+        )
+        assert policy is not None, name
+        times = []
+        for j in range(50):
+            started = time.perf_counter()
+            policy(x, y, (args.seed, 0, j))
+            times.append(time.perf_counter() - started)
+        print(f"| `{name}` | {statistics.median(times) * 1000:.1f} |", flush=True)
 
 
 def _table(record: dict[str, Any]) -> str:
