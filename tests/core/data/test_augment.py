@@ -267,3 +267,42 @@ def test_a_policys_draws_do_not_depend_on_the_others_named():
     assert alone is not None and with_cutout is not None
     a, b = alone(x, y, (1, 2))[0], with_cutout(x, y, (1, 2))[0]
     assert np.sum(a != b) <= 6 * 3  # one zeroed pixel per image at most
+
+
+def _candidates(img: np.ndarray, op: str, amount: float) -> list[np.ndarray]:
+    """``op`` applied to one image at ``amount``, with either sign where it is signed."""
+    signs = (1.0, -1.0) if op in ops.SIGNED else (1.0,)
+    return [ops.OPS[op](img[None], np.array([s * amount]))[0] for s in signs]
+
+
+def test_randaugment_gives_each_image_one_of_its_operations_at_magnitude_m():
+    from core.data.augment.ops import magnitudes
+    from core.data.augment.policies import RANDAUGMENT_BINS, randaugment
+
+    x = IMAGES
+    out = randaugment(x, np.random.default_rng(4), num_ops=1, magnitude=12)
+    for img, got in zip(x, out, strict=True):
+        options = [
+            c
+            for op in RANDAUGMENT_OPS
+            for c in _candidates(img, op, magnitudes(op, RANDAUGMENT_BINS, 12, 10)[12])
+        ]
+        assert any(np.array_equal(got, c) for c in options)
+
+
+def test_autoaugment_gives_each_image_a_sub_policy_with_some_of_its_steps():
+    from core.data.augment.ops import magnitudes
+    from core.data.augment.policies import AUTOAUGMENT_BINS, autoaugment_cifar10
+
+    out = autoaugment_cifar10(IMAGES, np.random.default_rng(5))
+    for img, got in zip(IMAGES, out, strict=True):
+        found = False
+        for (op1, _, m1), (op2, _, m2) in AUTOAUGMENT_CIFAR10:
+            a1 = magnitudes(op1, AUTOAUGMENT_BINS, 12, 10)[m1]
+            a2 = magnitudes(op2, AUTOAUGMENT_BINS, 12, 10)[m2]
+            firsts = [img, *_candidates(img, op1, a1)]
+            results = [f for f in firsts] + [c for f in firsts for c in _candidates(f, op2, a2)]
+            if any(np.array_equal(got, r) for r in results):
+                found = True
+                break
+        assert found
