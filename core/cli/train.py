@@ -47,7 +47,10 @@ _OPTION_OF_FIELD = {
     "train_limit": "--train-limit",
     "validation": "--validation",
     "seed": "--seed",
+    "augment": "--augment",
 }
+# Fields under this section are set by --augment-param.
+_AUGMENT_PARAMS = "augment_params"
 
 
 def train_command(
@@ -90,6 +93,21 @@ def train_command(
     seed: Annotated[
         int | None, typer.Option(help="Seeds weights, shuffling, augmentation.")
     ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="A base (none, cifar, imagenet) and policies joined with '+': randaugment or "
+            "autoaugment-cifar10, cutout, mixup or cutmix; e.g. cifar+autoaugment-cifar10+cutout."
+        ),
+    ] = None,
+    augment_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--augment-param",
+            help="A policy's parameter as POLICY.NAME=VALUE, e.g. cutout.size=8, mixup.alpha=0.2, "
+            "cutmix.prob=1, randaugment.magnitude=5; repeat for more.",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
     ] = False,
@@ -106,6 +124,8 @@ def train_command(
         "train_limit": train_limit,
         "validation": _parse_validation(validation),
         "seed": seed,
+        "augment": augment,
+        **_parse_augment_params(augment_param or []),
     }
     # Only the options given override the preset (resolve_config applies every value it gets).
     overrides = {path: value for path, value in options.items() if value is not None}
@@ -135,6 +155,21 @@ def _parse_validation(text: str | None) -> float | int | None:
         fail(f"--validation: expected a count (e.g. 5000) or a fraction (e.g. 0.1); got {text!r}.")
 
 
+def _parse_augment_params(items: list[str]) -> dict[str, Any]:
+    """``["cutout.size=8"]`` → ``{"augment_params.cutout.size": 8}`` (numbers as numbers)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        path, sep, text = item.partition("=")
+        if not sep or not path.strip() or not text.strip():
+            fail(f"--augment-param: expected POLICY.NAME=VALUE (e.g. cutout.size=8); got {item!r}.")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        overrides[f"{_AUGMENT_PARAMS}.{path.strip()}"] = value
+    return overrides
+
+
 def build_config(
     arch: str, data: str, *, preset: str | None = None, overrides: dict[str, Any]
 ) -> TrainConfig:
@@ -154,7 +189,9 @@ def _describe_validation_error(exc: Any) -> str:
     lines = ["invalid training configuration:"]
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"]) or "config"
-        option = _OPTION_OF_FIELD.get(field)
+        option = _OPTION_OF_FIELD.get(field) or (
+            "--augment-param" if field.startswith(f"{_AUGMENT_PARAMS}.") else None
+        )
         where = f"{field} ({option})" if option else field
         message = str(err["msg"]).removeprefix("Value error, ")
         got = err.get("input")

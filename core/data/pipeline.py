@@ -15,10 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from core.data.augment import AugmentParams, batch_policy, parse_augment
 from core.data.types import ImageSet
 from core.environment import keras_backend, require_tensorflow
 
-AUGMENTS = ("none", "cifar", "imagenet")
 CROP_FRACTION = 0.875  # evaluation: shorter side to size/0.875 (256 for 224), centre crop
 CIFAR_PAD = 4
 AREA_RANGE = (0.08, 1.0)
@@ -47,6 +47,7 @@ def make_pipeline(
     training: bool,
     image_shape: Shape,
     augment: str = "none",
+    augment_params: AugmentParams | None = None,
     seed: int = 0,
     cache: bool = True,
     drop_remainder: bool = False,
@@ -61,9 +62,12 @@ def make_pipeline(
         training: shuffle (reshuffled every epoch, seeded) and augment.
         image_shape: the model's (H, W, C); other sizes are fitted (shorter side to
             H/0.875, centre crop) and channels converted (gray <-> RGB).
-        augment: ``none``; ``cifar`` (pad 4 zero pixels, random HxW crop, random horizontal
-            flip); ``imagenet`` (random-resized crop, scale 0.08-1, ratio 3/4-4/3, and flip).
-            Ignored unless ``training``.
+        augment: the base, ``none``; ``cifar`` (pad 4 zero pixels, random HxW crop, random
+            horizontal flip); ``imagenet`` (random-resized crop, scale 0.08-1, ratio 3/4-4/3,
+            and flip); then any policies joined with ``+`` (``cifar+randaugment+cutmix``, see
+            :mod:`core.data.augment`), applied to each batch after the base. Ignored unless
+            ``training``.
+        augment_params: the policies' parameters (defaults: the papers' CIFAR settings).
         seed: seeds shuffling and augmentation.
         cache: keep decoded, fitted images in memory (streamed sources, when they fit).
         drop_remainder: drop the last, smaller batch of each epoch.
@@ -81,27 +85,40 @@ def make_pipeline(
         Under TensorFlow a ``tf.data.Dataset``, under other backends a
         :class:`core.data.pipeline_numpy.NumpyBatches` (a Keras ``PyDataset``); either yields
         float32 ``(B, H, W, C)`` images in [0, 255] and int64 ``(B,)`` labels, or float32
-        ``(B, K)`` multi-hot labels for multi-label sets, and both have ``map`` and
+        ``(B, K)`` multi-hot labels for multi-label sets, or float32 ``(B, K)`` soft labels
+        (rows summing to 1) when training with mixup or CutMix; both have ``map`` and
         ``as_numpy_iterator``.
 
     Raises:
+        ValueError: an unknown or contradictory ``augment`` (see
+            :func:`core.data.augment.parse_augment`), label mixing on multi-label data, a
+            Cutout larger than the image.
         BackendError: TFRecord data on a backend other than TensorFlow, without TensorFlow.
     """
-    if augment not in AUGMENTS:
-        raise ValueError(
-            f"Unknown augmentation: {augment!r}. Expected one of {', '.join(AUGMENTS)}"
-        )
+    spec = parse_augment(augment)
     if len(image_shape) != 3 or image_shape[2] not in (1, 3):
         raise ValueError(f"image_shape must be (H, W, 1|3); got {image_shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     if repeat and epochs is not None:
         raise ValueError("repeat and epochs exclude each other")
+    policy = (
+        batch_policy(
+            spec,
+            augment_params,
+            num_classes=len(images.class_names),
+            multi_label=images.multi_label,
+            image_shape=image_shape,
+        )
+        if training
+        else None
+    )
     options: dict[str, Any] = {
         "batch_size": batch_size,
         "training": training,
         "image_shape": image_shape,
-        "augment": augment,
+        "augment": spec.base,
+        "policy": policy,
         "seed": seed,
         "cache": cache,
         "drop_remainder": drop_remainder,

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from core.data.augment import BatchPolicy
 from core.data.pipeline import (
     AREA_RANGE,
     CACHE_BUDGET_BYTES,
@@ -45,8 +46,8 @@ log = logging.getLogger(__name__)
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
 # Batches built ahead of the one the model asks for.
 PREFETCH_BATCHES = 2
-# Separate streams of one epoch's randomness.
-_ORDER, _AUGMENT = 0, 1
+# Separate streams of one epoch's randomness: order, the base transform, the policies.
+_ORDER, _AUGMENT, _POLICY = 0, 1, 2
 
 Batch = tuple[np.ndarray, np.ndarray]
 Transform = Callable[[np.ndarray, np.ndarray], Batch]
@@ -79,6 +80,7 @@ class _Opts:
     drop_remainder: bool
     repeat: bool
     epochs: range | None
+    policy: BatchPolicy | None = None
 
 
 def make_numpy_pipeline(
@@ -88,6 +90,7 @@ def make_numpy_pipeline(
     training: bool,
     image_shape: Shape,
     augment: str = "none",
+    policy: BatchPolicy | None = None,
     seed: int = 0,
     cache: bool = True,
     drop_remainder: bool = False,
@@ -108,6 +111,7 @@ def make_numpy_pipeline(
         drop_remainder=drop_remainder,
         repeat=repeat,
         epochs=epochs,
+        policy=policy if training else None,
     )
     return NumpyBatches(_Source(images, opts), opts)
 
@@ -206,6 +210,8 @@ class NumpyBatches(keras.utils.PyDataset):
             order = self._source.order(o.seed, epoch)
             rng = _rng(o.seed, epoch, _AUGMENT, j)
             x, y = self._source.read(order[j * o.batch_size : (j + 1) * o.batch_size], rng=rng)
+            if o.policy is not None:
+                x, y = o.policy(x, y, (o.seed % 2**63, epoch, _POLICY, j))
         for fn in self._transforms:
             x, y = fn(x, y)
         return x, y

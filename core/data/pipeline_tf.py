@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from core.data.augment import BatchPolicy
 from core.data.pipeline import (
     AREA_RANGE,
     CACHE_BUDGET_BYTES,
@@ -41,6 +42,7 @@ def make_pipeline(
     training: bool,
     image_shape: Shape,
     augment: str = "none",
+    policy: BatchPolicy | None = None,
     seed: int = 0,
     cache: bool = True,
     drop_remainder: bool = False,
@@ -50,7 +52,18 @@ def make_pipeline(
     """:func:`core.data.pipeline.make_pipeline` with ``tf.data`` (arguments checked there)."""
     aug = augment if training else "none"
     shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
-    opts = _Opts(shape, batch_size, training, aug, seed, cache, drop_remainder, repeat, epochs)
+    opts = _Opts(
+        shape,
+        batch_size,
+        training,
+        aug,
+        seed,
+        cache,
+        drop_remainder,
+        repeat,
+        epochs,
+        policy if training else None,
+    )
     if images.images is not None:
         ds = _from_memory(images, opts)
     elif images.paths is not None:
@@ -75,6 +88,7 @@ class _Opts:
     drop_remainder: bool
     repeat: bool
     epochs: range | None
+    policy: BatchPolicy | None = None
 
     def batch(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
@@ -124,6 +138,34 @@ def _shuffle(ds: tf.data.Dataset, buffer: int, s_order: tf.Tensor) -> tf.data.Da
     return ds.shuffle(buffer, seed=s_order[0])
 
 
+# Folded into a batch's seed for the policies' draws, so the base transform keeps its own.
+POLICY_STREAM = 0x9E3779B9
+
+
+def _with_policy(
+    policy: BatchPolicy | None, x: tf.Tensor, y: tf.Tensor, batch_seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch through the policies after the base transform (:mod:`core.data.augment`).
+
+    They are NumPy code, the same the NumPy pipeline runs, called with the batch's seed: the
+    output is a function of that seed alone, as the rest of the pipeline's randomness is.
+    """
+    if policy is None:
+        return x, y
+    seed = tf.random.experimental.stateless_fold_in(batch_seed, POLICY_STREAM)
+    mixes = policy.spec.mixes_labels
+
+    def run(pixels: np.ndarray, labels: np.ndarray, key: np.ndarray) -> tuple[Any, Any]:
+        return policy(pixels, labels, key.tolist())
+
+    out_x, out_y = tf.numpy_function(
+        run, [x, y, seed], [tf.float32, tf.float32 if mixes else y.dtype], stateful=False
+    )
+    out_x.set_shape(x.shape)
+    out_y.set_shape([x.shape[0], policy.num_classes] if mixes else y.shape)
+    return out_x, out_y
+
+
 def _labels(images: ImageSet) -> np.ndarray:
     if images.multi_label:
         return np.asarray(images.labels, dtype=np.float32)
@@ -168,12 +210,16 @@ def _from_memory(images: ImageSet, o: _Opts) -> tf.data.Dataset:
         return tf.data.Dataset.zip(batches, _element_seeds(s_augment))
 
     indices = o.per_epoch(epoch_indices)
-    if o.augment == "none":
+    if o.augment == "none" and o.policy is None:
         return indices.map(lambda i, s: gather(i), num_parallel_calls=AUTOTUNE)
-    augment = cifar_augment_batch if o.augment == "cifar" else imagenet_augment_batch
+    bases = {"cifar": cifar_augment_batch, "imagenet": imagenet_augment_batch}
 
     def step(i: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return augment(tf.gather(pixels, i), s, shape), tf.gather(labels, i)
+        if o.augment == "none":
+            x, y = gather(i)
+        else:
+            x, y = bases[o.augment](tf.gather(pixels, i), s, shape), tf.gather(labels, i)
+        return _with_policy(o.policy, x, y, s)
 
     return indices.map(step, num_parallel_calls=AUTOTUNE)
 
@@ -349,7 +395,16 @@ def _stream(
                 lambda e, s: (random_resized_crop(e[0], s, shape), e[1]),
                 num_parallel_calls=AUTOTUNE,
             )
-            return o.batch(ds.ignore_errors(log_warning=True))
+            batched = o.batch(ds.ignore_errors(log_warning=True))
+            if o.policy is None:
+                return batched
+            # Batch seeds of their own: the per-image ones above number the images.
+            seeds = _element_seeds(
+                tf.random.experimental.stateless_fold_in(s_augment, POLICY_STREAM)
+            )
+            return tf.data.Dataset.zip(batched, seeds).map(
+                lambda b, s: _with_policy(o.policy, b[0], b[1], s), num_parallel_calls=AUTOTUNE
+            )
 
         return o.per_epoch(cropped)
     cached = decoded(reader(None)).cache() if cacheable else None
@@ -360,11 +415,18 @@ def _stream(
         else:
             ds = decoded(in_epoch_order(s_order))
         ds = o.batch(ds)
-        if o.augment != "cifar":
+        if o.augment != "cifar" and o.policy is None:
             return ds.map(_to_float, num_parallel_calls=AUTOTUNE)
+
+        def step(b: tuple[tf.Tensor, tf.Tensor], s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            if o.augment == "cifar":
+                x = cifar_augment_batch(b[0], s, shape)
+            else:
+                x = tf.cast(b[0], tf.float32)
+            return _with_policy(o.policy, x, b[1], s)
+
         return tf.data.Dataset.zip(ds, _element_seeds(s_augment)).map(
-            lambda b, s: (cifar_augment_batch(b[0], s, shape), b[1]),
-            num_parallel_calls=AUTOTUNE,
+            step, num_parallel_calls=AUTOTUNE
         )
 
     return o.per_epoch(batches)

@@ -19,11 +19,11 @@ from pydantic import (
     model_validator,
 )
 
+from core.data.augment import AUGMENT_HELP, AugmentParams, parse_augment
 from core.models.limits import OutOfBounds, check_input_shape, check_spec_size
 from core.models.specs import CATALOGUE_NAMES, ArchSpec, Padding, StrideIn, parse_architecture
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
-Augment = Literal["none", "cifar", "imagenet"]
 Normalization = Literal["per_pixel_mean", "per_channel", "scale", "none"]
 
 
@@ -136,7 +136,8 @@ class Hyperparameters(_Strict):
     )
     input_shape: tuple[int, int, int] | None = None
     normalization: Normalization = "per_pixel_mean"
-    augment: Augment = "cifar"
+    augment: str = Field("cifar", max_length=200, description=AUGMENT_HELP)
+    augment_params: AugmentParams = AugmentParams()
     validation: float | int | None = Field(
         None, description="Hold out this many training images (or this fraction) for validation."
     )
@@ -170,6 +171,19 @@ class Hyperparameters(_Strict):
         if isinstance(v, int) and v < 1:
             raise ValueError(f"a validation count must be >= 1; got {v}")
         return v
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentation(cls, v: str, info: ValidationInfo) -> str:
+        spec = parse_augment(v)  # unknown names, two of a kind, no base: a ValueError
+        # The data precedes how to train (see TrainConfig); in a request it may be absent.
+        data = info.data.get("data")
+        if spec.mixes_labels and isinstance(data, str) and _is_multi_label(data):
+            raise ValueError(
+                f"{spec.mix} mixes one class label per image; {data.split(':', 1)[0]} data is "
+                "multi-label, so it is refused (train it without mixup or cutmix)"
+            )
+        return spec.name
 
     @field_validator("input_shape")
     @classmethod
@@ -265,10 +279,19 @@ class TrainConfig(Hyperparameters, _WhatToTrain):
 
     @property
     def multi_label(self) -> bool:
-        return self.data.split(":", 1)[0] == "coco"
+        return _is_multi_label(self.data)
+
+    @property
+    def mixes_labels(self) -> bool:
+        """Training on soft labels (mixup, CutMix): a categorical loss on one-hot labels."""
+        return parse_augment(self.augment).mixes_labels
 
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, math.ceil(n_train / self.batch_size))
+
+
+def _is_multi_label(data: str) -> bool:
+    return data.split(":", 1)[0] == "coco"
 
 
 def resolve_config(

@@ -122,7 +122,7 @@ def _optimizer(config: TrainConfig, schedule: Any) -> keras.optimizers.Optimizer
 def _loss(config: TrainConfig, multi_label: bool) -> keras.losses.Loss:
     if multi_label:
         return keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
-    if config.label_smoothing:
+    if config.label_smoothing or config.mixes_labels:  # one-hot (or mixed) labels
         return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
@@ -176,8 +176,9 @@ def freeze_layers(model: keras.Model, prefixes: list[str]) -> int:
 def _label_transform(
     config: TrainConfig, n_classes: int, multi_label: bool, *, tf_data: bool
 ) -> Any:
-    """One-hot labels for label smoothing, in the ops of the pipeline they are mapped over."""
-    if multi_label or not config.label_smoothing:
+    """One-hot labels for label smoothing and for validation beside mixup or CutMix (whose
+    training batches come with soft labels), in the ops of the pipeline they are mapped over."""
+    if multi_label or not (config.label_smoothing or config.mixes_labels):
         return None
     if not tf_data:
         eye = np.eye(n_classes, dtype=np.float32)
@@ -202,9 +203,12 @@ def _pipeline(
         training=training,
         image_shape=shape,
         augment=config.augment if training else "none",
+        augment_params=config.augment_params,
         seed=config.seed,
         epochs=epochs,
     )
+    if training and config.mixes_labels:
+        return ds  # the pipeline's labels are soft already
     return ds.map(transform) if transform is not None else ds
 
 

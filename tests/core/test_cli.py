@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -225,6 +226,44 @@ def test_invalid_config_exits_2_naming_the_field(runner, tmp_path):
     assert "epochs (--epochs)" in result.stderr
     assert "precision (--precision)" in result.stderr and "'fp8'" in result.stderr
     assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_train_takes_augmentation_policies_and_their_parameters(runner, tmp_path, monkeypatch):
+    # The config the command trains (training with policies: tests/core/training).
+    trained_configs = []
+
+    def run_training(config, out, **kwargs):  # type: ignore[no-untyped-def]
+        trained_configs.append(config)
+        return SimpleNamespace(status="completed")
+
+    monkeypatch.setattr(train_module, "run_training", run_training)
+    result = invoke(
+        runner, "train", "resnet8", "--data", "synthetic:24:8x8x3:2", "--out", tmp_path / "aug",
+        "--augment", "cifar+mixup+cutout", "--augment-param", "cutout.size=4",
+        "--augment-param", "mixup.alpha=0.2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (config,) = trained_configs
+    assert config.augment == "cifar+cutout+mixup"
+    assert config.augment_params.cutout.size == 4
+    assert config.augment_params.mixup.alpha == 0.2
+
+
+def test_bad_augmentation_exits_2_naming_the_option(runner, tmp_path):
+    result = invoke(
+        runner, "train", "resnet8", "--data", DATA, "--out", tmp_path / "x",
+        "--augment", "cifar+cutot", "--augment-param", "mixup.alpha=0",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "augment (--augment): Unknown augmentation: 'cutot'" in result.stderr
+    assert "randaugment, autoaugment-cifar10, cutout, mixup, cutmix" in result.stderr
+    assert "augment_params.mixup.alpha (--augment-param)" in result.stderr
+    result = invoke(
+        runner, "train", "resnet8", "--data", DATA, "--out", tmp_path / "x",
+        "--augment-param", "cutout.size",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "expected POLICY.NAME=VALUE" in result.stderr
     assert not (tmp_path / "x").exists()
 
 

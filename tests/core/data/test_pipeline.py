@@ -197,6 +197,10 @@ def test_pixel_statistics_streamed(big_folder: ImageSet) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="Unknown augmentation"):
         make_pipeline(
+            _memory(), batch_size=2, training=True, image_shape=(8, 8, 3), augment="mixit"
+        )
+    with pytest.raises(ValueError, match="names no base transform"):  # a policy alone
+        make_pipeline(
             _memory(), batch_size=2, training=True, image_shape=(8, 8, 3), augment="mixup"
         )
     with pytest.raises(ValueError, match="image_shape"):

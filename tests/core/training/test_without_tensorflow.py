@@ -5,8 +5,9 @@ first, so that ``import tensorflow`` (or any ``tensorflow.*``) raises ImportErro
 a machine without it. In it, nets train with the paper's CIFAR augmentation and a step
 schedule: a pre-activation ResNet-8 with dropout (random state beyond the data's) on synthetic
 data, and resnet8 on a folder of PNG and JPEG files (large enough to be streamed from disk,
-fitted to the model's size); each run is cancelled inside epoch 2, resumed, and must equal the
-uninterrupted run (losses and weights): issue 15 under JAX. The folder's model is then
+fitted to the model's size), and resnet8 with RandAugment, Cutout and CutMix (soft labels);
+each run is cancelled inside epoch 2, resumed, and must equal the uninterrupted run (losses and
+weights): issue 15 under JAX. The folder's model is then
 evaluated with core's evaluation (also with ten-crop testing) and used for predictions, and
 TensorFlow must never have been imported. (What needs only the JAX backend, not TensorFlow's
 absence, is tested here too: one fresh interpreter and one JAX start-up for both.)
@@ -70,14 +71,19 @@ SCRIPT = textwrap.dedent(
     root = Path(sys.argv[1])
     out = {"backend": keras.backend.backend(), "runs": {}}
     sources = {  # each: 3 batches an epoch after a quarter is held out for validation
-        "synthetic": ("preact_resnet8", "synthetic:96:16x16x3:2", None, 24, 0.3),
-        "folder": ("resnet8", f"folder:{root / 'images'}", [16, 16, 3], 16, 0.0),
+        "synthetic": ("preact_resnet8", "synthetic:96:16x16x3:2", None, 24, 0.3, "cifar"),
+        "folder": ("resnet8", f"folder:{root / 'images'}", [16, 16, 3], 16, 0.0, "cifar"),
+        "policies": (
+            "resnet8", "synthetic:96:16x16x3:2", None, 24, 0.0,
+            "cifar+randaugment+cutout+cutmix",
+        ),
     }
-    for name, (architecture, data, shape, batch_size, dropout) in sources.items():
+    for name, (architecture, data, shape, batch_size, dropout, augment) in sources.items():
         cfg = make_config(
             architecture, data, epochs=3, batch_size=batch_size, precision="float32",
             tensorboard=False, dropout=dropout,
-            validation=0.25, augment="cifar", progress_every=1, input_shape=shape,
+            validation=0.25, augment=augment, progress_every=1, input_shape=shape,
+            augment_params={"cutout": {"size": 6}, "cutmix": {"prob": 1.0}},
             schedule={"kind": "step", "base_lr": 0.05, "boundary_epochs": [2]},
         )
         whole = train(cfg, root / name / "whole")
