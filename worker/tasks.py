@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy.exc import OperationalError
 
 from jobs.queue import EVALUATE_TASK, SWEEP_TASK, TRAIN_TASK
 from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from jobs.settings import get_settings
+from worker import exit_guard
 from worker.celery_app import app
 from worker.evaluation import run_evaluation
 from worker.runtime import sessions
@@ -112,6 +113,12 @@ def requeue_stale_runs() -> list[str]:
 _sweeper: Sweeper | None = None
 
 
+@worker_shutting_down.connect
+def _bound_a_cold_exit(how: str = "", **_: Any) -> None:
+    if how == "Cold":  # a warm shutdown first waits for its task, for as long as it takes
+        exit_guard.bound_exit()
+
+
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper
@@ -125,6 +132,7 @@ def _start_sweeper(**_: Any) -> None:
 @worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     global _sweeper
+    exit_guard.bound_exit()  # the pool has stopped: what is left is Celery's own teardown
     if _sweeper is not None:
         _sweeper.stop()
         _sweeper = None

@@ -71,7 +71,16 @@ def test_the_experiments_and_their_table_1_read_back(study: Study, client: TestC
         experiment = collected["experiment"]
         answer = client.get(f"/v1/experiments/{experiment['id']}", headers=headers)
         assert answer.status_code == 200, answer.text
-        assert answer.json() == {**experiment, "owner_key_id": owner}
+        # Fields the API gained after the collection: the sessions' own key, and each cell's
+        # adaptive-search fields: no rung for a search without early stopping, and why the
+        # cell's run stopped (its recorded error: a cancel's reason, None for a finished run).
+        runs = collected["runs"]
+        cells = [
+            {**cell, "rung": None, "rungs": [], "stopped_early": False,
+             "stop_reason": runs[cell["run_id"]]["run"]["error"]}
+            for cell in experiment["cells"]
+        ]  # fmt: skip
+        assert answer.json() == {**experiment, "cells": cells, "owner_key_id": owner}
     part2 = collections[1]["experiment"]["id"]
     table = client.get(f"/v1/reports/table1?experiment={part2}", headers=headers).json()
     (plain56,) = [row for row in table["rows"] if row["model"] == "plain56"]
