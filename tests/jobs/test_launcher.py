@@ -265,7 +265,19 @@ def test_a_killed_launcher_leaves_no_worker_training(
         lambda: _group_members(worker) == [],
         timeout=45,
         what="the worker's processes to end after the launcher was killed",
+        details=lambda: _describe(_group_members(worker)),
     )
+
+
+def _describe(pids: list[int]) -> str:
+    """Each live process of a group: its pid, state and command line (for a failure message)."""
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            lines.append(f"{pid} {state} {command[:200]}")
+    return "\n".join(lines)
 
 
 def _api_down(port: int) -> bool:
