@@ -533,8 +533,8 @@ def main() -> None:
     parser.add_argument("--figure-from", type=Path, help="redraw --figure from a --json record")
     args = parser.parse_args()
     if args.figure_from:
-        record = json.loads(args.figure_from.read_text())
-        open_loop_figure(record, args.p99_ms, args.figure)
+        measured = json.loads(args.figure_from.read_text())
+        open_loop_figure(measured, args.p99_ms, args.figure)
         return
     if args.raw_only:
         print(json.dumps(raw_model(args.raw_only, args.seconds, args.clients)))
