@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import random
 import sys
-import tarfile
 import time
 from operator import length_hint
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import extract_cifar_jpeg, save_record
 
 LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3)
 WEIGHT_DECAYS = (1e-4, 5e-4, 2e-3)
@@ -41,7 +41,9 @@ DEPTHS = ("resnet8", "resnet14", "resnet20")
 def main() -> None:
     args = _parse()
     cache = Path(args.cache)
-    data = _subset(_extract(Path(args.archive), cache), cache / f"subset-{args.per_class}", args)
+    data = _subset(
+        extract_cifar_jpeg(Path(args.archive), cache), cache / f"subset-{args.per_class}", args
+    )
     from core.data import load_dataset
     from core.early_stopping import asha_rungs
 
@@ -66,10 +68,10 @@ def main() -> None:
     trainer = _Trainer(dataset, f"folder:{data}", runs, args)
     record["random"] = _random_search(trainer, space, args)
     print("random", _brief(record["random"]), flush=True)
-    _save(args.json, record)
+    save_record(args.json, record)
     record["asha"].update(_asha(trainer, space, rungs, args))
     print("asha", _brief(record["asha"]), flush=True)
-    _save(args.json, record)
+    save_record(args.json, record)
 
 
 class _Trainer:
@@ -222,15 +224,6 @@ def _brief(summary: dict[str, Any]) -> str:
     )
 
 
-def _extract(archive: Path, cache: Path) -> Path:
-    root = cache / "cifar10-jpeg"
-    if not (root / "train").is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache, filter="data")
-    return root
-
-
 def _subset(cifar: Path, root: Path, args: argparse.Namespace) -> Path:
     """``root/<class>/``: the first ``--per-class`` training images of each class (links)."""
     for folder in sorted((cifar / "train").iterdir()):
@@ -257,11 +250,6 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", required=True)
     return p.parse_args()
-
-
-def _save(path: str, record: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ import json
 import os
 import platform
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import extract_cifar_jpeg, save_record
 
 POLICIES = (
     "cifar",
@@ -51,7 +52,7 @@ def main() -> None:
     args = _parse()
     from core.data import load_dataset
 
-    root = _extract(Path(args.archive), Path(args.cache))
+    root = extract_cifar_jpeg(Path(args.archive), Path(args.cache))
     if args.policy_cost:
         _policy_cost(root, args)
         return
@@ -73,9 +74,9 @@ def main() -> None:
         row = _run(policy, dataset, args)
         record["runs"].append(row)
         print(json.dumps(row), flush=True)
-        _save(args.json, record)
+        save_record(args.json, record, indent=2)
     record["machine"]["load_average_at_end"] = os.getloadavg()
-    _save(args.json, record)
+    save_record(args.json, record, indent=2)
     print(_table(record))
 
 
@@ -93,15 +94,6 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write the record here (after every run)")
     p.add_argument("--policy-cost", action="store_true", help="time the policies, then stop")
     return p.parse_args()
-
-
-def _extract(archive: Path, cache: Path) -> Path:
-    root = cache / "cifar10-jpeg"
-    if not (root / "test").is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache, filter="data")
-    return root
 
 
 def _run(policy: str, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -192,12 +184,6 @@ def _machine() -> dict[str, Any]:
         "keras_backend": keras.backend.backend(),
         "load_average_at_start": os.getloadavg(),
     }
-
-
-def _save(path: str | None, record: dict[str, Any]) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

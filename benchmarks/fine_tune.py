@@ -22,15 +22,15 @@ runs the same call). ::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import extract_cifar_jpeg, save_record
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SIDE = 32
@@ -39,7 +39,7 @@ SIDE = 32
 def main() -> None:
     args = _parse()
     cache = Path(args.cache)
-    cifar = _extract(Path(args.archive), cache)
+    cifar = extract_cifar_jpeg(Path(args.archive), cache)
     source = _folder(cifar, cache / "source", args.source, args.source_per_class)
     target = _folder(cifar, cache / "target", args.target, args.target_per_class)
     record: dict[str, Any] = {
@@ -63,7 +63,7 @@ def main() -> None:
     ):  # fmt: skip
         record["runs"][name] = _train(target, runs / name.replace(", ", "-"), args, **options)
         print(name, record["runs"][name]["test_accuracy"], flush=True)
-        _save(args.json, record)
+        save_record(args.json, record)
 
 
 def _publish(source: Path, runs: Path, args: argparse.Namespace, record: dict[str, Any]) -> Path:
@@ -115,15 +115,6 @@ def _train(data: Path, out: Path, args: argparse.Namespace, **options: Any) -> d
     }
 
 
-def _extract(archive: Path, cache: Path) -> Path:
-    root = cache / "cifar10-jpeg"
-    if not (root / "test").is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache, filter="data")
-    return root
-
-
 def _folder(cifar: Path, root: Path, classes: list[str], per_class: int) -> Path:
     """``root/train/<class>/``: the first ``per_class`` training images (links);
     ``root/test/<class>/``: all of the class's test images."""
@@ -158,11 +149,6 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", required=True)
     return p.parse_args()
-
-
-def _save(path: str, record: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ import math
 import os
 import platform
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import extract_cifar_jpeg, save_record
 
 THRESHOLDS = (0.90, 0.9125, 0.93)
 TRAIN_IMAGES, SELECT_IMAGES = 50_000, 45_000
@@ -61,12 +62,12 @@ def main() -> None:
     for name in names:
         row = _select(name, CANDIDATES[name], data, share, Path(args.cache) / "runs", args)
         record["selection"].append(row)
-        _save(args.json, record)
+        save_record(args.json, record)
     best = max(record["selection"], key=lambda r: r["val_accuracy"])
     final = _final(best, data, budget, Path(args.cache) / "runs", args)
     record.update(final)
     record["machine"]["load_average_at_end"] = os.getloadavg()
-    _save(args.json, record)
+    save_record(args.json, record)
     print(json.dumps({k: record[k] for k in ("test_accuracy", "minutes", "architecture")}))
 
 
@@ -91,11 +92,7 @@ def _parse() -> argparse.Namespace:
 
 def _extract(archive: Path, cache: Path) -> dict[str, Path]:
     """The archive's folder, and a view of it that holds only ``train/`` for selection."""
-    root = cache / "cifar10-jpeg"
-    if not (root / "test").is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache, filter="data")
+    root = extract_cifar_jpeg(archive, cache)
     train_only = cache / "cifar10-train-only"
     train_only.mkdir(exist_ok=True)
     if not (train_only / "train").exists():
@@ -233,11 +230,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.machine()
-
-
-def _save(path: str, record: dict[str, Any]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
