@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from core.data.augment import BatchPolicy
+from core.data.augment.tf_batches import POLICY_STREAM, with_policy
 from core.data.pipeline import (
     AREA_RANGE,
     CACHE_BUDGET_BYTES,
@@ -138,34 +139,6 @@ def _shuffle(ds: tf.data.Dataset, buffer: int, s_order: tf.Tensor) -> tf.data.Da
     return ds.shuffle(buffer, seed=s_order[0])
 
 
-# Folded into a batch's seed for the policies' draws, so the base transform keeps its own.
-POLICY_STREAM = 0x9E3779B9
-
-
-def _with_policy(
-    policy: BatchPolicy | None, x: tf.Tensor, y: tf.Tensor, batch_seed: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """A batch through the policies after the base transform (:mod:`core.data.augment`).
-
-    They are NumPy code, the same the NumPy pipeline runs, called with the batch's seed: the
-    output is a function of that seed alone, as the rest of the pipeline's randomness is.
-    """
-    if policy is None:
-        return x, y
-    seed = tf.random.experimental.stateless_fold_in(batch_seed, POLICY_STREAM)
-    mixes = policy.spec.mixes_labels
-
-    def run(pixels: np.ndarray, labels: np.ndarray, key: np.ndarray) -> tuple[Any, Any]:
-        return policy(pixels, labels, key.tolist())
-
-    out_x, out_y = tf.numpy_function(
-        run, [x, y, seed], [tf.float32, tf.float32 if mixes else y.dtype], stateful=False
-    )
-    out_x.set_shape(x.shape)
-    out_y.set_shape([x.shape[0], policy.num_classes] if mixes else y.shape)
-    return out_x, out_y
-
-
 def _labels(images: ImageSet) -> np.ndarray:
     if images.multi_label:
         return np.asarray(images.labels, dtype=np.float32)
@@ -219,7 +192,7 @@ def _from_memory(images: ImageSet, o: _Opts) -> tf.data.Dataset:
             x, y = gather(i)
         else:
             x, y = bases[o.augment](tf.gather(pixels, i), s, shape), tf.gather(labels, i)
-        return _with_policy(o.policy, x, y, s)
+        return with_policy(o.policy, x, y, s)
 
     return indices.map(step, num_parallel_calls=AUTOTUNE)
 
@@ -403,7 +376,7 @@ def _stream(
                 tf.random.experimental.stateless_fold_in(s_augment, POLICY_STREAM)
             )
             return tf.data.Dataset.zip(batched, seeds).map(
-                lambda b, s: _with_policy(o.policy, b[0], b[1], s), num_parallel_calls=AUTOTUNE
+                lambda b, s: with_policy(o.policy, b[0], b[1], s), num_parallel_calls=AUTOTUNE
             )
 
         return o.per_epoch(cropped)
@@ -423,7 +396,7 @@ def _stream(
                 x = cifar_augment_batch(b[0], s, shape)
             else:
                 x = tf.cast(b[0], tf.float32)
-            return _with_policy(o.policy, x, b[1], s)
+            return with_policy(o.policy, x, b[1], s)
 
         return tf.data.Dataset.zip(ds, _element_seeds(s_augment)).map(
             step, num_parallel_calls=AUTOTUNE
