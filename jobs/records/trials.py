@@ -28,7 +28,6 @@ search whose last active trial failed or was cancelled still stops its losers an
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +54,24 @@ from jobs.records.models import (
 )
 from jobs.records.runs import request_cancel
 from jobs.records.sql import changed
+from jobs.records.trial_rows import (
+    add_row,
+    alive,
+    epoch_value,
+    metric_value,
+    score,
+    stop_reason,
+    stopped_early_ids,
+    stopped_words,
+    trial_rungs,
+    unfinished_searches,
+)
+
+__all__ = [
+    "ASHA", "MEDIAN", "Next", "Outcome", "Rule", "advance", "hold_back", "pause",
+    "report_epoch", "standing", "stop_reason", "stopped_early_ids", "trial_rungs",
+    "unfinished_searches",
+]  # fmt: skip
 
 ASHA = "asha"
 MEDIAN = "median"
@@ -192,16 +209,6 @@ def standing(session: Session, run_id: str) -> Next:
     return Next.STOP if latest.decision == Verdict.STOPPED else Next.PAUSE
 
 
-def stop_reason(session: Session, run_id: str) -> str | None:
-    """Why a trial was stopped early (``"stopped early at rung 1 (epoch 3): ..."``), if it was."""
-    row = session.scalars(
-        select(TrialRung)
-        .where(TrialRung.run_id == run_id, TrialRung.decision == Verdict.STOPPED)
-        .order_by(TrialRung.rung.desc())
-    ).first()
-    return None if row is None else _stopped_words(row)
-
-
 # --- decisions -----------------------------------------------------------------------------
 
 
@@ -224,41 +231,6 @@ def advance(session: Session, experiment_id: str) -> list[str]:
     return _fill_slots(session, experiment, rule)
 
 
-def unfinished_searches(session: Session) -> list[str]:
-    """The ids of experiments with paused trials (what the sweeper advances)."""
-    return list(
-        session.scalars(
-            select(Run.experiment_id)
-            .where(Run.status == RunStatus.PAUSED, Run.experiment_id.is_not(None))
-            .distinct()
-        )
-    )
-
-
-def stopped_early_ids(session: Session, experiment_id: str) -> set[str]:
-    """The experiment's runs its rule stopped early."""
-    return set(
-        session.scalars(
-            select(TrialRung.run_id).where(
-                TrialRung.experiment_id == experiment_id, TrialRung.decision == Verdict.STOPPED
-            )
-        )
-    )
-
-
-def trial_rungs(session: Session, experiment_id: str) -> dict[str, list[TrialRung]]:
-    """Each trial's rung rows, in rung order, by run id."""
-    rows = session.scalars(
-        select(TrialRung)
-        .where(TrialRung.experiment_id == experiment_id)
-        .order_by(TrialRung.run_id, TrialRung.rung)
-    )
-    out: dict[str, list[TrialRung]] = {}
-    for row in rows:
-        out.setdefault(row.run_id, []).append(row)
-    return out
-
-
 # --- ASHA ----------------------------------------------------------------------------------
 
 
@@ -272,13 +244,13 @@ def _report_asha(
     values: Mapping[str, Any],
 ) -> Outcome:
     rows = {r.rung: r for r in trial_rungs(session, experiment.id).get(run.id, [])}
-    value = _value(values, rule.metric)
+    value = metric_value(values, rule.metric)
     # Every rung up to this epoch that has no report yet: normally just this epoch's; after a
     # crash between a rung's checkpoint and its report, the resumed attempt reports it late.
     for rung, rung_epoch in enumerate(rule.rungs):
         if rung_epoch <= epoch and rung not in rows:
-            late = _epoch_value(session, run.id, rung_epoch, rule.metric)
-            rows[rung] = _add_row(
+            late = epoch_value(session, run.id, rung_epoch, rule.metric)
+            rows[rung] = add_row(
                 session, experiment, run, rung=rung, epoch=rung_epoch,
                 value=late if late is not None else value,
             )  # fmt: skip
@@ -291,7 +263,7 @@ def _report_asha(
     session.refresh(latest)
     send = _fill_slots(session, experiment, rule)
     if latest.decision == Verdict.STOPPED:
-        return Outcome(Next.STOP, send, _stopped_words(latest))
+        return Outcome(Next.STOP, send, stopped_words(latest))
     if latest.decision == Verdict.PROMOTED:
         return Outcome(Next.CONTINUE, send, latest.reason)
     return Outcome(Next.PAUSE, send, latest.reason)
@@ -312,11 +284,11 @@ def _decide_asha(session: Session, experiment: Experiment, rule: Rule) -> None:
         still = sum(
             1
             for run in runs
-            if _alive(run, by_run.get(run.id, []))
+            if alive(run, by_run.get(run.id, []))
             and max((r.rung for r in by_run.get(run.id, [])), default=-1) < rung
         )
         decisions = asha_decide(
-            [Report(r.run_id, _score(r.value, higher)) for r in rows],
+            [Report(r.run_id, score(r.value, higher)) for r in rows],
             reduction_factor=rule.reduction_factor,
             still_to_report=still,
             higher_better=higher,
@@ -337,7 +309,7 @@ def _apply(session: Session, row: TrialRung, decision: Decision) -> None:
     row.decided_at = utcnow()
     session.flush()
     if decision.verdict == Verdict.STOPPED:
-        _stop(session, row.run_id, _stopped_words(row))
+        _stop(session, row.run_id, stopped_words(row))
 
 
 def _stop(session: Session, run_id: str, why: str) -> None:
@@ -375,7 +347,7 @@ def _report_median(
         mine = series.pop(run.id, [])
         higher = higher_is_better(rule.metric)
         if len(mine) < epoch:  # a gap in its own rows: judge by what is there and this epoch
-            mine = [*mine, _score(_value(values, rule.metric), higher)]
+            mine = [*mine, score(metric_value(values, rule.metric), higher)]
         decision = median_decide(
             mine,
             list(series.values()),
@@ -383,11 +355,11 @@ def _report_median(
             min_trials=rule.min_trials,
             higher_better=higher,
         )
-        existing = _add_row(session, experiment, run, rung=epoch, epoch=epoch, value=mine[-1])
+        existing = add_row(session, experiment, run, rung=epoch, epoch=epoch, value=mine[-1])
         _apply(session, existing, decision)
     send = _fill_slots(session, experiment, rule)
     if existing.decision == Verdict.STOPPED:
-        return Outcome(Next.STOP, send, _stopped_words(existing))
+        return Outcome(Next.STOP, send, stopped_words(existing))
     return Outcome(Next.CONTINUE, send, existing.reason)
 
 
@@ -435,7 +407,7 @@ def _fill_slots(session: Session, experiment: Experiment, rule: Rule) -> list[st
         if not rows:
             fresh.append((order, run.id))
         elif rows[-1].decision == Verdict.PROMOTED:
-            value = _score(rows[-1].value, higher)
+            value = score(rows[-1].value, higher)
             promoted.append((-rows[-1].rung, -value if higher else value, order, run.id))
     resumed = [p[-1] for p in sorted(promoted)]
     queue = resumed + [f[-1] for f in sorted(fresh)]
@@ -487,58 +459,3 @@ def _runs(session: Session, experiment_id: str) -> list[Run]:
         )
     )
     return sorted(runs, key=lambda r: order.get(r.id, len(order)))
-
-
-def _alive(run: Run, rows: Sequence[TrialRung]) -> bool:
-    """Whether a trial may still train: not finished, not cancelled, not stopped early (its
-    row's decision is read from the session, where this decision round may just have set it).
-    """
-    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
-        return False
-    return not run.cancel_requested and not any(r.decision == Verdict.STOPPED for r in rows)
-
-
-def _add_row(
-    session: Session, experiment: Experiment, run: Run, *, rung: int, epoch: int, value: Any
-) -> TrialRung:
-    row = TrialRung(
-        experiment_id=experiment.id,
-        run_id=run.id,
-        rung=rung,
-        epoch=epoch,
-        value=None if value is None else float(value),
-        decision=Verdict.PENDING.value,
-        reported_at=utcnow(),
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def _value(values: Mapping[str, Any], metric: str) -> float | None:
-    value = values.get(metric)
-    return None if value is None else float(value)
-
-
-def _epoch_value(session: Session, run_id: str, epoch: int, metric: str) -> float | None:
-    value = session.scalar(
-        select(getattr(EpochMetric, metric)).where(
-            EpochMetric.run_id == run_id, EpochMetric.epoch == epoch
-        )
-    )
-    return None if value is None else float(value)
-
-
-def _score(value: float | None, higher: bool) -> float:
-    """A value to rank by: a missing or NaN one (a diverged trial) ranks last."""
-    if value is None or math.isnan(value):
-        return float("-inf") if higher else float("inf")
-    return value
-
-
-def _stopped_words(row: TrialRung) -> str:
-    # ASHA's rung k sits at epoch grace × η**k > k; the median rule's rows are per epoch.
-    where = (
-        f"epoch {row.epoch}" if row.rung == row.epoch else f"rung {row.rung} (epoch {row.epoch})"
-    )
-    return f"stopped early at {where}: {row.reason}"
