@@ -17,9 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 # Rich resolves sys.stdout/sys.stderr at each write, so test runners that swap them still see
-# the output of these module-level consoles.
-console = Console()
-err_console = Console(stderr=True)
+# the output of these module-level consoles. soft_wrap: printed text is never hard-wrapped at
+# the terminal's width, so a long path or file name stays whole for the reader and for grep
+# (tables still fit themselves to the width).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -361,15 +361,19 @@ def test_evaluate_a_missing_split_or_model_exits_2(trained, runner, tmp_path):
 
 def test_predict_reports_a_bad_image_and_predicts_the_rest(trained, runner, tmp_path):
     out, _ = trained
-    good = tmp_path / "good.png"
+    # A folder name past any terminal's width: results and errors name each file whole, never
+    # wrapped mid-name (CI once printed ".../good.pn\ng" from a long temporary path).
+    folder = tmp_path / ("images-" + "x" * 120)
+    folder.mkdir()
+    good = folder / "good.png"
     Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(good)
-    bad = tmp_path / "bad.png"
+    bad = folder / "bad.png"
     bad.write_bytes(b"not an image")
 
     result = invoke(runner, "predict", out, good, bad, "--top-k", 2)
     assert result.exit_code == 1
-    assert "good.png" in result.stdout and "class_" in result.stdout
-    assert "bad.png" in result.stderr
+    assert str(good) in result.stdout and "class_" in result.stdout
+    assert str(bad) in result.stderr
 
     result = invoke(runner, "predict", out / "model.keras", good, "--top-k", 2, "--json")
     assert result.exit_code == 0, result.output
