@@ -5,7 +5,8 @@
 # scripts/collect_depth_study.sh.
 #   STUDY_DIR=/work/study-run scripts/depth_study.sh [ARCHIVE]
 # With RESNET_BROKER_URL=redis://... the runs are taken in the order posted (the embedded
-# filesystem broker does not promise an order).
+# filesystem broker does not promise an order). STUDY_ARCHS (comma-separated) posts a subset, e.g.
+# STUDY_ARCHS=resnet32,resnet44 to finish a study a session could not.
 set -euo pipefail
 ARCHIVE=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
 STUDY_DIR=${STUDY_DIR:-var-study}
@@ -27,8 +28,10 @@ H=(-sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json')
 curl "${H[@]}" -d '{"name": "cifar10", "kind": "folder", "path": "cifar10-jpeg"}' \
   "localhost:$PORT/v1/datasets" > /dev/null
 # Most telling runs first: the plain pair (does plain-56 degrade?), then residual at 56 and 20.
+ARCHS=${STUDY_ARCHS:-plain20,plain56,resnet56,resnet20,resnet32,resnet44}
+ARCHS_JSON=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1].split(",")))' "$ARCHS")
 curl "${H[@]}" -d '{"name": "depth-study-cifar10",
-  "architectures": ["plain20", "plain56", "resnet56", "resnet20", "resnet32", "resnet44"],
+  "architectures": '"$ARCHS_JSON"',
   "seeds": [0], "base": {"dataset": "cifar10", "preset": "cifar-fast", "epochs": 10}}' \
   "localhost:$PORT/v1/experiments" > "$STUDY_DIR/experiment.json"
 python3 -c "import json,sys; print('experiment', json.load(open(sys.argv[1]))['id'])" \
