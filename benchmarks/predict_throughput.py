@@ -20,6 +20,14 @@ reported; the machine is shared by servers and clients):
     python benchmarks/predict_throughput.py --clients 16,64 --peer bentoml \
         --open-loop 100,200,400,600,800,1000,1200 --json docs/results/predict_throughput.json
 
+An A/B of a change to the request path: ``--baseline TREE`` also serves the API from another
+checkout (``git worktree add /tmp/before HEAD~1``), in the same rounds, alternating who goes
+first; ``closed_loop.baseline.*.ours_over_this`` is then this tree's images/s over the
+baseline's, taken within each round (median over rounds).
+
+    python benchmarks/predict_throughput.py --clients 16,64 --kinds minimal --rounds 5 \
+        --baseline /tmp/before
+
 BentoML is an optional group (``pip install -e '.[peers]'``); ``--bentoml-python`` names an
 interpreter that has it if this one does not.
 """
@@ -134,9 +142,13 @@ def free_port() -> int:
 
 
 def start_server(
-    state: Path, db_url: str, port: int, *, cpus: set[int] | None
+    state: Path, db_url: str, port: int, *, cpus: set[int] | None, tree: Path = ROOT
 ) -> subprocess.Popen[bytes]:
+    """The API under uvicorn, from this checkout or another ``tree`` (an A/B's baseline)."""
+    state.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RESNET_STATE_DIR": str(state), "RESNET_DATABASE_URL": db_url}
+    if tree != ROOT:
+        env["PYTHONPATH"] = str(tree)  # its service/, core/ and jobs/ before this venv's
     command = [
         sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -145,7 +157,7 @@ def start_server(
     log = state / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
             preexec_fn=pinned(cpus),
         )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -522,6 +534,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="per closed-loop phase")
     parser.add_argument("--peer", choices=["none", "bentoml"], default="none")
     parser.add_argument("--bentoml-python", default=sys.executable)
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="also serve the API from this checkout (e.g. a worktree at the commit before a "
+        "change), interleaved with this one: an A/B of the request path",
+    )  # fmt: skip
     parser.add_argument("--open-loop", type=_floats, help="offered rates/s, e.g. 100,200,400")
     parser.add_argument("--open-seconds", type=float, default=5.0)
     parser.add_argument("--p99-ms", type=float, default=50.0)
@@ -556,6 +573,17 @@ def main() -> None:
             auth = {"Authorization": f"Bearer {secret}"}
             targets = {"ours": (Target("ours", f"http://127.0.0.1:{port}", PATH, "file", auth),
                                 [ours.pid])}  # fmt: skip
+            if args.baseline:
+                base_port = free_port()
+                base = start_server(
+                    state / "baseline", db_url, base_port, cpus=server_cpus,
+                    tree=args.baseline.resolve(),
+                )  # fmt: skip
+                stack.callback(_stop, base)
+                targets["baseline"] = (
+                    Target("baseline", f"http://127.0.0.1:{base_port}", PATH, "file", auth),
+                    [base.pid],
+                )
             if args.peer == "bentoml":
                 saved = export_saved_model(model_path, state / "savedmodel")
                 peer_port = free_port()
