@@ -12,6 +12,8 @@ import re
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.image_headers import header_size
+
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "MPO")
 # Pillow's own default guard is ~89 Mpx (a warning) and twice that an error; we refuse earlier.
 MAX_PIXELS = 40_000_000
@@ -70,8 +72,12 @@ def image_pixels(data: bytes) -> int | None:
     """Width x height of an encoded image, read from its header alone (nothing is decoded).
 
     ``None`` when the header cannot be read (not an image, truncated): :func:`decode_image`
-    then says what is wrong. A size past Pillow's own bomb guard is still reported.
+    then says what is wrong. A size past Pillow's own bomb guard is still reported. PNG and
+    JPEG headers are read without Pillow where they are well formed (:mod:`core.image_headers`).
     """
+    size = header_size(data)
+    if size is not None:
+        return size[0] * size[1]
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size

@@ -65,6 +65,14 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a predict route trusts a key check or model lookup."
     )
     predict_decode_threads: int = Field(2, ge=1, le=64, description="Image-decoding threads.")
+    predict_inline_decode_pixels: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="A predict request whose images hold at most this many pixels together "
+        "(by their headers) is decoded on the event loop, not handed to the decode threads: "
+        "for small images the hand-off costs more than the decoding (0 = always hand off).",
+    )
     predict_compute_threads: int | None = Field(
         None,
         ge=1,

@@ -346,6 +346,8 @@ def query_options(request: Request) -> tuple[int | None, float | None]:
     Raises:
         ApiError: 422 naming ``query.top_k`` or ``query.threshold``.
     """
+    if not request.scope.get("query_string"):
+        return None, None  # the usual case: skip building QueryParams (issue 11's profile)
     query = request.query_params
     top_k = query.get("top_k")
     threshold = query.get("threshold")

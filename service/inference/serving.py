@@ -38,7 +38,8 @@ async def predict_images(
         ApiError: 503 (the model's queue is full, or it cannot be loaded), 504 (the
             deadline passed), or the status of the first image that cannot be used.
     """
-    check_pixels(inference, images)
+    pixels = check_pixels(inference, images)
+    inline = pixels is not None and pixels <= inference.settings.predict_inline_decode_pixels
     timeout = inference.settings.predict_timeout_s
     try:
         async with asyncio.timeout(timeout):
@@ -58,7 +59,7 @@ async def predict_images(
                     ) from None
                 with reservation:
                     try:
-                        arrays = await inference.decode(images, model.spec)
+                        arrays = await inference.decode(images, model.spec, inline=inline)
                     except ImageRejected as exc:
                         raise _image_error(exc) from None
                     try:
@@ -75,19 +76,23 @@ async def predict_images(
         ) from None
 
 
-def check_pixels(inference: Inference, images: Sequence[EncodedImage]) -> None:
+def check_pixels(inference: Inference, images: Sequence[EncodedImage]) -> int | None:
     """Refuse, from the image headers alone, what would take too long to decode.
 
     An image over ``predict_max_pixels`` is a 413 naming it; the request's images together
     over ``predict_max_request_pixels`` a 413 naming that budget. Nothing is decoded; an image
     whose header cannot be read is left to the decoder, which says what is wrong with it.
+
+    Returns:
+        The request's pixels, or ``None`` if a header could not be read.
     """
     settings = inference.settings
     per_image, budget = settings.predict_max_pixels, settings.predict_max_request_pixels
-    total = 0
+    total, unknown = 0, False
     for image in images:
         pixels = image_pixels(image.data)
         if pixels is None:
+            unknown = True
             continue
         if pixels > per_image:
             inference.metrics.refused.labels("bad_image").inc()
@@ -111,6 +116,7 @@ def check_pixels(inference: Inference, images: Sequence[EncodedImage]) -> None:
             code="too_many_pixels",
             details=[ErrorDetail(field="body", message=message, received=total)],
         )
+    return None if unknown else total
 
 
 async def unless_abandoned(request: Request, work: Awaitable[T]) -> T:

@@ -359,6 +359,43 @@ def test_http_matches_the_predictor_and_the_keras_model(served: Served) -> None:
         )
 
 
+def test_small_requests_decode_on_the_loop_and_answer_as_the_decode_threads_do(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """``predict_inline_decode_pixels``: a request small enough (by its headers) is decoded
+    on the event loop; the answers, and a bad image's error, are those of the threads."""
+    from service.inference.runtime import get_inference
+
+    small = [(f"s{i}.png", encode(a, "PNG")) for i, a in enumerate(pixels(3, seed=11))]
+    large = [("big.jpg", encode(pixels(1, 80, 90, seed=12)[0], "JPEG", quality=90))]
+    bad = [("ok.png", small[0][1]), ("bad.png", small[1][1][:60])]  # cut after the header
+    answers: dict[int, list[Any]] = {}
+    handed_off: dict[int, int] = {}
+    for inline_pixels in (0, 4096):
+        settings = _settings(
+            tmp_path / str(inline_pixels), predict_inline_decode_pixels=inline_pixels
+        )
+        run_id = _record_run(settings, str(run_dir / "model.keras"))
+        app = create_app(settings)
+        with TestClient(app) as client:
+            headers = _key(settings, "predict")
+            answers[inline_pixels] = [
+                client.post(f"/v1/models/{run_id}/predict?top_k={CLASSES}", files=files(*blobs),
+                            headers=headers)
+                for blobs in (small, large, bad)
+            ]  # fmt: skip
+            handed_off[inline_pixels] = get_inference(app)._decoder._arrivals
+    threaded, inline = answers[0], answers[4096]
+    for theirs, mine in zip(threaded[:2], inline[:2], strict=True):
+        assert theirs.status_code == mine.status_code == 200, mine.text
+        np.testing.assert_array_equal(probabilities(mine.json()), probabilities(theirs.json()))
+    assert threaded[2].status_code == inline[2].status_code == 422
+    assert threaded[2].json() == inline[2].json()
+    assert "bad.png" in json.dumps(inline[2].json())
+    # 3 x 1,024 pixels fit in 4,096: only the 7,200-pixel JPEG went to the threads
+    assert handed_off == {0: 3, 4096: 1}
+
+
 def test_a_multi_label_model_answers_every_label_over_the_threshold(
     served: Served, tmp_path: Path
 ) -> None:
