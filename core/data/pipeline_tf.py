@@ -54,16 +54,16 @@ def make_pipeline(
     aug = augment if training else "none"
     shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
     opts = _Opts(
-        shape,
-        batch_size,
-        training,
-        aug,
-        seed,
-        cache,
-        drop_remainder,
-        repeat,
-        epochs,
-        policy if training else None,
+        shape=shape,
+        batch_size=batch_size,
+        training=training,
+        augment=aug,
+        seed=seed,
+        cache=cache,
+        drop_remainder=drop_remainder,
+        repeat=repeat,
+        epochs=epochs,
+        policy=policy if training else None,
     )
     if images.images is not None:
         ds = _from_memory(images, opts)
