@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from service.errors import ApiError, ErrorDetail, from_pydantic, invalid
+from service.inference.multipart import Part, read_plain_multipart
 from service.jsonparse import request_json
 
 OPTION_FIELDS = ("top_k", "threshold")
@@ -292,44 +293,29 @@ def _check_count(count: int, limit: int, field: str) -> None:
 
 
 async def _read_multipart(request: Request, *, max_images: int) -> PredictPayload:
-    try:
-        form = await request.form(max_files=max_images, max_fields=len(OPTION_FIELDS))
-    except ApiError:
-        raise  # the body broke a limit while it was read (service.limits)
-    except StarletteHTTPException as exc:
-        detail = str(exc.detail)
-        if detail.startswith("Too many files"):
+    """The images and text options of a multipart body: the plain shape read directly
+    (:mod:`service.inference.multipart`), any other through Starlette's form parser."""
+    plain = read_plain_multipart(await request.body(), request.headers.get("content-type", ""))
+    if plain is None:
+        items = await _starlette_items(request, max_images=max_images)
+    else:
+        items = _plain_items(plain, max_images=max_images)
+    images: list[EncodedImage] = []
+    per_field: dict[str, int] = {}
+    options: dict[str, str] = {}
+    for key, value in items:
+        if isinstance(value, _File):
+            index = per_field[key] = per_field.get(key, -1) + 1
+            images.append(
+                EncodedImage(value.data, f"body.{key}[{index}]", _cut_name(request, value.name))
+            )
+        elif key in OPTION_FIELDS:
+            options[key] = value
+        else:
             raise invalid(
-                "body", f"at most {max_images} images per request (predict_max_images)"
-            ) from None
-        if detail.startswith("Too many fields"):
-            raise invalid(
-                "body", f"unknown fields; the only text fields are {', '.join(OPTION_FIELDS)}"
-            ) from None
-        raise invalid("body", f"malformed multipart body: {detail}") from None
-    try:
-        images: list[EncodedImage] = []
-        per_field: dict[str, int] = {}
-        options: dict[str, str] = {}
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                index = per_field[key] = per_field.get(key, -1) + 1
-                images.append(
-                    EncodedImage(
-                        await value.read(),
-                        f"body.{key}[{index}]",
-                        _cut_name(request, value.filename),
-                    )
-                )
-            elif key in OPTION_FIELDS:
-                options[key] = value
-            else:
-                raise invalid(
-                    f"body.{key}", f"unknown field; send image files and optionally "
-                    f"{' and '.join(OPTION_FIELDS)}", value,
-                )  # fmt: skip
-    finally:
-        await form.close()
+                f"body.{key}", f"unknown field; send image files and optionally "
+                f"{' and '.join(OPTION_FIELDS)}", value,
+            )  # fmt: skip
     if not images:
         raise invalid("body", "no image file in the multipart body")
     payload = PredictPayload(images)
@@ -338,6 +324,71 @@ async def _read_multipart(request: Request, *, max_images: int) -> PredictPayloa
     if "threshold" in options:
         payload.threshold = _option(_THRESHOLD, options["threshold"], "body.threshold")
     return payload
+
+
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    name: str | None
+
+
+def _too_many_files(max_images: int) -> ApiError:
+    return invalid("body", f"at most {max_images} images per request (predict_max_images)")
+
+
+def _too_many_fields() -> ApiError:
+    return invalid("body", f"unknown fields; the only text fields are {', '.join(OPTION_FIELDS)}")
+
+
+def _plain_items(parts: list[Part], *, max_images: int) -> list[tuple[str, _File | str]]:
+    """The parts as Starlette's form would give them, with the same limits (files, then
+    fields, counted in order, as its parser counts them)."""
+    items: list[tuple[str, _File | str]] = []
+    files = fields = 0
+    for part in parts:
+        if part.filename is not None:
+            files += 1
+            if files > max_images:
+                raise _too_many_files(max_images)
+            items.append((part.name, _File(part.data, part.filename)))
+        else:
+            fields += 1
+            if fields > len(OPTION_FIELDS):
+                raise _too_many_fields()
+            items.append((part.name, _user_text(part.data)))
+    return items
+
+
+def _user_text(data: bytes) -> str:
+    # As Starlette decodes a text field: UTF-8, else Latin-1 (which cannot fail).
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+async def _starlette_items(request: Request, *, max_images: int) -> list[tuple[str, _File | str]]:
+    try:
+        form = await request.form(max_files=max_images, max_fields=len(OPTION_FIELDS))
+    except ApiError:
+        raise  # the body broke a limit while it was read (service.limits)
+    except StarletteHTTPException as exc:
+        detail = str(exc.detail)
+        if detail.startswith("Too many files"):
+            raise _too_many_files(max_images) from None
+        if detail.startswith("Too many fields"):
+            raise _too_many_fields() from None
+        raise invalid("body", f"malformed multipart body: {detail}") from None
+    try:
+        items: list[tuple[str, _File | str]] = []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                items.append((key, _File(await value.read(), value.filename)))
+            else:
+                items.append((key, value))
+        return items
+    finally:
+        await form.close()
 
 
 def query_options(request: Request) -> tuple[int | None, float | None]:
