@@ -86,5 +86,3 @@ def plan_distribution(
         sync_batch_norm=sync_batch_norm,
     )
     return trained, plan
-
-

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def train_multiworker(
     sync_batch_norm: bool = True,
     scratch_dir: str | Path | None = None,
     hooks: TrainHooks | None = None,
-    dataset: Dataset | None = None,
+    dataset: Dataset | Callable[[], Dataset] | None = None,
     resume: bool = False,
 ) -> Any:
     """Train ``config`` as worker ``cluster.index`` of ``cluster``; returns a ``TrainResult``.
@@ -119,7 +120,8 @@ def train_multiworker(
     Call it in every worker process, before any other TensorFlow work there. The chief trains
     into ``out_dir``; another worker into ``scratch_dir`` (kept) or a temporary folder
     (deleted on return), never into ``out_dir``. Hooks are called on every worker: a caller
-    that records epochs should pass them to the chief only.
+    that records epochs should pass them to the chief only. ``dataset`` may be a function that
+    loads it: it is called once the strategy is made, since loading may start TensorFlow.
 
     With ``resume``, every worker continues from the chief's latest checkpoint in
     ``out_dir``: the chief reads it there, the others copy it into their scratch folder first
@@ -147,6 +149,8 @@ def train_multiworker(
         sync_batch_norm=sync_batch_norm,
     )
     role = WorkerRole(strategy=strategy, chief=cluster.chief, sync_batch_norm=sync_batch_norm)
+    if callable(dataset):
+        dataset = dataset()
     if folder is None:
         write_json(RunDir(Path(out_dir)).root / DISTRIBUTION_FILE, plan.to_dict())
         return train(trained, out_dir, hooks=hooks, dataset=dataset, worker=role, resume=resume)
