@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -132,7 +133,13 @@ class GangSlot:
         """The run's attempt this gang trains in, or ``None`` (the slot is then freed)."""
         if self.claim.chief:
             with session_scope(self.sessions) as session:
-                attempt = start_gang(session, gang, worker_host=worker_name(), cluster=cluster)
+                try:
+                    plan = _plan(RUN_JOBS.get(session, self.run_id).config, cluster)
+                except ValueError as exc:  # a config no gang can train: no point in waiting
+                    RUN_JOBS.fail_unsent(session, self.run_id, describe_error(exc))
+                    release_slots(session, self.run_id)
+                    return None
+                attempt = start_gang(session, gang, worker_host=worker_name(), distribution=plan)
                 if attempt is None:
                     release_slot(session, self.claim)
             return attempt
@@ -300,6 +307,17 @@ def run_gang_slot(
         log.info("run %s: the gang broke before it started", run_id)
         return "waiting"
     return slot.train(gang, cluster, attempt)
+
+
+def _plan(config: dict[str, Any], cluster: tuple[str, ...]) -> dict[str, Any]:
+    """The plan the gang will train by, to record with the run (one replica per worker: one
+    worker per accelerator; the member writes the one it trained by as distribution.json)."""
+    from core.training.config import TrainConfig
+    from core.training.distribution_plan import plan_distribution
+
+    trained = TrainConfig.model_validate(config)
+    _, plan = plan_distribution(trained, workers=list(cluster), num_replicas=len(cluster))
+    return plan.to_dict()
 
 
 def _stop(member: subprocess.Popen[bytes]) -> None:

@@ -21,8 +21,10 @@ Plain functions over a :class:`~sqlalchemy.orm.Session`: the caller owns the tra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import String, and_, literal, or_, select, update
 from sqlalchemy import cast as sql_cast
@@ -60,13 +62,20 @@ def met_gang(session: Session, run_id: str) -> Gang | None:
 
 
 def start_gang(
-    session: Session, gang: Gang, *, worker_host: str, cluster: tuple[str, ...]
+    session: Session,
+    gang: Gang,
+    *,
+    worker_host: str,
+    distribution: Mapping[str, Any],
 ) -> int | None:
     """The chief claims the run for its gang: ``queued`` → ``running``, one attempt more.
 
     Only while the gang still holds every slot (a worker that gave up waiting in between
-    freed its slot: then nothing is claimed, and the gang is broken before it trains). The
-    run's recorded distribution gets the workers' addresses of this attempt.
+    freed its slot: then nothing is claimed, and the gang is broken before it trains).
+
+    Args:
+        distribution: The plan this attempt trains by, the workers' addresses in it; recorded
+            as the run's ``distribution``.
 
     Returns:
         The run's attempt now held, or ``None`` (cancelled, claimed already, gang broken).
@@ -75,8 +84,9 @@ def start_gang(
         return None
     attempt = RUN_JOBS.claim(session, gang.run_id, worker_host=worker_host)
     if attempt is not None:
-        run = get_row(session, Run, gang.run_id)
-        run.distribution = {**(run.distribution or {}), "workers": list(cluster)}
+        session.execute(
+            update(Run).where(Run.id == gang.run_id).values(distribution=dict(distribution))
+        )
     return attempt
 
 
