@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     collective_host: str | None = Field(
         None,
         description="The host other workers reach this worker's collective-ops port at; "
-        "default this machine's host name (a container's name under compose).",
+        "default this machine's host name; `ip`: the address that name resolves to (a "
+        "container's address on its compose network).",
     )
     collective_port: int = Field(
         0,

@@ -65,6 +65,14 @@ ROOT = Path(__file__).resolve().parents[1]
 KILL_WAIT_S = 30.0
 
 
+def collective_host(settings: Settings) -> str:
+    """Where the run's other workers reach this one (``RESNET_COLLECTIVE_HOST``)."""
+    name = settings.collective_host
+    if name == "ip":  # a container: /etc/hosts maps its name to its address on the network
+        return socket.gethostbyname(socket.gethostname())
+    return name or socket.gethostname()
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (the member binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -285,7 +293,7 @@ def run_gang_slot(
         broke before it started), ``succeeded``, ``cancelled``, ``failed``, ``requeued``
         (the gang broke and the run waits again) or ``lost``.
     """
-    host = settings.collective_host or socket.gethostname()
+    host = collective_host(settings)
     port = settings.collective_port or free_port()
     try:
         with session_scope(sessions) as session:
