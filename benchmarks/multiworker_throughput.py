@@ -39,7 +39,7 @@ CONFIG = textwrap.dedent(
     spec = json.loads(sys.argv[1])
     config = make_config(
         spec["arch"], spec["data"], epochs=spec["epochs"], batch_size=spec["batch"],
-        precision="float32", tensorboard=False, validation=0.0,
+        precision="float32", tensorboard=False,
         schedule={"kind": "constant", "base_lr": 0.05},
     )
     """
