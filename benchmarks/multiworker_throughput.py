@@ -72,7 +72,7 @@ def start(code: str, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "CUDA_VISIBLE_DEVICES": "",
-        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTRAOP_THREADS": str(spec.get("threads", 1)),
         "TF_NUM_INTEROP_THREADS": "1",
         "OMP_NUM_THREADS": "1",
     }
@@ -88,6 +88,7 @@ def images_per_second(run_dir: Path) -> dict[str, Any]:
         "epochs": [round(e["images_per_second"], 1) for e in history],
         "images_per_second": round(sum(later) / len(later), 1),
         "final_loss": history[-1]["loss"],
+        "losses": [round(e["loss"], 5) for e in history],
     }
 
 
@@ -117,8 +118,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="the global batch")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the record here (JSON)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="TensorFlow compute threads per process (changing it changes only how sums are "
+        "grouped: a check of how far rounding alone moves the losses)",
+    )  # fmt: skip
     args = parser.parse_args()
-    spec = {"arch": args.arch, "data": args.data, "batch": args.batch, "epochs": args.epochs}
+    spec = {"arch": args.arch, "data": args.data, "batch": args.batch, "epochs": args.epochs,
+            "threads": args.threads}  # fmt: skip
     record: dict[str, Any] = {"spec": spec, "cpus": os.cpu_count(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="mw-bench-") as tmp:
         for workers in (1, 2):
