@@ -210,6 +210,39 @@ class Settings(BaseSettings):
             max_member_bytes=self.archive_max_member_bytes,
         )
 
+    # runs across several workers (issue 13: worker.gang)
+    max_workers_per_run: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="The most workers one run may ask for (`workers` in POST /v1/runs; 422 "
+        "above it).",
+    )
+    collective_host: str | None = Field(
+        None,
+        description="The host other workers reach this worker's collective-ops port at; "
+        "default this machine's host name; `ip`: the address that name resolves to (a "
+        "container's address on its compose network).",
+    )
+    collective_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="The TCP port of this worker's collective ops in a multi-worker run, open "
+        "to the run's other workers; 0 picks a free one per run (one machine, tests).",
+    )
+    gang_wait_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a worker holding a slot of a multi-worker run waits for the rest "
+        "of its workers; then it frees the slot and sends the run's task again.",
+    )
+    keep_replica_dirs: bool = Field(
+        False,
+        description="Keep the folders the non-chief workers of a multi-worker run train into "
+        "(<state>/replicas/<run>/slot<i>: their own checkpoints), to compare replicas.",
+    )
+
     # exports of model versions (GET /v1/models/{name}/versions/{v}/export)
     export_max_bytes: int = Field(
         1024**3,

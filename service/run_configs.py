@@ -13,13 +13,14 @@ and every experiment cell come through :func:`resolve_run_config`; errors are 42
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.data.types import UNLABELLED_KIND
 from core.training.config import TrainConfig, resolve_config
+from core.training.distribution_plan import plan_distribution
 from jobs.records import Run
 from jobs.records import repository as records
 from jobs.settings import Settings
@@ -32,6 +33,9 @@ from service.schemas.runs import RunCreate
 class ResolvedRun(NamedTuple):
     config: TrainConfig
     dataset_id: str | None = None  # the registered dataset it trains on, if named by reference
+    workers: int = 1
+    # Above one worker: the batch and rate arithmetic it will train by (DistributionPlan).
+    distribution: dict[str, Any] | None = None
 
 
 def in_body(loc: tuple[str | int, ...]) -> str:
@@ -40,7 +44,12 @@ def in_body(loc: tuple[str | int, ...]) -> str:
 
 
 def resolve_run_config(
-    session: Session, request: RunCreate, *, settings: Settings, locate: Locate = in_body
+    session: Session,
+    request: RunCreate,
+    *,
+    settings: Settings,
+    locate: Locate = in_body,
+    max_workers: int | None = None,
 ) -> ResolvedRun:
     """The run's full config, and the registered dataset it trains on (if any).
 
@@ -50,6 +59,7 @@ def resolve_run_config(
         settings: For the data root ``init_from`` names a file under.
         locate: Maps a place in the request (``("dataset",)``, ``("optimizer", "momentum")``)
             to the field an error names.
+        max_workers: The most ``workers`` allowed; default ``RESNET_MAX_WORKERS_PER_RUN``.
 
     Raises:
         ApiError: 422 naming the offending field (``body.architecture``, ``body.preset``,
@@ -94,7 +104,33 @@ def resolve_run_config(
         )
     except ValidationError as exc:
         raise from_pydantic(exc, locate=locate) from None
-    return ResolvedRun(config, dataset_id)
+    most = settings.max_workers_per_run if max_workers is None else max_workers
+    distribution = plan_workers(config, request.workers, most=most, field=locate(("workers",)))
+    return ResolvedRun(config, dataset_id, request.workers, distribution)
+
+
+def plan_workers(
+    config: TrainConfig, workers: int, *, most: int, field: str
+) -> dict[str, Any] | None:
+    """The distribution plan of ``config`` over ``workers`` (``None`` for one worker).
+
+    Raises:
+        ApiError: 422 on ``field``: more workers than ``most``, or a batch that does not split
+            evenly over them.
+    """
+    if workers > most:
+        raise invalid(
+            field,
+            f"at most {most} worker(s) per run here (RESNET_MAX_WORKERS_PER_RUN); got {workers}",
+            workers,
+        )
+    if workers == 1:
+        return None
+    try:
+        _, plan = plan_distribution(config, workers=[], num_replicas=workers)
+    except ValueError as exc:
+        raise invalid(field, str(exc), workers) from None
+    return plan.to_dict()
 
 
 def record_run(
@@ -110,4 +146,6 @@ def record_run(
         api_key_id=api_key_id,
         max_attempts=max_attempts,
         dataset_id=resolved.dataset_id,
+        workers=resolved.workers,
+        distribution=resolved.distribution,
     )

@@ -112,6 +112,15 @@ def test_workers_reserve_a_gpu_and_run_one_task_each():
     assert "ports" not in worker  # so that --scale worker=N does not collide
 
 
+def test_workers_reach_each_other_for_a_run_across_several():
+    """Issue 13: each replica's collective port, at its own address on the compose network."""
+    worker = SERVICES["worker"]
+    port = worker["environment"]["RESNET_COLLECTIVE_PORT"]
+    assert worker["environment"]["RESNET_COLLECTIVE_HOST"] == "ip"
+    assert port in [str(p) for p in worker["expose"]] and 0 < int(port) < 65536
+    assert any(v.endswith(":/srv/artifacts") for v in worker["volumes"])  # the shared run folder
+
+
 def test_redis_never_evicts_and_persists_and_postgres_keeps_a_volume():
     redis_cmd = SERVICES["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction"

@@ -28,12 +28,14 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
+from jobs.records.gangs import broken_gangs, requeue_gang
 from jobs.records.lifecycle import Job, JobLifecycle, ReclaimOutcome
-from jobs.records.models import utcnow
+from jobs.records.models import Run, RunStatus, utcnow
+from jobs.records.slots import release_stale_slots
 from worker.runtime import describe_error
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def requeue_stale(
     *,
     stale_after_s: float,
     send: Callable[[str], object],
+    only: ColumnElement[bool] | None = None,
 ) -> dict[str, ReclaimOutcome]:
     """Reclaim every job of one kind whose heartbeat is stale; ``send`` the task of requeued ones.
 
@@ -55,12 +58,13 @@ def requeue_stale(
         jobs: The kind of job (``RUN_JOBS``, ``EVALUATION_JOBS``).
         stale_after_s: How old a heartbeat must be for its worker to count as dead.
         send: Enqueues a job's task again, given its id.
+        only: Only the jobs that match this (one-worker runs: gangs are :func:`requeue_gangs`').
 
     Returns:
         What happened to each stale job.
     """
     with session_scope(sessions) as session:
-        ids = jobs.stale_ids(session, stale_after_s=stale_after_s)
+        ids = jobs.stale_ids(session, stale_after_s=stale_after_s, only=only)
     outcomes: dict[str, ReclaimOutcome] = {}
     for job_id in ids:
         with session_scope(sessions) as session:
@@ -74,6 +78,50 @@ def requeue_stale(
             # Committed above: the worker that takes it sees it queued.
             send(job_id)
     return outcomes
+
+
+def requeue_gangs(
+    sessions: sessionmaker[Session],
+    *,
+    stale_after_s: float,
+    send: Callable[[str, int], object],
+) -> list[str]:
+    """Stop the multi-worker runs whose gang is broken and queue them again; free the stale
+    slots of the runs still waiting for their gang.
+
+    A gang's survivors notice a dead member themselves (:mod:`worker.gang`); this finds the
+    gangs none of whose workers survived, and the slots of workers that died while waiting
+    (their task messages died with them: one is sent again for each slot freed).
+
+    Args:
+        send: Enqueues a run's task again, given its id and how many messages.
+
+    Returns:
+        The ids of the runs queued again or whose freed slots got a message.
+    """
+    touched: list[str] = []
+    with session_scope(sessions) as session:
+        broken = broken_gangs(session, stale_after_s=stale_after_s)
+    for run_id, attempt, why in broken:
+        with session_scope(sessions) as session:
+            outcome = requeue_gang(session, run_id, attempt=attempt, why=why)
+            workers = session.get_one(Run, run_id).workers
+        if outcome is ReclaimOutcome.NOT_STALE:
+            continue
+        log.warning("run %s: its gang broke (%s): %s", run_id, why, outcome.value)
+        if outcome is ReclaimOutcome.REQUEUED:
+            send(run_id, workers)
+            touched.append(run_id)
+    with session_scope(sessions) as session:
+        released = release_stale_slots(session, stale_after_s=stale_after_s)
+        queued = [c.run_id for c in released]
+        waiting = {r for r in queued if session.get_one(Run, r).status == RunStatus.QUEUED}
+    for claim in released:
+        if claim.run_id in waiting:
+            log.warning("run %s: slot %d's worker stopped while waiting", claim.run_id, claim.slot)
+            send(claim.run_id, 1)
+            touched.append(claim.run_id)
+    return touched
 
 
 def resend_lost(

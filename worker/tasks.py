@@ -1,7 +1,8 @@
 """The worker's tasks, by explicit name; each takes an id and re-reads the records.
 
 - ``worker.train_run(run_id)``: claim the run (or take over one whose worker died), train it
-  with core, record epochs, progress and the outcome (:mod:`worker.training`).
+  with core, record epochs, progress and the outcome (:mod:`worker.training`). A run across
+  N workers has N messages of it; each delivery takes one of its slots (:mod:`worker.gang`).
 - ``worker.evaluate_run(evaluation_id)``: score a run's model on a split
   (:mod:`worker.evaluation`).
 - ``worker.requeue_stale_runs()``: queue again the runs whose worker stopped beating, and send
@@ -26,16 +27,20 @@ import logging
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.queue import EVALUATE_TASK, SWEEP_TASK, TRAIN_TASK
+from jobs.records import Run, session_scope
 from jobs.records.lifecycle import EVALUATION_JOBS, RUN_JOBS
 from jobs.settings import get_settings
 from worker import exit_guard
 from worker.celery_app import app
 from worker.evaluation import run_evaluation
+from worker.gang import run_gang_slot
 from worker.runtime import sessions
-from worker.sweeper import Sweeper, requeue_stale, resend_lost
+from worker.sweeper import Sweeper, requeue_gangs, requeue_stale, resend_lost
 from worker.training import run_training
 from worker.trials import advance_all
 from worker.waiting import waiting_job_ids
@@ -54,9 +59,13 @@ _RETRY: dict[str, Any] = {
 
 @app.task(name=TRAIN_TASK, **_RETRY)
 def train_run(run_id: str) -> str:
-    """Train a queued run; see :func:`worker.training.run_training`."""
+    """Train a queued run: alone (:func:`worker.training.run_training`), or as one slot of a
+    run across several workers (:func:`worker.gang.run_gang_slot`)."""
     settings = get_settings()
-    return run_training(run_id, settings=settings, sessions=sessions(settings.db_url))
+    db = sessions(settings.db_url)
+    if _workers(db, run_id) > 1:
+        return run_gang_slot(run_id, settings=settings, sessions=db, send=send_train_times)
+    return run_training(run_id, settings=settings, sessions=db)
 
 
 @app.task(name=EVALUATE_TASK, **_RETRY)
@@ -67,8 +76,22 @@ def evaluate_run(evaluation_id: str) -> str:
 
 
 def send_train(run_id: str) -> None:
-    """Enqueue ``worker.train_run`` for a run (already committed as queued)."""
-    app.send_task(TRAIN_TASK, kwargs={"run_id": run_id})
+    """Enqueue ``worker.train_run`` for a run (already committed as queued): once per worker
+    it needs (``runs.workers``), as the API does."""
+    send_train_times(run_id, _workers(sessions(get_settings().db_url), run_id))
+
+
+def send_train_times(run_id: str, times: int) -> None:
+    """Enqueue ``worker.train_run`` for a run ``times`` times (a gang's slots)."""
+    for _ in range(max(1, times)):
+        app.send_task(TRAIN_TASK, kwargs={"run_id": run_id})
+
+
+def _workers(db: sessionmaker[Session], run_id: str) -> int:
+    """How many workers the run needs (1 when it is gone: the delivery then finds nothing)."""
+    with session_scope(db) as session:
+        workers = session.scalar(select(Run.workers).where(Run.id == run_id))
+    return int(workers or 1)
 
 
 def send_evaluate(evaluation_id: str) -> None:
@@ -81,9 +104,14 @@ def sweep() -> list[str]:
     settings = get_settings()
     db = sessions(settings.db_url)
     stale_after_s = settings.stale_after_seconds
-    outcomes = requeue_stale(db, RUN_JOBS, stale_after_s=stale_after_s, send=send_train)
+    # Runs across several workers are stopped and queued again as a gang, slots and all.
+    requeued = requeue_gangs(db, stale_after_s=stale_after_s, send=send_train_times)
+    one_worker = Run.workers == 1
+    outcomes = requeue_stale(
+        db, RUN_JOBS, stale_after_s=stale_after_s, send=send_train, only=one_worker
+    )
     outcomes |= requeue_stale(db, EVALUATION_JOBS, stale_after_s=stale_after_s, send=send_evaluate)
-    requeued = [job_id for job_id, outcome in outcomes.items() if outcome == "requeued"]
+    requeued += [job_id for job_id, outcome in outcomes.items() if outcome == "requeued"]
     # Lost messages: read the broker once for both kinds of job, and only if one is queued.
     held: list[set[str] | None] = []
 

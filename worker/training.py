@@ -51,7 +51,7 @@ from jobs.records.runs import (
     update_progress,
 )
 from jobs.settings import Settings
-from worker.artifacts import ArtifactStore
+from worker.artifacts import ArtifactFile, ArtifactStore
 from worker.data import load_data, weights_path
 from worker.lifecycle import JobHeartbeat, claim_job
 from worker.runtime import describe_error, jsonable
@@ -273,6 +273,25 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         )
         outcome = _finish(sessions, run_id, attempt, RunStatus.CANCELLED, error=note)
         return _advanced(sessions, experiment_id if trial else None, outcome)
+    if not record_success(sessions, run_id, attempt, result, files):
+        return "lost"
+    store.discard_staging(run_id)
+    log.info("run %s: succeeded (%d artifacts)", run_id, len(files))
+    return _advanced(sessions, experiment_id if trial else None, "succeeded")
+
+
+def record_success(
+    sessions: sessionmaker[Session],
+    run_id: str,
+    attempt: int,
+    result: TrainResult,
+    files: list[ArtifactFile],
+) -> bool:
+    """Finish a run that trained to the end as ``succeeded``, with its summary and artifacts.
+
+    Returns:
+        ``False`` if the run was no longer running in ``attempt``: nothing recorded.
+    """
     summary = {k: v for k, v in result.metrics.items() if k not in _SUMMARY_SKIP}
     summary["environment"] = describe_environment()  # names the Keras backend and its versions
     summary.update(
@@ -296,10 +315,7 @@ def run_training(run_id: str, *, settings: Settings, sessions: sessionmaker[Sess
                 add_artifact(session, run_id, kind=f.kind, uri=f.uri, path=f.local)
     if not finished:
         log.warning("run %s: finished training but it was no longer running", run_id)
-        return "lost"
-    store.discard_staging(run_id)
-    log.info("run %s: succeeded (%d artifacts)", run_id, len(files))
-    return _advanced(sessions, experiment_id if trial else None, "succeeded")
+    return bool(finished)
 
 
 def _standing(run: Run) -> str | None:

@@ -26,21 +26,36 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from core.data import Dataset
 from core.training.config import TrainConfig
 from core.training.distribution import WorkerRole
+from core.training.distribution_plan import (
+    DATA_SHARDING,
+    SCALINGS,
+    DistributionPlan,
+    Scaling,
+    plan_distribution,
+)
 from core.training.hooks import TrainHooks
 from core.training.rundir import RunDir, write_json
 
-Scaling = Literal["fixed", "linear"]
-SCALINGS: tuple[str, ...] = ("fixed", "linear")
+__all__ = [
+    "DATA_SHARDING",
+    "DISTRIBUTION_FILE",
+    "SCALINGS",
+    "Cluster",
+    "DistributionPlan",
+    "Scaling",
+    "plan_distribution",
+    "train_multiworker",
+]
+
 DISTRIBUTION_FILE = "distribution.json"
-# tf.distribute's auto-shard policy the trainer applies (core.training.distribution).
-DATA_SHARDING = "DATA"
 
 
 @dataclass(frozen=True)
@@ -76,76 +91,6 @@ class Cluster:
         }
 
 
-@dataclass(frozen=True)
-class DistributionPlan:
-    """The batch and learning-rate arithmetic of a multi-worker run, as recorded."""
-
-    workers: list[str]
-    num_replicas: int
-    scaling: str
-    global_batch_size: int
-    per_replica_batch_size: int
-    learning_rate_scale: float
-    data_sharding: str
-    sync_batch_norm: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def plan_distribution(
-    config: TrainConfig,
-    *,
-    workers: list[str],
-    num_replicas: int,
-    scaling: Scaling = "fixed",
-    sync_batch_norm: bool = True,
-) -> tuple[TrainConfig, DistributionPlan]:
-    """The config to train over ``num_replicas`` replicas, and the plan that led to it.
-
-    Raises:
-        ValueError: an unknown scaling, or a global batch the replicas cannot share evenly
-            (uneven shares would weigh some images more than one process would).
-    """
-    if scaling not in SCALINGS:
-        raise ValueError(f"Unknown scaling: {scaling!r}. Expected one of {', '.join(SCALINGS)}")
-    if num_replicas < 1:
-        raise ValueError(f"num_replicas must be positive; got {num_replicas}")
-    scale = num_replicas if scaling == "linear" else 1
-    global_batch = config.batch_size * scale
-    if global_batch % num_replicas:
-        raise ValueError(
-            f"the global batch of {global_batch} does not split evenly over {num_replicas} "
-            "replicas; choose a batch_size that is a multiple of the number of replicas"
-        )
-    schedule = config.schedule.model_copy(
-        update={
-            "base_lr": config.schedule.base_lr * scale,
-            "warmup_lr": config.schedule.warmup_lr * scale,
-        }
-    )
-    # Re-validated: a scaled rate must still be within the config's bounds.
-    trained = TrainConfig.model_validate(
-        {
-            **config.model_dump(),
-            "batch_size": global_batch,
-            "schedule": schedule.model_dump(),
-            "strategy": "multiworker",
-        }
-    )
-    plan = DistributionPlan(
-        workers=list(workers),
-        num_replicas=num_replicas,
-        scaling=scaling,
-        global_batch_size=global_batch,
-        per_replica_batch_size=global_batch // num_replicas,
-        learning_rate_scale=float(scale),
-        data_sharding=DATA_SHARDING,
-        sync_batch_norm=sync_batch_norm,
-    )
-    return trained, plan
-
-
 def make_multiworker_strategy(cluster: Cluster) -> Any:
     """Set ``TF_CONFIG`` for ``cluster`` and make the strategy; blocks until all workers join.
 
@@ -167,20 +112,34 @@ def train_multiworker(
     sync_batch_norm: bool = True,
     scratch_dir: str | Path | None = None,
     hooks: TrainHooks | None = None,
-    dataset: Dataset | None = None,
+    dataset: Dataset | Callable[[], Dataset] | None = None,
+    resume: bool = False,
 ) -> Any:
     """Train ``config`` as worker ``cluster.index`` of ``cluster``; returns a ``TrainResult``.
 
     Call it in every worker process, before any other TensorFlow work there. The chief trains
     into ``out_dir``; another worker into ``scratch_dir`` (kept) or a temporary folder
     (deleted on return), never into ``out_dir``. Hooks are called on every worker: a caller
-    that records epochs should pass them to the chief only.
+    that records epochs should pass them to the chief only. ``dataset`` may be a function that
+    loads it: it is called once the strategy is made, since loading may start TensorFlow.
 
-    Not yet: resuming (every worker would need the chief's checkpoint) and cancelling one
-    worker alone (the others would wait at the next all-reduce).
+    With ``resume``, every worker continues from the chief's latest checkpoint in
+    ``out_dir``: the chief reads it there, the others copy it into their scratch folder first
+    (so ``out_dir`` must be readable by every worker: shared storage). The copy is taken before
+    the strategy is made, and the chief cannot write another checkpoint before every worker
+    has joined, so all start from the same one.
+
+    Cancelling one worker alone is not supported: the others would wait at the next
+    all-reduce. A caller stops every worker of the run.
     """
     from core.training.trainer import train
 
+    scratch = Path(scratch_dir) if scratch_dir is not None else None
+    folder = None
+    if not cluster.chief:
+        folder = scratch or Path(tempfile.mkdtemp(prefix=f"resnet-worker{cluster.index}-"))
+        if resume:
+            copy_latest_checkpoint(RunDir(Path(out_dir)), RunDir(folder))
     strategy = make_multiworker_strategy(cluster)
     trained, plan = plan_distribution(
         config,
@@ -190,13 +149,30 @@ def train_multiworker(
         sync_batch_norm=sync_batch_norm,
     )
     role = WorkerRole(strategy=strategy, chief=cluster.chief, sync_batch_norm=sync_batch_norm)
-    if cluster.chief:
+    if callable(dataset):
+        dataset = dataset()
+    if folder is None:
         write_json(RunDir(Path(out_dir)).root / DISTRIBUTION_FILE, plan.to_dict())
-        return train(trained, out_dir, hooks=hooks, dataset=dataset, worker=role)
-    scratch = Path(scratch_dir) if scratch_dir is not None else None
-    folder = scratch or Path(tempfile.mkdtemp(prefix=f"resnet-worker{cluster.index}-"))
+        return train(trained, out_dir, hooks=hooks, dataset=dataset, worker=role, resume=resume)
     try:
-        return train(trained, folder, hooks=hooks, dataset=dataset, worker=role)
+        return train(trained, folder, hooks=hooks, dataset=dataset, worker=role, resume=resume)
     finally:
         if scratch is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def copy_latest_checkpoint(source: RunDir, target: RunDir) -> int:
+    """Make ``target``'s latest checkpoint ``source``'s: its state file and the file it names.
+
+    Whatever checkpoints ``target`` held are removed first (a scratch folder kept from an
+    earlier attempt must not resume from its own, older state). Returns the epoch copied, 0
+    when ``source`` has no checkpoint yet (then ``target`` starts from scratch, as the chief).
+    """
+    shutil.rmtree(target.checkpoints, ignore_errors=True)
+    state = source.read_state()
+    if state is None:
+        return 0
+    target.checkpoints.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source.checkpoints / state["checkpoint"], target.checkpoints)
+    write_json(target.state, state)
+    return int(state["epoch"])

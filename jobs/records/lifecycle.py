@@ -106,10 +106,14 @@ class JobLifecycle(Generic[Job]):
             clauses.append(self.model.attempts == attempt)
         return clauses
 
-    def stale_ids(self, session: Session, *, stale_after_s: float) -> list[str]:
+    def stale_ids(
+        self, session: Session, *, stale_after_s: float, only: ColumnElement[bool] | None = None
+    ) -> list[str]:
         """The ids of running jobs whose heartbeat is older than ``stale_after_s`` (or missing),
-        oldest job first."""
+        oldest job first; with ``only``, those that also match it."""
         query = select(self.model.id).where(self._stale(stale_after_s))
+        if only is not None:
+            query = query.where(only)
         return list(session.scalars(query.order_by(self.model.created_at)))
 
     # --- the worker's writes ---------------------------------------------------------------

@@ -229,6 +229,9 @@ class Run(Base):
     out_dir: Mapped[str | None] = mapped_column(Text)  # run directory / artifact prefix
     # How many workers train it together (issue 13); above 1 they meet in ``slots``.
     workers: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    # Above one worker: the plan it trains by (global batch, scaling, sharding; the chief adds
+    # the workers' addresses when an attempt starts). core.training.distribution_plan.
+    distribution: Mapped[dict[str, Any] | None] = mapped_column(_json())
     # The experiment (grid or search) this run is a cell of, if any.
     experiment_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("experiments.id", ondelete="SET NULL")

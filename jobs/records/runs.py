@@ -60,6 +60,7 @@ def create_run(
     dataset_id: str | None = None,
     out_dir: str | None = None,
     workers: int = 1,
+    distribution: Mapping[str, Any] | None = None,
 ) -> Run:
     """Add a queued run; enqueue its task only after the session commits.
 
@@ -75,6 +76,8 @@ def create_run(
         out_dir: Where its files go (a directory or a URI prefix).
         workers: How many workers train it together; above 1 they meet in its slots
             (:mod:`jobs.records.slots`).
+        distribution: Above one worker, the plan it trains by
+            (:class:`core.training.distribution_plan.DistributionPlan`, as a dict).
 
     Returns:
         The new run, status ``queued``.
@@ -98,6 +101,7 @@ def create_run(
         epochs_completed=0,
         out_dir=out_dir,
         workers=workers,
+        distribution=dict(distribution) if distribution is not None else None,
     )
     session.add(run)
     session.flush()

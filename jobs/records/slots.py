@@ -4,6 +4,7 @@ A run with ``workers`` N > 1 trains only once N workers have met (gang schedulin
 
     free ──claim_slot──▶ claimed ──(all N claimed)──▶ read_cluster → host:port of every slot
       ▲                     │
+      ├──release_slot───────┤ (its worker gave up waiting for the gang, or stopped)
       └──release_stale_slots┤ (its heartbeat is older than the deadline)
       └──release_slots──────┘ (the whole gang: a fault, a cancel, the end of an attempt)
 
@@ -159,6 +160,15 @@ def release_stale_slots(
         if changed(session, update(RunSlot).where(_held(claim), stale).values(**_FREE)):
             released.append(claim)
     return released
+
+
+def release_slot(session: Session, claim: SlotClaim) -> bool:
+    """Free the slot ``claim`` holds (its worker gives up waiting, or stops).
+
+    Returns:
+        ``False`` if the slot was no longer this claim's: nothing changed.
+    """
+    return bool(changed(session, update(RunSlot).where(_held(claim)).values(**_FREE)))
 
 
 def release_slots(session: Session, run_id: str) -> int:

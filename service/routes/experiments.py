@@ -336,8 +336,13 @@ def _cell_config(
     request.update(architecture=cell["architecture"], seed=cell["seed"])
     locate = _cell_field(cell, "body.random.space" if body.random is not None else "body.grid")
     try:
+        # An experiment sends one message per run: its runs train on one worker each.
         return resolve_run_config(
-            session, RunCreate.model_validate(request), settings=settings, locate=locate
+            session,
+            RunCreate.model_validate(request),
+            settings=settings,
+            locate=locate,
+            max_workers=1,
         )
     except ValidationError as exc:
         error = from_pydantic(exc, locate=locate)

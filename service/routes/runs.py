@@ -64,7 +64,7 @@ def create_run(
         queue,
         RUN,
         record,
-        job_ids=lambda run: [run.id],
+        job_ids=lambda run: [run.id] * run.workers,  # one message per slot of a gang
         describe=lambda run, _: f"Run {run.id}",
     )
     response.headers["Location"] = f"{router.prefix}/{run.id}"

@@ -41,6 +41,14 @@ class _WhatToTrain(BaseModel):
         description="A weights file or .keras model to start from, relative to the data root "
         "(e.g. weights/resnet50-0676ba61.pth); the new head keeps the data's classes",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        strict=True,
+        description="How many workers train the run together (data-parallel, one replica "
+        "each; at most RESNET_MAX_WORKERS_PER_RUN). batch_size is the global batch and must "
+        "split evenly over them; the run starts once that many workers have joined it.",
+    )
 
 
 # Bases in this order so the architecture and the data come first in the documented body.
@@ -96,6 +104,19 @@ class RunProgress(BaseModel):
     accuracy: float | None = None
 
 
+class SlotPublic(BaseModel):
+    """One worker's place in a run across several workers (slot 0 is the chief)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    slot: int
+    worker_host: str | None = Field(None, description="The host its collective ops listen on")
+    port: int | None = Field(None, description="Its collective-ops port (TCP, gRPC)")
+    claimed_at: datetime | None = Field(None, description="None: free, waiting for a worker")
+    heartbeat_at: datetime | None
+    attempt: int = Field(..., description="How many times the slot was claimed")
+
+
 class RunPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -122,11 +143,24 @@ class RunPublic(BaseModel):
     owner_key_id: str | None = Field(
         None, description="The API key that made it, its owner (None: only admin keys change it)"
     )
+    workers: int = Field(1, description="How many workers train it together")
+    slots: list[SlotPublic] = Field(
+        default_factory=list,
+        validation_alias="_slots_not_read",  # filled by from_row, for gang runs only
+        description="Above one worker: each slot's worker, once one has claimed it",
+    )
+    distribution: dict[str, Any] | None = Field(
+        None,
+        description="Above one worker: global and per-replica batch, learning-rate scaling, "
+        "data sharding, synchronised batch norm; the workers' addresses once an attempt starts",
+    )
 
     @classmethod
     def from_row(cls, run: Any) -> RunPublic:
         public = cls.model_validate(run)
         public.owner_key_id = run.api_key_id
+        if run.workers > 1:  # one-worker runs have no slots: spare a page of runs the reads
+            public.slots = [SlotPublic.model_validate(slot) for slot in run.slots]
         if public.status == RunStatus.RUNNING and public.progress is not None:
             public.eta_seconds = public.progress.eta_seconds
         return public

@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -39,14 +40,20 @@ def pg_template(postgres_server: PostgresServer) -> str:
 
 @contextlib.contextmanager
 def redis_stack_context(
-    postgres_server: PostgresServer, redis_server: RedisServer, template: str, workdir: Path
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    template: str,
+    workdir: Path,
+    **overrides: Any,
 ) -> Iterator[Stack]:
-    """PostgreSQL records and a Redis broker, as in production."""
+    """PostgreSQL records and a Redis broker, as in production; ``overrides`` are settings."""
     name = f"worker_{uuid.uuid4().hex[:12]}"
     db_url = postgres_server.create_database(name, template=template)
     broker = redis_server.url.rsplit("/", 1)[0] + f"/{next_redis_db()}"
     redis.Redis.from_url(broker).flushdb()  # nothing left from an earlier stack
-    settings = stack_settings(state_dir=workdir / "state", database_url=db_url, broker_url=broker)
+    settings = stack_settings(
+        state_dir=workdir / "state", database_url=db_url, broker_url=broker, **overrides
+    )
     stack = Stack(settings, make_sessionmaker(make_engine(db_url)), sender_app(settings), workdir)
     try:
         yield stack
