@@ -3,7 +3,7 @@
     python scripts/screenshot_study.py [--out docs/screenshots]
 
 The study's records, as ``scripts/collect_depth_study.sh`` collected them from the service's API
-(``docs/results/depth_study_part{1,2}.json``, one experiment per session), are written
+(``docs/results/depth_study_part*.json``, one experiment per session), are written
 back into a fresh, migrated SQLite database the way the service stored them (same ids, statuses,
 times, metrics and epoch rows). The API then serves that database under uvicorn in this process,
 and Playwright drives Debian's Chromium headless (``/usr/bin/chromium``; no browser download)
@@ -45,10 +45,7 @@ from jobs.records.models import Experiment, ExperimentKind
 from jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = [
-    ROOT / "docs" / "results" / "depth_study_part1.json",
-    ROOT / "docs" / "results" / "depth_study_part2.json",
-]
+STUDY = sorted((ROOT / "docs" / "results").glob("depth_study_part*.json"))
 # plain-56, session 2: the study's headline (49.29 % test error), with its ten epochs' curves.
 RUN_SHOWN = "1f8ba28deffd4f658142da9b7202fc5d"
 
