@@ -6,12 +6,16 @@ task as a one-worker run's: :func:`worker.tasks.train_run` sends it here). Each 
 1. **Slot.** Claims the run's lowest free slot (:func:`jobs.records.slots.claim_slot`) with this
    worker's collective address (``RESNET_COLLECTIVE_HOST``/``_PORT``; port 0: a free one). No
    free slot, or the run is not queued: nothing to do (extra messages are harmless).
-2. **Gang.** Waits, beating its slot, until all N slots are claimed. Peers whose slot went
-   stale while waiting (their worker died) are freed, and their slot's message sent again.
-   After ``gang_wait_seconds`` without a full gang it frees its slot and sends its own message
-   again, so that the worker can take other jobs and the run waits in the queue.
+2. **Gang.** Waits, beating its slot, until all N slots are claimed by live workers. Peers
+   whose slot went stale while waiting (their worker died) are freed first, and their slot's
+   message sent again. After ``gang_wait_seconds`` without a full gang it frees its slot and
+   sends its own message again, so that the worker can take other jobs and the run waits in
+   the queue. A run cancelled meanwhile: it frees its slot at once and sends nothing.
 3. **Start.** The chief (slot 0) claims the run for the gang (:func:`jobs.records.gangs.
    start_gang`: one attempt, as a one-worker claim counts), the others wait to see it running.
+   A gang that breaks before that (a member gave up waiting just as it met, or died) starts
+   no attempt: each member left frees its slot and sends its message again, as at the
+   deadline, so that a queued run always has one message per free slot.
 4. **Train.** :mod:`worker.gang_member` in a fresh interpreter (one multi-worker run per
    process). Meanwhile this process beats its slot (and the chief's beats the run) and checks
    the gang every ``heartbeat_seconds / 2``:
@@ -103,42 +107,58 @@ class GangSlot:
 
     def wait_for_gang(self) -> tuple[Gang, tuple[str, ...]] | None:
         """Beat the slot until the gang is complete; ``None`` once the deadline passed (the
-        slot is freed and the message sent again) or the slot was lost."""
+        slot is freed and the message sent again), the slot was lost, or the run ended
+        (cancelled while it waited: the slot is freed)."""
         deadline = time.monotonic() + self.settings.gang_wait_seconds
         while True:
             with session_scope(self.sessions) as session:
                 if not beat_slot(session, self.claim):
                     log.warning("run %s: slot %d was freed while waiting", self.run_id, self.slot)
                     return None
-                gang, cluster = met_gang(session, self.run_id), read_cluster(session, self.run_id)
-                if gang is not None and cluster is not None:
-                    return gang, cluster
+                # Dead peers first: a slot whose worker stopped beating is no member of the
+                # gang (met with it, the gang would stop at once, an attempt spent).
                 released = release_stale_slots(
                     session, stale_after_s=self.stale_s, run_id=self.run_id
                 )
+                gang, cluster = met_gang(session, self.run_id), read_cluster(session, self.run_id)
+                if gang is not None and cluster is not None:
+                    return gang, cluster
+                ended = RUN_JOBS.get(session, self.run_id).status.terminal
             if released:  # their waiting workers died with the messages: send those again
                 log.warning("run %s: freed %d stale slot(s)", self.run_id, len(released))
                 self.send(self.run_id, len(released))
+            if ended:
+                log.info("run %s ended while slot %d waited: slot freed", self.run_id, self.slot)
+                self._leave()
+                return None
             if time.monotonic() > deadline:
-                self._give_up_waiting()
+                log.info(
+                    "run %s: the gang did not meet within %.0f s: slot %d freed; the run waits",
+                    self.run_id, self.settings.gang_wait_seconds, self.slot,
+                )  # fmt: skip
+                self._leave_waiting()
                 return None
             time.sleep(self.tick_s)
 
-    def _give_up_waiting(self) -> None:
+    def _leave_waiting(self) -> None:
+        """Free this slot and, if the run still waits for its gang, send its message again.
+
+        The message this delivery took stands for the slot: a queued run needs one per free
+        slot, or its gang never meets again (the broker still holds the others, so the
+        lost-message sweep sends nothing).
+        """
         with session_scope(self.sessions) as session:
             freed = release_slot(session, self.claim)
             queued = RUN_JOBS.get(session, self.run_id).status == RunStatus.QUEUED
-        log.info(
-            "run %s: the gang did not meet within %.0f s: slot %d freed; the run waits",
-            self.run_id, self.settings.gang_wait_seconds, self.slot,
-        )  # fmt: skip
         if freed and queued:
             self.send(self.run_id, 1)
 
     # --- 3. the attempt starts -------------------------------------------------------------
 
     def start(self, gang: Gang, cluster: tuple[str, ...]) -> int | None:
-        """The run's attempt this gang trains in, or ``None`` (the slot is then freed)."""
+        """The run's attempt this gang trains in, or ``None``: the gang broke before it started
+        (this slot is then freed and, if the run still waits, its message sent again), or the
+        run is over."""
         if self.claim.chief:
             with session_scope(self.sessions) as session:
                 try:
@@ -148,8 +168,8 @@ class GangSlot:
                     release_slots(session, self.run_id)
                     return None
                 attempt = start_gang(session, gang, worker_host=worker_name(), distribution=plan)
-                if attempt is None:
-                    release_slot(session, self.claim)
+            if attempt is None:
+                self._leave_waiting()
             return attempt
         deadline = time.monotonic() + self.settings.gang_wait_seconds
         while time.monotonic() < deadline:
@@ -165,8 +185,7 @@ class GangSlot:
                 ):
                     break
             time.sleep(self.tick_s)
-        with session_scope(self.sessions) as session:
-            release_slot(session, self.claim)
+        self._leave_waiting()
         return None
 
     @property

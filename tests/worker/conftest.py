@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import make_engine, make_sessionmaker, upgrade_to_head
 from tests.fixtures.servers import PostgresServer, RedisServer
@@ -91,3 +92,23 @@ def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
     """The embedded default: SQLite and a filesystem queue under the state folder."""
     with embedded_stack_context(tmp_path) as stack:
         yield stack
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """Sessions on migrated records of the test's own, no broker and no worker process: a SQLite
+    file, then a database on the throwaway PostgreSQL (for a worker's logic driven in process)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.db'}"
+        upgrade_to_head(url)
+        engine = make_engine(url)
+        yield make_sessionmaker(engine)
+        engine.dispose()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    template: str = request.getfixturevalue("pg_template")
+    name = f"records_{uuid.uuid4().hex[:12]}"
+    engine = make_engine(server.create_database(name, template=template))
+    yield make_sessionmaker(engine)
+    engine.dispose()
+    server.drop_database(name)
