@@ -25,7 +25,8 @@ PAPER_CIFAR = [f"resnet{d}" for d in (20, 32, 44, 56, 110)]
 
 
 def queued_run_ids(settings: Settings) -> list[str]:
-    """The run ids of the train tasks waiting in the embedded broker's folder."""
+    """The run ids of the train tasks waiting in the embedded broker's folder, in no
+    particular order (messages sent in the same instant sort by their random names)."""
     ids = []
     for path in sorted((settings.broker_folder / "out").glob("*.msg")):
         message = json.loads(path.read_text())
