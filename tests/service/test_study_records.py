@@ -33,7 +33,7 @@ def script() -> ModuleType:
 
 
 class Study(NamedTuple):
-    collections: list[dict[str, Any]]  # as collected: part 1, part 2
+    collections: list[dict[str, Any]]  # as collected: parts 1, 2 and 3
     headers: dict[str, str]  # the owner's, an admin key
     owner: str  # its id
 
@@ -66,7 +66,7 @@ def test_every_run_reads_back_as_collected(study: Study, client: TestClient) -> 
             epochs = client.get(f"/v1/runs/{run_id}/epochs", headers=headers).json()
             assert epochs["items"] == record["epochs"]
     listed = client.get("/v1/runs?limit=100", headers=headers).json()
-    assert listed["total"] == sum(len(c["runs"]) for c in collections) == 12
+    assert listed["total"] == sum(len(c["runs"]) for c in collections) == 14  # 6 + 6 + 2
 
 
 def test_the_experiments_and_their_table_1_read_back(study: Study, client: TestClient) -> None:
