@@ -5,9 +5,10 @@ large to decode in time). Opening each image with Pillow just for that cost as m
 server's event loop as parsing the request's multipart body did (issue 11's profile), and the
 decode thread opened it again. These readers follow the two formats' headers exactly as Pillow
 does, for the well-formed case only: anything else (another format, a truncated header, a
-chunk whose checksum fails, a marker out of place) gives ``None``, and the caller asks Pillow,
-whose answer is then the same as before. Where they answer, they answer what Pillow would
-(tested against Pillow on real and generated images, and on damaged ones).
+chunk whose checksum fails, a second size header, a marker out of place) gives ``None``, and
+the caller asks Pillow, whose answer is then the same as before. Where they answer, they
+answer what Pillow would (tested against Pillow on real and generated images, and on damaged
+ones).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xDA))
 _FIRST_MARKER = 0xC0
 _START_OF_SCAN = 0xDA
+# Chunks before the first IDAT that the PNG reader walks before leaving the file to Pillow.
+_MAX_PNG_CHUNKS = 64
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -36,14 +39,36 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
-    # After the signature the first chunk must be IHDR: length 13, type, width, height (both
-    # big-endian), five more bytes, then the CRC of type + data, which Pillow checks.
-    if len(data) < 33 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
-        return None
-    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big"):
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return (width, height) if width and height else None
+    # Pillow reads every chunk up to the first IDAT, checking each CRC, and a later IHDR would
+    # replace the size it reports and decodes: so walk the same chunks, and answer only for
+    # exactly one IHDR, first, before IDAT (a second IHDR could otherwise hide a large image
+    # behind a small first one).
+    size: tuple[int, int] | None = None
+    at, end = len(PNG_SIGNATURE), len(data)
+    for _ in range(_MAX_PNG_CHUNKS):
+        if at + 12 > end:
+            return None
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind = data[at + 4 : at + 8]
+        if at + 12 + length > end:
+            return None
+        crc = int.from_bytes(data[at + 8 + length : at + 12 + length], "big")
+        if zlib.crc32(data[at + 4 : at + 8 + length]) != crc:
+            return None
+        if kind == b"IHDR":
+            if size is not None or at != len(PNG_SIGNATURE) or length != 13:
+                return None
+            width = int.from_bytes(data[at + 8 : at + 12], "big")
+            height = int.from_bytes(data[at + 12 : at + 16], "big")
+            if not width or not height:
+                return None
+            size = (width, height)
+        elif size is None:
+            return None  # IHDR must come first
+        elif kind == b"IDAT":
+            return size
+        at += 12 + length
+    return None
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:

@@ -43,6 +43,8 @@ from service.inference.multipart import Part, read_plain_multipart
 from service.jsonparse import request_json
 
 OPTION_FIELDS = ("top_k", "threshold")
+# Starlette's MultiPartParser.max_part_size for a text part; the plain reader keeps the same.
+MAX_TEXT_PART_BYTES = 1024 * 1024
 MAX_TOP_K = 1000
 
 
@@ -355,6 +357,12 @@ def _plain_items(parts: list[Part], *, max_images: int) -> list[tuple[str, _File
             fields += 1
             if fields > len(OPTION_FIELDS):
                 raise _too_many_fields()
+            if len(part.data) > MAX_TEXT_PART_BYTES:  # as Starlette's parser refuses it
+                raise invalid(
+                    "body",
+                    "malformed multipart body: Part exceeded maximum size of "
+                    f"{MAX_TEXT_PART_BYTES // 1024}KB.",
+                )
             items.append((part.name, _user_text(part.data)))
     return items
 

@@ -22,6 +22,8 @@ from service.inference.payload import EncodedImage
 from service.inference.runtime import Inference
 
 RETRY_AFTER_S = 1
+# A 32x32 PNG is ~3 KB, a JPEG ~1 KB: 64 KiB holds any honest request of 4,096 pixels.
+INLINE_DECODE_MAX_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
@@ -39,7 +41,13 @@ async def predict_images(
             deadline passed), or the status of the first image that cannot be used.
     """
     pixels = check_pixels(inference, images)
-    inline = pixels is not None and pixels <= inference.settings.predict_inline_decode_pixels
+    # On the loop only what is small both ways: few pixels by the headers, and few bytes (a
+    # tiny image padded with megabytes of scans or chunks would decode slowly however small).
+    inline = (
+        pixels is not None
+        and pixels <= inference.settings.predict_inline_decode_pixels
+        and sum(len(image.data) for image in images) <= INLINE_DECODE_MAX_BYTES
+    )
     timeout = inference.settings.predict_timeout_s
     try:
         async with asyncio.timeout(timeout):

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import random
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
-from core.image_headers import header_size
+from core.image_headers import PNG_SIGNATURE, header_size
 from core.images import ImageDecodeError, decode_image, image_pixels
 
 CIFAR = sorted((Path(__file__).parents[1] / "fixtures" / "cifar10-jpeg").rglob("*.jpg"))
@@ -36,6 +39,32 @@ def _encode(img: Image.Image, fmt: str, **options: object) -> bytes:
     return out.getvalue()
 
 
+def _text_chunks() -> PngInfo:
+    info = PngInfo()
+    info.add_text("comment", "x" * 300)
+    info.add_text("zipped", "y" * 300, zip=True)
+    return info
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_png_with_a_second_size_header_is_left_to_pillow():
+    """Pillow takes the last IHDR before the image data: a small first one must not hide it
+    (64 such images of 6000x6000 would pass the request's pixel budget as 64 pixels)."""
+
+    def ihdr(width: int, height: int) -> bytes:
+        return _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+    rows = b"".join(b"\0" + b"\0" * 3 * 300 for _ in range(200))
+    png = (PNG_SIGNATURE + ihdr(1, 1) + ihdr(300, 200) + _chunk(b"IDAT", zlib.compress(rows))
+           + _chunk(b"IEND", b""))  # fmt: skip
+    assert _pillow_size(png) == (300, 200)
+    assert header_size(png) is None
+    assert image_pixels(png) == 300 * 200
+
+
 def _written_images() -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
@@ -49,6 +78,7 @@ def _written_images() -> list[tuple[str, bytes]]:
         ("png-16", _encode(Image.fromarray(rng.integers(0, 65535, (9, 300), np.uint16)), "PNG")),
         ("png-1px", _encode(Image.new("RGB", (1, 1)), "PNG")),
         ("png-wide", _encode(Image.new("L", (4000, 2)), "PNG")),
+        ("png-text-icc", _encode(rgb, "PNG", pnginfo=_text_chunks(), icc_profile=b"\0" * 500)),
         ("jpeg", _encode(rgb, "JPEG")),
         ("jpeg-q10-444", _encode(rgb, "JPEG", quality=10, subsampling=0)),
         ("jpeg-progressive", _encode(rgb, "JPEG", progressive=True)),

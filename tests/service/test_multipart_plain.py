@@ -154,3 +154,25 @@ def test_content_types_other_than_the_plain_one_are_left_to_starlette(content_ty
     body = b'--b\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\nx\r\n--b--\r\n'
     assert read_plain_multipart(body, content_type) is None
     assert read_plain_multipart(body, "multipart/form-data; boundary=b") is not None
+
+
+def test_a_text_part_over_starlettes_limit_is_refused_on_the_plain_path_too():
+    from service.errors import ApiError
+    from service.inference.payload import MAX_TEXT_PART_BYTES, _plain_items
+
+    value = b"1" * (MAX_TEXT_PART_BYTES + 1)
+    body = (b'--b\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n' + value
+            + b'\r\n--b\r\nContent-Disposition: form-data; name="f"; filename="a.png"\r\n\r\n'
+            + PNG + b"\r\n--b--\r\n")  # fmt: skip
+    content_type = "multipart/form-data; boundary=b"
+    parts = read_plain_multipart(body, content_type)
+    assert parts is not None
+    with pytest.raises(ApiError) as refused:
+        _plain_items(parts, max_images=8)
+    assert refused.value.status_code == 422
+    assert "Part exceeded maximum size of 1024KB." in str(refused.value.message)
+    assert starlette_parts(body, content_type) is None  # Starlette refuses it too
+    just_under = body.replace(value, value[:-1])
+    assert (
+        len(_plain_items(read_plain_multipart(just_under, content_type) or [], max_images=8)) == 2
+    )

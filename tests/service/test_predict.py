@@ -30,6 +30,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from jobs.records import make_engine, make_sessionmaker, session_scope, upgrade_to_head
 from jobs.records import repository as records
@@ -369,6 +370,9 @@ def test_small_requests_decode_on_the_loop_and_answer_as_the_decode_threads_do(
     small = [(f"s{i}.png", encode(a, "PNG")) for i, a in enumerate(pixels(3, seed=11))]
     large = [("big.jpg", encode(pixels(1, 80, 90, seed=12)[0], "JPEG", quality=90))]
     bad = [("ok.png", small[0][1]), ("bad.png", small[1][1][:60])]  # cut after the header
+    text = PngInfo()
+    text.add_text("padding", "x" * 70_000)  # 1,024 pixels in 70 KB: over the inline byte cap
+    padded = [("padded.png", encode(pixels(1, seed=13)[0], "PNG", pnginfo=text))]
     answers: dict[int, list[Any]] = {}
     handed_off: dict[int, int] = {}
     for inline_pixels in (0, 4096):
@@ -382,18 +386,19 @@ def test_small_requests_decode_on_the_loop_and_answer_as_the_decode_threads_do(
             answers[inline_pixels] = [
                 client.post(f"/v1/models/{run_id}/predict?top_k={CLASSES}", files=files(*blobs),
                             headers=headers)
-                for blobs in (small, large, bad)
+                for blobs in (small, large, bad, padded)
             ]  # fmt: skip
             handed_off[inline_pixels] = get_inference(app)._decoder._arrivals
     threaded, inline = answers[0], answers[4096]
-    for theirs, mine in zip(threaded[:2], inline[:2], strict=True):
+    for theirs, mine in zip(threaded[:2] + threaded[3:], inline[:2] + inline[3:], strict=True):
         assert theirs.status_code == mine.status_code == 200, mine.text
         np.testing.assert_array_equal(probabilities(mine.json()), probabilities(theirs.json()))
     assert threaded[2].status_code == inline[2].status_code == 422
     assert threaded[2].json() == inline[2].json()
     assert "bad.png" in json.dumps(inline[2].json())
-    # 3 x 1,024 pixels fit in 4,096: only the 7,200-pixel JPEG went to the threads
-    assert handed_off == {0: 3, 4096: 1}
+    # 3 x 1,024 pixels fit in 4,096: only the 7,200-pixel JPEG and the 70 KB PNG went to the
+    # threads
+    assert handed_off == {0: 4, 4096: 2}
 
 
 def test_a_multi_label_model_answers_every_label_over_the_threshold(
