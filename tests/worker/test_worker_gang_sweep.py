@@ -6,35 +6,19 @@ messages sent again. ``send`` records the messages (no broker, no worker process
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
 from jobs.records.gangs import met_gang, requeue_gang, start_gang
 from jobs.records.lifecycle import RUN_JOBS, ReclaimOutcome
-from jobs.records.models import Run, RunSlot, RunStatus, utcnow
-from jobs.records.runs import create_run
-from jobs.records.slots import SlotClaim, beat_slot, claim_slot
+from jobs.records.models import Run, RunStatus
+from jobs.records.slots import SlotClaim, beat_slot
+from tests.fixtures.gangs import backdate_beats, claim, held_slots, new_run
 from worker.sweeper import requeue_gangs
 
-CONFIG = {"architecture": "resnet8", "data": "synthetic:64:16x16x3:3", "epochs": 2}
 STALE_S = 60.0
-
-
-def new_run(sm: sessionmaker[Session], workers: int = 2) -> str:
-    with session_scope(sm) as s:
-        return create_run(
-            s, architecture="resnet8", dataset="synthetic", config=CONFIG, workers=workers
-        ).id
-
-
-def claim(sm: sessionmaker[Session], run_id: str, host: str) -> SlotClaim:
-    with session_scope(sm) as s:
-        got = claim_slot(s, run_id, worker_host=host, port=7070)
-    assert got is not None
-    return got
 
 
 def training_gang(sm: sessionmaker[Session], workers: int = 2) -> tuple[str, list[SlotClaim]]:
@@ -50,26 +34,7 @@ def training_gang(sm: sessionmaker[Session], workers: int = 2) -> tuple[str, lis
 
 def stop_beating(sm: sessionmaker[Session], run_id: str, *slots: int, run: bool = False) -> None:
     """These slots' workers (and with ``run``, the chief's beat of the run) stopped 2 min ago."""
-    old = utcnow() - timedelta(seconds=2 * STALE_S)
-    with session_scope(sm) as s:
-        if run:
-            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=old))
-        s.execute(
-            update(RunSlot)
-            .where(RunSlot.run_id == run_id, RunSlot.slot.in_(slots))
-            .values(heartbeat_at=old)
-        )
-
-
-def held_slots(sm: sessionmaker[Session], run_id: str) -> list[int]:
-    with sm() as s:
-        return list(
-            s.scalars(
-                select(RunSlot.slot)
-                .where(RunSlot.run_id == run_id, RunSlot.claimed_at.is_not(None))
-                .order_by(RunSlot.slot)
-            )
-        )
+    backdate_beats(sm, run_id, seconds=2 * STALE_S, slots=slots, run=run)
 
 
 def sweep(sm: sessionmaker[Session], sent: list[tuple[str, int]]) -> list[str]:

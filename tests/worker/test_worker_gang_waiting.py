@@ -14,20 +14,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
 from jobs.records.gangs import Gang
 from jobs.records.lifecycle import RUN_JOBS
-from jobs.records.models import Run, RunSlot, RunStatus, utcnow
-from jobs.records.runs import create_run, request_cancel
-from jobs.records.slots import SlotClaim, claim_slot, release_slot
+from jobs.records.models import Run, RunSlot, RunStatus
+from jobs.records.runs import request_cancel
+from jobs.records.slots import SlotClaim, release_slot
 from jobs.settings import Settings
+from tests.fixtures import gangs
+from tests.fixtures.gangs import backdate_beats, claim
 from worker.gang import GangSlot, run_gang_slot
 
 CONFIG = {
@@ -61,27 +63,12 @@ class Sent(list[tuple[str, int]]):
 
 
 def new_run(sm: sessionmaker[Session], workers: int = 2) -> str:
-    with session_scope(sm) as s:
-        return create_run(
-            s, architecture="resnet8", dataset="synthetic", config=CONFIG, workers=workers
-        ).id
-
-
-def claim(sm: sessionmaker[Session], run_id: str, host: str) -> SlotClaim:
-    with session_scope(sm) as s:
-        got = claim_slot(s, run_id, worker_host=host, port=7070)
-    assert got is not None
-    return got
+    return gangs.new_run(sm, workers, config=CONFIG)
 
 
 def die(sm: sessionmaker[Session], claim: SlotClaim) -> None:
     """The worker holding ``claim`` died two minutes ago (its message with it)."""
-    with session_scope(sm) as s:
-        s.execute(
-            update(RunSlot)
-            .where(RunSlot.run_id == claim.run_id, RunSlot.slot == claim.slot)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=120))
-        )
+    backdate_beats(sm, claim.run_id, seconds=120, slots=[claim.slot])
 
 
 def slots(sm: sessionmaker[Session], run_id: str) -> list[tuple[int, str | None, int]]:

@@ -5,33 +5,24 @@ transition fenced by the attempt, attempts running out, and cancel."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
 from jobs.records.gangs import Gang, broken_gangs, broken_why, met_gang, requeue_gang, start_gang
 from jobs.records.lifecycle import RUN_JOBS, ReclaimOutcome
-from jobs.records.models import Run, RunSlot, RunStatus, utcnow
-from jobs.records.runs import create_run, request_cancel
+from jobs.records.models import Run, RunStatus
+from jobs.records.runs import request_cancel
 from jobs.records.slots import SlotClaim, beat_slot, claim_slot, release_slot
+from tests.fixtures import gangs
 
 CONFIG = {"architecture": "resnet20", "data": "cifar10", "epochs": 3}
 PLAN = {"workers": 2, "global_batch_size": 128}
 
 
 def new_run(sm: sessionmaker[Session], workers: int = 2, *, max_attempts: int = 3) -> str:
-    with session_scope(sm) as s:
-        return create_run(
-            s,
-            architecture="resnet20",
-            dataset="cifar10",
-            config=CONFIG,
-            workers=workers,
-            max_attempts=max_attempts,
-        ).id
+    return gangs.new_run(sm, workers, config=CONFIG, max_attempts=max_attempts)
 
 
 def meet(sm: sessionmaker[Session], run_id: str, workers: int = 2) -> tuple[list[SlotClaim], Gang]:
@@ -60,29 +51,15 @@ def run_row(sm: sessionmaker[Session], run_id: str) -> Run:
         return run
 
 
-def claimed_slots(sm: sessionmaker[Session], run_id: str) -> list[int]:
-    with sm() as s:
-        return list(
-            s.scalars(
-                select(RunSlot.slot)
-                .where(RunSlot.run_id == run_id, RunSlot.claimed_at.is_not(None))
-                .order_by(RunSlot.slot)
-            )
-        )
+claimed_slots = gangs.held_slots
 
 
 def age(sm: sessionmaker[Session], *, run_id: str, slot: int | None, seconds: float) -> None:
     """Make the run's heartbeat (``slot`` None) or one slot's that many seconds old."""
-    old = utcnow() - timedelta(seconds=seconds)
-    with session_scope(sm) as s:
-        if slot is None:
-            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=old))
-        else:
-            s.execute(
-                update(RunSlot)
-                .where(RunSlot.run_id == run_id, RunSlot.slot == slot)
-                .values(heartbeat_at=old)
-            )
+    if slot is None:
+        gangs.backdate_beats(sm, run_id, seconds=seconds, run=True)
+    else:
+        gangs.backdate_beats(sm, run_id, seconds=seconds, slots=[slot])
 
 
 def requeue(sm: sessionmaker[Session], run_id: str, attempt: int, why: str) -> ReclaimOutcome:
