@@ -142,11 +142,15 @@ def free_port() -> int:
 
 
 def start_server(
-    state: Path, db_url: str, port: int, *, cpus: set[int] | None, tree: Path = ROOT
-) -> subprocess.Popen[bytes]:
-    """The API under uvicorn, from this checkout or another ``tree`` (an A/B's baseline)."""
+    state: Path, db_url: str, port: int, *, cpus: set[int] | None, tree: Path = ROOT,
+    engine: str | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """The API under uvicorn, from this checkout or another ``tree`` (an A/B's baseline),
+    serving through ``engine`` (``RESNET_PREDICT_ENGINE``; None: the settings' default)."""
     state.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RESNET_STATE_DIR": str(state), "RESNET_DATABASE_URL": db_url}
+    if engine:
+        env["RESNET_PREDICT_ENGINE"] = engine
     if tree != ROOT:
         env["PYTHONPATH"] = str(tree)  # its service/, core/ and jobs/ before this venv's
     command = [
@@ -187,9 +191,14 @@ def own_cpu_seconds() -> float:
 # --- (a), (b): the raw model, in its own process ---------------------------------------------
 
 
-def raw_model(model_path: Path, seconds: float, batches: list[int]) -> dict[str, float]:
+def raw_model(
+    model_path: Path, seconds: float, batches: list[int], engines: list[str]
+) -> dict[str, float]:
     """Images/s at batch 256 and at each of ``batches`` (a closed loop of that many clients can
-    batch no more), and batch-1 latency, of a tf.function over the Keras model."""
+    batch no more), and batch-1 latency, of a tf.function over the Keras model; and for each
+    other of ``engines`` (e.g. ``onnx``), its images/s at each of ``batches`` with the engine's
+    own default threads (every core, as the Keras reference), as
+    ``<engine>_batch<n>_images_per_s``: the reference for a server that computes on it."""
     import keras
     import tensorflow as tf
 
@@ -225,15 +234,42 @@ def raw_model(model_path: Path, seconds: float, batches: list[int]) -> dict[str,
         forward(tf.constant(one)).numpy()
         latencies.append(time.perf_counter() - t)
     result["batch1_p50_ms"] = statistics.median(latencies) * 1e3
+    for name in engines:
+        if name == "keras":
+            continue
+        result.update(_raw_engine(model, name, seconds / 2, batches))
+    return result
+
+
+def _raw_engine(model: Any, name: str, seconds: float, batches: list[int]) -> dict[str, float]:
+    """Images/s of ``model`` on engine ``name`` as the server builds it (its export, checked
+    against Keras), at each of ``batches``."""
+    from core.inference.engines import make_engine
+
+    forward = make_engine(model, SHAPE, engine=name).forward
+    rng = np.random.default_rng(1)
+    result = {}
+    for batch in batches:
+        x = rng.integers(0, 256, (batch, *SHAPE)).astype(np.float32)
+        for _ in range(3):
+            np.asarray(forward(x))
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or calls < 20:
+            np.asarray(forward(x))
+            calls += 1
+        elapsed = time.perf_counter() - started
+        result[f"{name}_batch{batch}_images_per_s"] = calls * batch / elapsed
     return result
 
 
 def measure_raw(
-    model_path: Path, seconds: float, batches: list[int], cpus: set[int] | None
-) -> dict[str, float]:
+    model_path: Path, seconds: float, batches: list[int], cpus: set[int] | None,
+    engines: list[str],
+) -> dict[str, float]:  # fmt: skip
     command = [sys.executable, __file__, "--raw-only", str(model_path)]
     done = subprocess.run(
-        [*command, "--seconds", str(seconds), "--clients", ",".join(map(str, batches))],
+        [*command, "--seconds", str(seconds), "--clients", ",".join(map(str, batches)),
+         "--raw-engines", ",".join(engines)],
         capture_output=True, text=True, check=True, preexec_fn=pinned(cpus),
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -421,7 +457,13 @@ def one_round(
     images: list[bytes], index: int,
 ) -> dict[str, Any]:  # fmt: skip
     measured: dict[str, Any] = {
-        "raw": measure_raw(model_path, args.seconds / 2, args.clients, parse_cpus(args.server_cpus))
+        "raw": measure_raw(
+            model_path,
+            args.seconds / 2,
+            args.clients,
+            parse_cpus(args.server_cpus),
+            served_engines(args),
+        )
     }
     order = list(targets) if index % 2 == 0 else list(reversed(targets))  # alternate who's first
     for clients in args.clients:
@@ -459,6 +501,13 @@ def summarise_rounds(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> 
                 r[name][phase]["images_per_s"] / r["raw"][f"batch{clients}_images_per_s"]
                 for r in rounds
             )
+            engine = served_engine(args, name)
+            if engine not in ("keras", None):  # also against the raw model on its own engine
+                row[f"ratio_to_raw_{engine}_at_batch_clients"] = statistics.median(
+                    r[name][phase]["images_per_s"]
+                    / r["raw"][f"{engine}_batch{clients}_images_per_s"]
+                    for r in rounds
+                )
             if name != "ours" and "ours" in names:
                 row["ours_over_this"] = statistics.median(
                     r["ours"][phase]["images_per_s"] / r[name][phase]["images_per_s"]
@@ -517,6 +566,20 @@ def open_loop_figure(summary: dict[str, Any], p99_ms: float, out: Path) -> None:
 # --- main ------------------------------------------------------------------------------------
 
 
+def served_engine(args: argparse.Namespace, name: str) -> str | None:
+    """The engine a server computes on: ours and the baseline as asked, the peer its own."""
+    if name == "ours":
+        return str(args.engine or "keras")
+    if name == "baseline":
+        return str(args.baseline_engine or args.engine or "keras")
+    return None
+
+
+def served_engines(args: argparse.Namespace) -> list[str]:
+    names = {served_engine(args, n) for n in ("ours", "baseline")}
+    return sorted(n for n in names if n is not None)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -539,6 +602,15 @@ def main() -> None:
         help="also serve the API from this checkout (e.g. a worktree at the commit before a "
         "change), interleaved with this one: an A/B of the request path",
     )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=["keras", "onnx", "savedmodel", "auto"],
+        help="the engine our server computes on (RESNET_PREDICT_ENGINE; default: the settings')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline-engine", choices=["keras", "onnx", "savedmodel", "auto"],
+        help="serve the baseline on this engine (with no --baseline: from this checkout), an "
+        "A/B of the engine behind the whole request path",
+    )  # fmt: skip
     parser.add_argument("--open-loop", type=_floats, help="offered rates/s, e.g. 100,200,400")
     parser.add_argument("--open-seconds", type=float, default=5.0)
     parser.add_argument("--p99-ms", type=float, default=50.0)
@@ -547,6 +619,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--figure", type=Path, help="the open-loop figure (PNG)")
     parser.add_argument("--raw-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-engines", type=lambda t: t.split(","), default=[],
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--figure-from", type=Path, help="redraw --figure from a --json record")
     args = parser.parse_args()
     if args.figure_from:
@@ -554,7 +628,7 @@ def main() -> None:
         open_loop_figure(measured, args.p99_ms, args.figure)
         return
     if args.raw_only:
-        print(json.dumps(raw_model(args.raw_only, args.seconds, args.clients)))
+        print(json.dumps(raw_model(args.raw_only, args.seconds, args.clients, args.raw_engines)))
         return
 
     server_cpus, client_cpus = parse_cpus(args.server_cpus), parse_cpus(args.client_cpus)
@@ -568,16 +642,17 @@ def main() -> None:
             model_path = build_model(state / "runs" / "r20")
             secret = record(db_url, model_path)
             port = free_port()
-            ours = start_server(state, db_url, port, cpus=server_cpus)
+            ours = start_server(state, db_url, port, cpus=server_cpus, engine=args.engine)
             stack.callback(_stop, ours)
             auth = {"Authorization": f"Bearer {secret}"}
             targets = {"ours": (Target("ours", f"http://127.0.0.1:{port}", PATH, "file", auth),
                                 [ours.pid])}  # fmt: skip
-            if args.baseline:
+            if args.baseline or args.baseline_engine:
                 base_port = free_port()
                 base = start_server(
                     state / "baseline", db_url, base_port, cpus=server_cpus,
-                    tree=args.baseline.resolve(),
+                    tree=(args.baseline or ROOT).resolve(),
+                    engine=args.baseline_engine or args.engine,
                 )  # fmt: skip
                 stack.callback(_stop, base)
                 targets["baseline"] = (

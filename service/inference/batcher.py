@@ -1,20 +1,28 @@
 """A dynamic batcher: concurrent requests' images go through the model in one call.
 
-One batcher per loaded model, on the event loop::
+One batcher per loaded model; requests on the event loop, the model in the batcher's thread::
 
-    request ──reserve(n)──▶ (decode, off the loop) ──submit──▶ queue ──▶ batch task ──▶ model
-       ▲                                                                   │  (one thread,
-       └──────────────────── futures resolved with probabilities ◀─────────┘   run_in_executor)
+    request ──reserve(n)──▶ decode ──submit──▶ queue ──▶ model thread: take a batch, compute
+       ▲                                                                   │
+       └──────────── futures resolved, one loop callback per batch ◀───────┘
 
-- **No added latency when idle.** The batch task dispatches as soon as there is an item,
-  unless other requests have already reserved places and are still decoding: then it waits
-  for them, up to ``max_delay_s`` after the oldest queued item arrived, or until the batch is
+- **The model thread takes its own batches.** When a call ends it takes what queued meanwhile
+  and computes again at once; the loop only hears of the results (one ``call_soon_threadsafe``
+  per batch). Taking batches on the loop instead left the model idle for a loop round trip
+  after every call, behind whatever else the loop had ready: a third of the time under 16
+  clients (docs/benchmarks.md, "The model thread takes its own batches").
+- **No added latency when idle.** An item is dispatched as soon as it is queued, unless other
+  requests have already reserved places and are still decoding: then the thread waits for
+  them, up to ``max_delay_s`` after the oldest queued item arrived, or until the batch is
   full. While the model is busy, arrivals simply queue and form the next batch.
-- **One model call at a time**, in the batcher's own thread: the ``tf.function`` releases the
-  GIL, so the loop keeps accepting and decoding requests while the model computes.
+- **One model call at a time**, and the model's kernels release the GIL, so the loop keeps
+  accepting and decoding requests while the model computes.
 - **Bounded.** Images queued plus reserved never exceed ``queue_limit``; :meth:`reserve` raises
   :class:`Overloaded` instead (the route answers 503), so an overload sheds work before decoding.
 - A request that gives up (timeout) cancels its futures; queued cancelled items are skipped.
+
+The queue, the reserved count and the flags are shared by the loop and the thread under one
+lock (``_ready``), held only to add, count or take items, never across a model call.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,14 +79,16 @@ class Reservation:
             raise RuntimeError("this reservation was already used")
         if len(arrays) > self.count:
             raise ValueError(f"reserved {self.count} places, submitted {len(arrays)} images")
-        self.release()
-        return self.batcher._enqueue(arrays)
+        self._open = False
+        # One step under the lock: the model thread never sees the places given back before
+        # the images are queued (it would dispatch without them).
+        return self.batcher._enqueue(arrays, unreserve=self.count)
 
     def release(self) -> None:
+        """Give the places back unused (a request that failed to decode, or gave up)."""
         if self._open:
             self._open = False
-            self.batcher._reserved -= self.count
-            self.batcher._wake()
+            self.batcher._unreserve(self.count)
 
     def __enter__(self) -> Reservation:
         return self
@@ -115,13 +125,16 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.queue_limit = queue_limit
+        self._name = f"predict-{run[:8]}"
+        self._ready = threading.Condition(threading.Lock())
         self._items: deque[_Item] = deque()
         self._running: list[_Item] = []  # the batch in the model right now
         self._reserved = 0
-        self._closed = False
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"predict-{run[:8]}")
+        self._closed = False  # no new work; the thread stops once the queue is empty
+        self._abandoned = False  # stop after the current call, whatever is left
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None  # resolved when the thread ends
         self._batch_size = metrics.batch_size.labels(run)
         self._queue_seconds = metrics.queue_seconds.labels(run)
         self._compute_seconds = metrics.compute_seconds.labels(run)
@@ -139,105 +152,142 @@ class DynamicBatcher:
             Overloaded: the queue cannot take them.
             BatcherClosed: the batcher is closing.
         """
-        if self._closed:
-            raise BatcherClosed
-        if self.depth + count > self.queue_limit:
-            raise Overloaded(
-                f"{self.depth} images are waiting for this model (limit {self.queue_limit})"
-            )
-        self._reserved += count
+        with self._ready:
+            if self._closed:
+                raise BatcherClosed
+            if self.depth + count > self.queue_limit:
+                raise Overloaded(
+                    f"{self.depth} images are waiting for this model (limit {self.queue_limit})"
+                )
+            self._reserved += count
         return Reservation(self, count)
 
-    def _enqueue(self, arrays: Sequence[np.ndarray]) -> list[asyncio.Future[np.ndarray]]:
+    def _unreserve(self, count: int) -> None:
+        with self._ready:
+            self._reserved -= count
+            self._ready.notify()
+
+    def _enqueue(
+        self, arrays: Sequence[np.ndarray], *, unreserve: int
+    ) -> list[asyncio.Future[np.ndarray]]:
         loop = asyncio.get_running_loop()
-        if self._task is not None and self._task.done():
-            raise BatcherClosed  # closed while this request was decoding
-        if self._task is None:
-            self._wakeup = asyncio.Event()
-            self._task = loop.create_task(self._loop(), name="dynamic-batcher")
         now = time.perf_counter()
-        futures = []
-        for array in arrays:
-            future: asyncio.Future[np.ndarray] = loop.create_future()
-            self._items.append(_Item(array, future, now))
-            futures.append(future)
-        self._wake()
+        futures: list[asyncio.Future[np.ndarray]] = []
+        with self._ready:
+            self._reserved -= unreserve
+            if self._abandoned or (self._stopped is not None and self._stopped.done()):
+                self._ready.notify()
+                raise BatcherClosed  # closed while this request was decoding
+            if self._thread is None:
+                self._start(loop)
+            for array in arrays:
+                future: asyncio.Future[np.ndarray] = loop.create_future()
+                self._items.append(_Item(array, future, now))
+                futures.append(future)
+            self._ready.notify()
         return futures
 
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._stopped = loop.create_future()
+        # A daemon: a process that exits without closing its models is not held up by one.
+        self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+        self._thread.start()
 
     async def close(self, grace_s: float = 30.0) -> None:
         """Refuse new work, finish what is queued (and what reserved places submits), stop.
 
-        After ``grace_s`` the batch task is cancelled: images still queued fail with
-        :class:`BatcherClosed`, and places reserved but never used are forgotten.
+        After ``grace_s`` the thread stops after its current call: images still queued fail
+        with :class:`BatcherClosed`, and places reserved but never used are forgotten.
         """
-        self._closed = True
-        self._wake()
-        if self._task is not None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        if self._stopped is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
+                await asyncio.wait_for(asyncio.shield(self._stopped), grace_s)
             except TimeoutError:
                 log.warning("batcher closed with %d image(s) left after %g s", self.depth, grace_s)
-                self._task.cancel()
-        for item in [*self._running, *self._items]:
+                with self._ready:
+                    self._abandoned = True
+                    self._ready.notify()
+        with self._ready:
+            self._abandoned = True
+            left = [*self._running, *self._items]
+            self._items.clear()
+        for item in left:
             if not item.future.done():
                 item.future.set_exception(BatcherClosed())
-        self._items.clear()
-        self._executor.shutdown(wait=False)
 
-    async def _wait(self, timeout: float | None) -> None:
-        assert self._wakeup is not None
-        self._wakeup.clear()
-        if timeout is None:
-            await self._wakeup.wait()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+    # --- the model thread ----------------------------------------------------------------
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._items:
-                if self._closed and self._reserved == 0:
-                    return
-                await self._wait(None)
-                continue
+    def _serve(self) -> None:
+        assert self._loop is not None and self._stopped is not None
+        try:
+            while (batch := self._next_batch()) is not None:
+                if batch:
+                    self._compute(batch)
+        finally:
+            self._call_loop(_resolve, self._stopped)
+
+    def _next_batch(self) -> list[_Item] | None:
+        """The next batch to compute; None when the thread should stop."""
+        with self._ready:
+            while not self._items:
+                if self._abandoned or (self._closed and self._reserved == 0):
+                    return None
+                self._ready.wait()
+            if self._abandoned:
+                return None
             # Others are decoding images they have places for: give them until the oldest
             # queued item has waited max_delay_s (no wait at all when nobody else is coming).
             while len(self._items) < self.max_batch_size and self._reserved > 0:
                 left = self._items[0].enqueued + self.max_delay_s - time.perf_counter()
-                if left <= 0:
+                if left <= 0 or self._abandoned:
                     break
-                await self._wait(left)
-            batch = self._running = self._take()
-            if not batch:
-                continue
-            started = time.perf_counter()
-            for item in batch:
-                self._queue_seconds.observe(started - item.enqueued)
-            try:
-                stacked = np.stack([item.array for item in batch])
-                probs = await loop.run_in_executor(self._executor, self.run_batch, stacked)
-            except Exception as exc:
-                log.exception("batched model call of %d image(s) failed", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            self._compute_seconds.observe(time.perf_counter() - started)
-            self._batch_size.observe(len(batch))
-            self._images.inc(len(batch))
-            for item, row in zip(batch, probs, strict=True):
-                if not item.future.done():
-                    item.future.set_result(row)
+                self._ready.wait(left)
+            batch: list[_Item] = []
+            while self._items and len(batch) < self.max_batch_size:
+                item = self._items.popleft()
+                if not item.future.done():  # a request that timed out cancelled it
+                    batch.append(item)
+            self._running = batch
+            return batch
 
-    def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
-        while self._items and len(batch) < self.max_batch_size:
-            item = self._items.popleft()
-            if not item.future.done():  # a request that timed out cancelled it
-                batch.append(item)
-        return batch
+    def _compute(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        for item in batch:
+            self._queue_seconds.observe(started - item.enqueued)
+        try:
+            probs = self.run_batch(np.stack([item.array for item in batch]))
+        except Exception as exc:
+            log.exception("batched model call of %d image(s) failed", len(batch))
+            self._call_loop(_fail, batch, exc)
+            return
+        self._compute_seconds.observe(time.perf_counter() - started)
+        self._batch_size.observe(len(batch))
+        self._images.inc(len(batch))
+        self._call_loop(_deliver, batch, probs)
+        self._running = []
+
+    def _call_loop(self, callback: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these
+            self._loop.call_soon_threadsafe(callback, *args)
+
+
+def _deliver(batch: list[_Item], probs: np.ndarray) -> None:
+    for item, row in zip(batch, probs, strict=True):
+        if not item.future.done():
+            item.future.set_result(row)
+
+
+def _fail(batch: list[_Item], exc: BaseException) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

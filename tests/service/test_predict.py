@@ -621,9 +621,17 @@ def _loaded(served: Served) -> Any:
 
 
 def _hold_model_thread(served: Served) -> threading.Event:
-    """Occupy the model's thread until the returned event is set."""
+    """Hold the model's calls until the returned event is set (then they run as before)."""
     release = threading.Event()
-    _loaded(served).batcher._executor.submit(release.wait, 30)
+    batcher = _loaded(served).batcher
+    model_call = batcher.run_batch
+
+    def held(batch: np.ndarray) -> np.ndarray:
+        release.wait(30)
+        batcher.run_batch = model_call
+        return model_call(batch)
+
+    batcher.run_batch = held
     return release
 
 

@@ -90,6 +90,27 @@ def test_requests_arriving_while_the_model_is_busy_share_the_next_call() -> None
     assert model.batches == [1, 8, 2]  # at most max_batch_size per call
 
 
+def test_the_model_takes_its_next_batch_while_the_loop_is_busy() -> None:
+    """The model thread does not wait for the event loop between calls: what queued during a
+    call is computed next even while the loop is stuck in other work."""
+    model = StandIn()
+
+    async def test() -> None:
+        b = batcher(model)
+        model.gate.clear()
+        first = asyncio.ensure_future(predict(b, 1))
+        await asyncio.sleep(0.05)  # the first call is running (held)
+        rest = [asyncio.ensure_future(predict(b, v)) for v in (2, 3, 4)]
+        await asyncio.sleep(0.05)  # queued behind it
+        threading.Timer(0.05, model.gate.set).start()
+        time.sleep(0.5)  # the loop is busy (blocked): only the model thread can move
+        assert model.batches == [1, 3]
+        assert await first == [4.0] and [await r for r in rest] == [[8.0], [12.0], [16.0]]
+        await b.close()
+
+    run(test)
+
+
 def test_a_request_still_decoding_is_waited_for_up_to_the_delay() -> None:
     model = StandIn()
 
