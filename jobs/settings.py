@@ -253,11 +253,12 @@ class Settings(BaseSettings):
 
     # the engine that runs a served model (core.inference.engines)
     predict_engine: Literal["auto", "keras", "onnx", "savedmodel"] = Field(
-        "keras",
-        description="What runs a served model's forward pass: keras, onnx (ONNX Runtime on the "
-        "float32 export), savedmodel, or auto (the fastest of keras and onnx that reproduces "
-        "Keras, timed at load). Exports are made at a model file's first load (seconds to a "
-        "minute, by depth) and kept beside it, in engines/.",
+        "auto",
+        description="What runs a served model's forward pass: auto (serve on Keras at once; "
+        "meanwhile export, check against Keras and time keras and onnx in the background, and "
+        "switch to the faster), keras, onnx (ONNX Runtime on the float32 export) or savedmodel "
+        "(both made at the model's first load, which waits for them). Exports are kept beside "
+        "the model file, in engines/, and reused by later loads.",
     )
 
 

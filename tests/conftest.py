@@ -9,6 +9,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Served models stay on Keras in tests: the default (auto) exports every model a test serves
+# to ONNX in the background, seconds of CPU each. The tests that pass predict_engine (auto,
+# onnx) check the other engines, the background choice included.
+os.environ.setdefault("RESNET_PREDICT_ENGINE", "keras")
 
 # `pytest` run directly (rather than `python -m pytest`) does not put the repository root on
 # sys.path, and `tests` is a namespace package: make `tests.fixtures` importable either way.

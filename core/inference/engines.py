@@ -141,8 +141,11 @@ def _export_atomically(name: str, model: keras.Model, target: Path) -> None:
     """Export beside ``target`` and rename: a concurrent loader sees all of it or none."""
     from core.inference.export import ExportError, export_model
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    except OSError as exc:
+        raise EngineError(f"the {name} engine: could not keep its export: {exc}") from exc
     try:
         export_model(model, "onnx" if name == "onnx" else "savedmodel", staging / target.name)
         (staging / target.name).replace(target)

@@ -14,7 +14,7 @@ import json
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -24,6 +24,9 @@ from core.images import ImageDecodeError, decode_image, resize_for_model, to_arr
 from core.models import CUSTOM_OBJECTS, Preprocess
 from core.ranking import ranked_labels
 from core.training.rundir import LABELS_FILE
+
+if TYPE_CHECKING:
+    from core.inference.engines import Engine
 
 # A .keras archive's config.json is kilobytes even for ResNet-1202; refuse anything absurd.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -143,6 +146,15 @@ class Predictor:
     @property
     def channels(self) -> int:
         return self.input_shape[2]
+
+    def use_engine(self, engine: Engine) -> None:
+        """Run the forward pass on ``engine`` from the next call on (e.g. one that
+        :func:`~core.inference.engines.make_engine` chose in the background while this
+        predictor served on Keras). It is warmed up first; the switch itself is one
+        assignment, so calls in flight finish on the engine they started on."""
+        engine.forward(np.zeros((1, *self.input_shape), np.float32))
+        self.engine = engine
+        self._forward = engine.forward
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output for a (B, H, W, C) batch at the model's input size, as (B, K) float32.

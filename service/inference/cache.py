@@ -6,6 +6,12 @@ requests for a model that is loading wait for the same load. A loaded model is w
 :class:`~core.inference.Predictor` traces its ``tf.function`` once; one more call at the full
 batch size allocates the buffers the batcher will use) and gets its :class:`DynamicBatcher`.
 
+With ``RESNET_PREDICT_ENGINE=auto`` (the default) a model serves on Keras as soon as it is
+loaded, while a background thread exports it, checks each engine against Keras and times them
+(:func:`core.inference.engines.make_engine`); the faster one takes over from the next batch.
+Exports are kept beside the model file, so later loads only time them. A failed export leaves
+the model on Keras and says why in its status.
+
 The cache holds at most ``model_cache_bytes`` of weights: loading past it evicts the least
 recently used models (never the one just loaded). An evicted model's batcher finishes what it
 has queued first.
@@ -20,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +75,8 @@ class LoadedModel:
     batcher: DynamicBatcher
     nbytes: int
     load_seconds: float
+    # RESNET_PREDICT_ENGINE=auto: {"state": "choosing" | "chosen" | "failed", ...}
+    engine_choice: dict[str, Any] | None = field(default=None)
 
     @property
     def class_names(self) -> list[str]:
@@ -118,6 +127,7 @@ class ModelCache:
                 "weight_bytes": model.nbytes,
                 "load_seconds": round(model.load_seconds, 3),
                 "engine": model.predictor.engine.name,
+                "engine_choice": model.engine_choice,
             }
         if uri in self._loading:
             return {"state": "loading"}
@@ -147,7 +157,7 @@ class ModelCache:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            predictor = await loop.run_in_executor(self._loader, self._load_predictor, ref)
+            predictor, path = await loop.run_in_executor(self._loader, self._load_predictor, ref)
         except Exception as exc:
             message = str(exc) if isinstance(exc, ModelUnavailable) else _describe(exc)
             log.warning("model of run %s could not be loaded: %s", ref.run_id, message)
@@ -178,6 +188,8 @@ class ModelCache:
             nbytes=_weight_bytes(predictor),
             load_seconds=time.perf_counter() - started,
         )
+        if s.predict_engine == "auto":
+            self._choose_engine_later(model, path)
         self._failed.pop(ref.uri, None)
         self._models[ref.uri] = model
         self.metrics.loads.inc()
@@ -188,23 +200,59 @@ class ModelCache:
         await self._evict(keep=ref.uri)
         done.set_result(model)
 
-    def _load_predictor(self, ref: ModelRef) -> Predictor:
-        """Runs in the loader thread: the first call imports TensorFlow."""
+    def _load_predictor(self, ref: ModelRef) -> tuple[Predictor, Path]:
+        """Runs in the loader thread: the first call imports TensorFlow. ``auto`` starts on
+        Keras (its choice is made in the background, :meth:`_choose_engine_later`)."""
         from core.inference import ModelLoadError, Predictor
 
         limit_compute_threads(self.settings.predict_compute_threads)
         path = local_model_file(self.settings, ref.run_id, ref.uri)
         batch = self.settings.predict_max_batch_size
+        engine = self.settings.predict_engine
         try:
             predictor = Predictor.load(
-                path, batch_size=batch, engine=self.settings.predict_engine,
+                path, batch_size=batch, engine="keras" if engine == "auto" else engine,
                 threads=compute_threads(self.settings.predict_compute_threads),
             )  # fmt: skip
         except ModelLoadError as exc:
             raise ModelUnavailable(str(exc)) from None
         # Warm-up at the largest batch the batcher sends (the constructor ran a batch of one).
         predictor.probabilities(np.zeros((batch, *predictor.input_shape), np.uint8))
-        return predictor
+        return predictor, path
+
+    def _choose_engine_later(self, model: LoadedModel, path: Path) -> None:
+        """Export, check and time the engines in a thread of their own while the model serves
+        on Keras; switch to the chosen one. A daemon thread: a server stopping mid-export
+        does not wait for it (the export is written beside the model atomically, or not)."""
+        model.engine_choice = {"state": "choosing"}
+        threading.Thread(
+            target=self._choose_engine, args=(model, path), daemon=True,
+            name=f"engine-{model.run_id[:8]}",
+        ).start()  # fmt: skip
+
+    def _choose_engine(self, model: LoadedModel, path: Path) -> None:
+        from core.inference.engines import make_engine
+        from core.inference.predictor import engine_folder
+
+        predictor = model.predictor
+        started = time.perf_counter()
+        try:
+            engine = make_engine(
+                predictor.model, predictor.input_shape, engine="auto",
+                cache_dir=engine_folder(path), batch_size=predictor.batch_size,
+                threads=compute_threads(self.settings.predict_compute_threads),
+            )  # fmt: skip
+            if engine.name != predictor.engine.name:
+                predictor.use_engine(engine)
+        except Exception as exc:  # the model keeps serving on Keras; say why
+            log.warning("engine choice for run %s failed: %s", model.run_id, _describe(exc))
+            model.engine_choice = {"state": "failed", "error": _describe(exc)}
+            return
+        model.engine_choice = {
+            "state": "chosen", "seconds": round(time.perf_counter() - started, 3),
+            **engine.report,
+        }  # fmt: skip
+        log.info("run %s now serves on %s: %s", model.run_id, engine.name, engine.report)
 
     async def _evict(self, *, keep: str) -> None:
         while self.nbytes > self.capacity and len(self._models) > 1:

@@ -43,7 +43,14 @@ class ModelStatus(BaseModel):
     weight_bytes: int | None = None
     load_seconds: float | None = None
     engine: Literal["keras", "onnx", "savedmodel"] | None = Field(
-        None, description="What runs the forward pass (RESNET_PREDICT_ENGINE)"
+        None, description="What runs the forward pass now (RESNET_PREDICT_ENGINE)"
+    )
+    engine_choice: dict[str, Any] | None = Field(
+        None,
+        description="With RESNET_PREDICT_ENGINE=auto: 'choosing' while the engines are exported "
+        "and timed beside the model serving on Keras; then 'chosen' (the engine, milliseconds "
+        "per call at batch 1 and the serving batch, engines skipped and why) or 'failed' (the "
+        "model stays on Keras).",
     )
     error: str | None = Field(None, description="Why the last load failed")
 

@@ -18,6 +18,7 @@ import json
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -733,6 +734,18 @@ def test_the_cache_evicts_the_least_recently_used_model(run_dir: Path, tmp_path:
         assert "resnet_model_evictions_total 1.0" in metrics
 
 
+def _copy_run(run_dir: Path, to: Path) -> Path:
+    to.mkdir()
+    for name in ("model.keras", "labels.json"):
+        (to / name).write_bytes((run_dir / name).read_bytes())
+    return to / "model.keras"
+
+
+def _model_status(client: TestClient, run: str, headers: dict[str, str]) -> dict[str, Any]:
+    answer = client.get(f"/v1/models/{run}", headers=headers).json()
+    return dict(answer["versions"][0]["status"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["onnx", "auto"])
 def test_an_exported_engine_answers_as_the_keras_model_over_http(
@@ -744,29 +757,67 @@ def test_an_exported_engine_answers_as_the_keras_model_over_http(
     from core.models import CUSTOM_OBJECTS
 
     settings = _settings(tmp_path / "state", predict_engine=engine)
-    copy = tmp_path / "run"
-    copy.mkdir()
-    for name in ("model.keras", "labels.json"):
-        (copy / name).write_bytes((run_dir / name).read_bytes())
-    run = _record_run(settings, str(copy / "model.keras"))
+    model_file = _copy_run(run_dir, tmp_path / "run")
+    run = _record_run(settings, str(model_file))
     headers = _key(settings, "admin")
     arrays = pixels(6, seed=5)
-    model = keras.saving.load_model(copy / "model.keras", custom_objects=CUSTOM_OBJECTS)
+    model = keras.saving.load_model(model_file, custom_objects=CUSTOM_OBJECTS)
     direct = np.asarray(model(arrays.astype(np.float32), training=False))
     blobs = files(*[(f"{i}.png", encode(a, "PNG")) for i, a in enumerate(arrays)])
     with TestClient(create_app(settings)) as client:
-        answer = client.post(
-            f"/v1/models/{run}/predict", files=blobs, data={"top_k": str(CLASSES)},
-            headers=headers,
-        )  # fmt: skip
-        assert answer.status_code == 200, answer.text
-        got = probabilities(answer.json())
-        status = client.get(f"/v1/models/{run}", headers=headers).json()["versions"][0]["status"]
-    assert np.array_equal(got.argmax(1), direct.argmax(1))
-    np.testing.assert_allclose(got, direct, atol=1e-4)
-    assert status["engine"] == ("onnx" if engine == "onnx" else status["engine"])
-    assert status["engine"] in ("keras", "onnx")
-    assert list((copy / "engines").glob("*/model.onnx")), "the export is kept beside the model"
+
+        def predict() -> np.ndarray:
+            answer = client.post(
+                f"/v1/models/{run}/predict", files=blobs, data={"top_k": str(CLASSES)},
+                headers=headers,
+            )  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            return probabilities(answer.json())
+
+        first = predict()
+        if engine == "auto":  # served on Keras at once; the choice is made in the background
+            assert _model_status(client, run, headers)["engine_choice"] is not None
+            answers, deadline = [], time.monotonic() + 120
+            while _model_status(client, run, headers)["engine_choice"]["state"] == "choosing":
+                assert time.monotonic() < deadline, "the engine choice took over 120 s"
+                answers.append(predict())  # the model keeps answering meanwhile
+            for got in answers:
+                np.testing.assert_allclose(got, direct, atol=1e-4)
+        got = predict()
+        status = _model_status(client, run, headers)
+    for answer in (first, got):
+        assert np.array_equal(answer.argmax(1), direct.argmax(1))
+        np.testing.assert_allclose(answer, direct, atol=1e-4)
+    if engine == "onnx":
+        assert status["engine"] == "onnx" and status["engine_choice"] is None
+    else:
+        choice = status["engine_choice"]
+        assert choice["state"] == "chosen", choice
+        assert status["engine"] == choice["chosen"] and set(choice["ms"]) == {"keras", "onnx"}
+    assert list((model_file.parent / "engines").glob("*/model.onnx")), "kept beside the model"
+
+
+@pytest.mark.slow
+def test_a_failed_engine_choice_leaves_the_model_on_keras_and_says_why(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path / "state", predict_engine="auto")
+    model_file = _copy_run(run_dir, tmp_path / "run")
+    (model_file.parent / "engines").write_text("a file where the exports' folder would go")
+    run = _record_run(settings, str(model_file))
+    headers = _key(settings, "admin")
+    image = files(("a.png", encode(pixels(1)[0], "PNG")))
+    with TestClient(create_app(settings)) as client:
+        assert client.post(f"/v1/models/{run}/predict", files=image, headers=headers).is_success
+        deadline = time.monotonic() + 120
+        while (status := _model_status(client, run, headers))["engine_choice"][
+            "state"
+        ] == "choosing" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.post(f"/v1/models/{run}/predict", files=image, headers=headers).is_success
+    choice = status["engine_choice"]
+    assert status["engine"] == "keras" and choice["chosen"] == "keras", choice
+    assert "could not keep its export" in choice["skipped"]["onnx"], choice
 
 
 # --- the body limit streams ------------------------------------------------------------------
