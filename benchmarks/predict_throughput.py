@@ -114,7 +114,7 @@ def record(db_url: str, model_path: Path) -> str:
             uri = str(model_path)
             records.add_artifact(session, run.id, kind="model", uri=uri, path=model_path)
             records.promote_run(session, run.id, MODEL)
-            _, secret = records.create_api_key(session, "bench", ["predict"])
+            _, secret = records.create_api_key(session, "bench", ["predict", "read"])
     finally:
         engine.dispose()
     return secret
@@ -306,11 +306,26 @@ def export_saved_model(model_path: Path, out: Path) -> Path:
     return out
 
 
+def export_onnx(model_path: Path, out: Path) -> Path:
+    """The ONNX export the peer serves with ``--peer-engine onnx`` (what ours serves on)."""
+    import keras
+
+    from core.inference.export import export_model
+    from core.models import CUSTOM_OBJECTS
+
+    model = keras.saving.load_model(model_path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    out.mkdir(parents=True, exist_ok=True)
+    export_model(model, "onnx", out / "model.onnx")
+    return out / "model.onnx"
+
+
 @contextmanager
 def bentoml_server(
-    saved_model: Path, port: int, python: str, log: Path, *, cpus: set[int] | None
+    model: Path, port: int, python: str, log: Path, *, cpus: set[int] | None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "BENTO_SAVED_MODEL": str(saved_model), "PYTHONPATH": str(ROOT)}
+    """BentoML serving ``model``: a SavedModel folder, or a ``.onnx`` file (ONNX Runtime)."""
+    variable = "BENTO_ONNX_MODEL" if model.suffix == ".onnx" else "BENTO_SAVED_MODEL"
+    env = {**os.environ, variable: str(model), "PYTHONPATH": str(ROOT)}
     command = [python, "-m", "bentoml", "serve", "benchmarks.peers.bento_service:ResNet",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with log.open("wb") as out:
@@ -363,6 +378,19 @@ def warm(target: Target, image: bytes) -> None:
     )  # fmt: skip
     if response.status_code != 200:
         raise RuntimeError(f"{target.name}: {response.status_code}: {response.text[:300]}")
+
+
+def settled_engine(target: Target, timeout: float = 600) -> dict[str, Any]:
+    """Our model's status once its engine is settled: with ``auto`` the choice runs in the
+    background after the first load, and a round must not time a server mid-export."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(f"{target.url}/v1/models/{MODEL}", headers=target.headers, timeout=10)
+        status: dict[str, Any] = answer.json()["versions"][0]["status"]
+        choice = status.get("engine_choice") or {}
+        if choice.get("state") != "choosing" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
 
 
 def batcher_summary(url: str) -> dict[str, float]:
@@ -567,7 +595,10 @@ def open_loop_figure(summary: dict[str, Any], p99_ms: float, out: Path) -> None:
 
 
 def served_engine(args: argparse.Namespace, name: str) -> str | None:
-    """The engine a server computes on: ours and the baseline as asked, the peer its own."""
+    """The engine a server computes on: ours and the baseline as their status says once
+    settled (else as asked), the peer its own."""
+    if name in getattr(args, "served", {}):
+        return str(args.served[name])
     if name == "ours":
         return str(args.engine or "keras")
     if name == "baseline":
@@ -596,6 +627,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="per closed-loop phase")
     parser.add_argument("--peer", choices=["none", "bentoml"], default="none")
+    parser.add_argument(
+        "--peer-engine", type=lambda t: t.split(","), default=["savedmodel"],
+        help="what the peer computes on: savedmodel (its TensorFlow runtime), onnx (ONNX "
+        "Runtime, as ours on this CPU), or both: savedmodel,onnx (two peers)",
+    )  # fmt: skip
     parser.add_argument("--bentoml-python", default=sys.executable)
     parser.add_argument(
         "--baseline", type=Path,
@@ -636,6 +672,8 @@ def main() -> None:
         os.sched_setaffinity(0, client_cpus)
     state = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     rounds: list[dict[str, Any]] = []
+    engines: dict[str, Any] = {}  # ours (and the baseline): the status once the engine settled
+    args.served = {}  # their engine names, for the raw references
     try:
         with contextlib.ExitStack() as stack:
             db_url = f"sqlite:///{state / 'resnet.db'}"
@@ -659,20 +697,31 @@ def main() -> None:
                     Target("baseline", f"http://127.0.0.1:{base_port}", PATH, "file", auth),
                     [base.pid],
                 )
-            if args.peer == "bentoml":
-                saved = export_saved_model(model_path, state / "savedmodel")
+            for peer_engine in args.peer_engine if args.peer == "bentoml" else []:
+                name = "bentoml" if peer_engine == "savedmodel" else f"bentoml-{peer_engine}"
+                served = (
+                    export_saved_model(model_path, state / "savedmodel")
+                    if peer_engine == "savedmodel"
+                    else export_onnx(model_path, state / "onnx")
+                )
                 peer_port = free_port()
                 peer = stack.enter_context(bentoml_server(
-                    saved, peer_port, args.bentoml_python, state / "bentoml.log", cpus=server_cpus
+                    served, peer_port, args.bentoml_python, state / f"{name}.log",
+                    cpus=server_cpus,
                 ))  # fmt: skip
                 time.sleep(2.0)  # its worker processes are up once /readyz answers
-                targets["bentoml"] = (
-                    Target("bentoml", f"http://127.0.0.1:{peer_port}", "/predict", "images"),
+                targets[name] = (
+                    Target(name, f"http://127.0.0.1:{peer_port}", "/predict", "images"),
                     server_pids(peer),
                 )
             images = png_images(64)
-            for target, _ in targets.values():
+            for name, (target, _) in targets.items():
                 warm(target, images[0])
+                if name in ("ours", "baseline"):
+                    engines[name] = settled_engine(target)
+                    args.served[name] = engines[name].get("engine")
+                    print(f"{name} serves on {engines[name].get('engine')}: "
+                          f"{engines[name].get('engine_choice')}", file=sys.stderr)  # fmt: skip
             for index in range(args.rounds):
                 rounds.append(one_round(args, model_path, targets, images, index))
                 print(f"round {index + 1}: {json.dumps(rounds[-1])}", file=sys.stderr)
@@ -689,6 +738,7 @@ def main() -> None:
         "clients": args.clients, "rounds": args.rounds, "seconds_per_phase": args.seconds,
         **summarise_rounds(args, rounds),
         "batcher": batcher,
+        "engines": engines,
         "per_round": rounds,
     }  # fmt: skip
     text = json.dumps(results, indent=2)

@@ -10,7 +10,11 @@ class and its probability, as ours with ``top_k=1``.
     BENTO_SAVED_MODEL=/path/to/savedmodel bentoml serve benchmarks.peers.bento_service:ResNet \\
         --port 3000
 
-Settings (environment): ``BENTO_SAVED_MODEL`` (required), ``BENTO_WORKERS`` (1),
+``BENTO_ONNX_MODEL=/path/to/model.onnx`` instead serves the model's ONNX export through ONNX
+Runtime (the engine ours picks on this CPU), so the two servers can be compared on the same
+engine; ``BENTO_ONNX_THREADS`` sets its intra-op threads (default: ONNX Runtime's own choice).
+
+Settings (environment): ``BENTO_SAVED_MODEL`` or ``BENTO_ONNX_MODEL``, ``BENTO_WORKERS`` (1),
 ``BENTO_MAX_BATCH`` (64, as our ``predict_max_batch_size``), ``BENTO_MAX_LATENCY_MS`` (1000:
 BentoML answers 503 to a request it expects to miss this; at 50 ms it refused requests while the
 model's first calls at each batch size were slow, which ours does not do, so it gets room).
@@ -25,6 +29,7 @@ import numpy as np
 from PIL.Image import Image
 
 SAVED_MODEL = os.environ.get("BENTO_SAVED_MODEL", "")
+ONNX_MODEL = os.environ.get("BENTO_ONNX_MODEL", "")
 INPUT, OUTPUT = "image", "output_0"  # core.inference.export's SavedModel signature names
 
 
@@ -36,13 +41,16 @@ INPUT, OUTPUT = "image", "output_0"  # core.inference.export's SavedModel signat
 )
 class ResNet:
     def __init__(self) -> None:
+        if ONNX_MODEL:
+            self._forward = _onnx_forward(ONNX_MODEL)
+            self._size = _onnx_size(ONNX_MODEL)
+            return
         import tensorflow as tf
 
-        self._tf = tf
-        self._serve = tf.saved_model.load(SAVED_MODEL).signatures["serving_default"]
-        shape = self._serve.structured_input_signature[1][INPUT].shape
+        serve = tf.saved_model.load(SAVED_MODEL).signatures["serving_default"]
+        shape = serve.structured_input_signature[1][INPUT].shape
         self._size = (int(shape[2]), int(shape[1]))  # PIL's (width, height)
-        self._classes = int(self._serve.structured_outputs[OUTPUT].shape[-1])
+        self._forward = lambda batch: serve(**{INPUT: tf.constant(batch)})[OUTPUT].numpy()
 
     @bentoml.api(
         batchable=True,
@@ -53,8 +61,30 @@ class ResNet:
         batch = np.stack(
             [np.asarray(i.convert("RGB").resize(self._size), np.float32) for i in images]
         )
-        probabilities = self._serve(**{INPUT: self._tf.constant(batch)})[OUTPUT].numpy()
+        probabilities = self._forward(batch)
         top = probabilities.argmax(axis=1)
         return [
             {"index": int(k), "score": float(p[k])} for k, p in zip(top, probabilities, strict=True)
         ]
+
+
+def _onnx_session(path: str):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    threads = int(os.environ.get("BENTO_ONNX_THREADS", "0"))
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_forward(path: str):  # type: ignore[no-untyped-def]
+    session = _onnx_session(path)
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def _onnx_size(path: str) -> tuple[int, int]:
+    shape = _onnx_session(path).get_inputs()[0].shape  # (batch, H, W, C)
+    return int(shape[2]), int(shape[1])

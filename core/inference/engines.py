@@ -18,6 +18,7 @@ named by the file's digest) and reused by every later load of the same file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ AUTO_CANDIDATES = ("keras", "onnx")
 AGREE_ATOL = 1e-4
 PROBE_IMAGES = 16
 TIMING_SECONDS = 0.15
+STALE_STAGING_S = 3600.0
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -143,6 +145,7 @@ def _export_atomically(name: str, model: keras.Model, target: Path) -> None:
 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(target.parent, name)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     except OSError as exc:
         raise EngineError(f"the {name} engine: could not keep its export: {exc}") from exc
@@ -156,6 +159,16 @@ def _export_atomically(name: str, model: keras.Model, target: Path) -> None:
             raise EngineError(f"the {name} engine: could not keep its export: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(folder: Path, name: str) -> None:
+    """Staging folders an export left when its process was killed mid-way (a full-size model
+    each); an hour old, no export in progress still writes there."""
+    cutoff = time.time() - STALE_STAGING_S
+    for stale in folder.glob(f".{name}-*"):
+        with contextlib.suppress(OSError):
+            if stale.stat().st_mtime < cutoff:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def _onnx(path: Path, threads: int | None) -> Forward:

@@ -145,6 +145,11 @@ class DynamicBatcher:
         """Images queued and reserved."""
         return len(self._items) + self._reserved
 
+    @property
+    def closed(self) -> bool:
+        """It takes no more work: closed, or its thread ended (the model must be reloaded)."""
+        return self._closed
+
     def reserve(self, count: int) -> Reservation:
         """Hold ``count`` places for a request's images while they are decoded.
 
@@ -178,6 +183,11 @@ class DynamicBatcher:
             if self._abandoned or (self._stopped is not None and self._stopped.done()):
                 self._ready.notify()
                 raise BatcherClosed  # closed while this request was decoding
+            if self._loop is not None and loop is not self._loop:
+                self._ready.notify()
+                if self._loop.is_closed():  # its loop ended without close(): load it again
+                    raise BatcherClosed
+                raise RuntimeError("a batcher serves the one event loop it started on")
             if self._thread is None:
                 self._start(loop)
             for array in arrays:
@@ -188,11 +198,15 @@ class DynamicBatcher:
         return futures
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._stopped = loop.create_future()
         # A daemon: a process that exits without closing its models is not held up by one.
-        self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+        self._loop, self._stopped = loop, loop.create_future()
+        try:
+            thread.start()
+        except BaseException:
+            self._loop = self._stopped = None
+            raise
+        self._thread = thread
 
     async def close(self, grace_s: float = 30.0) -> None:
         """Refuse new work, finish what is queued (and what reserved places submits), stop.
@@ -223,29 +237,46 @@ class DynamicBatcher:
 
     def _serve(self) -> None:
         assert self._loop is not None and self._stopped is not None
+        error: BaseException = BatcherClosed()
         try:
             while (batch := self._next_batch()) is not None:
                 if batch:
                     self._compute(batch)
+                del batch  # nothing of the last batch is held while the thread waits
+        except BaseException as exc:  # not a failed model call (_compute answers those)
+            log.exception("the model thread of %s stopped", self._name)
+            if isinstance(exc, Exception):
+                error = exc
         finally:
+            # Whatever ends the thread, nothing is left waiting on it: what it had fails, and
+            # the batcher takes no more work, so the cache loads the model again.
+            with self._ready:
+                self._closed = self._abandoned = True
+                left = [*self._running, *self._items]
+                self._running, self._items = [], deque()
+            if left:
+                self._call_loop(_fail, left, error)
             self._call_loop(_resolve, self._stopped)
 
     def _next_batch(self) -> list[_Item] | None:
         """The next batch to compute; None when the thread should stop."""
+        assert self._loop is not None
         with self._ready:
             while not self._items:
                 if self._abandoned or (self._closed and self._reserved == 0):
                     return None
-                self._ready.wait()
-            if self._abandoned:
-                return None
+                if self._loop.is_closed():  # its loop ended without close(): nobody is left
+                    return None
+                self._ready.wait(1.0)
             # Others are decoding images they have places for: give them until the oldest
             # queued item has waited max_delay_s (no wait at all when nobody else is coming).
-            while len(self._items) < self.max_batch_size and self._reserved > 0:
+            while self._items and len(self._items) < self.max_batch_size and self._reserved > 0:
                 left = self._items[0].enqueued + self.max_delay_s - time.perf_counter()
                 if left <= 0 or self._abandoned:
                     break
                 self._ready.wait(left)
+            if self._abandoned:
+                return None
             batch: list[_Item] = []
             while self._items and len(batch) < self.max_batch_size:
                 item = self._items.popleft()
@@ -260,14 +291,16 @@ class DynamicBatcher:
             self._queue_seconds.observe(started - item.enqueued)
         try:
             probs = self.run_batch(np.stack([item.array for item in batch]))
+            if len(probs) != len(batch):
+                raise ValueError(f"the model answered {len(probs)} rows for {len(batch)} images")
         except Exception as exc:
             log.exception("batched model call of %d image(s) failed", len(batch))
             self._call_loop(_fail, batch, exc)
-            return
-        self._compute_seconds.observe(time.perf_counter() - started)
-        self._batch_size.observe(len(batch))
-        self._images.inc(len(batch))
-        self._call_loop(_deliver, batch, probs)
+        else:
+            self._compute_seconds.observe(time.perf_counter() - started)
+            self._batch_size.observe(len(batch))
+            self._images.inc(len(batch))
+            self._call_loop(_deliver, batch, probs)
         self._running = []
 
     def _call_loop(self, callback: Callable[..., None], *args: object) -> None:

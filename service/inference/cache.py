@@ -24,8 +24,10 @@ single copy. A location on shared storage (``gs://…``) is copied to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -112,6 +114,11 @@ class ModelCache:
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         self._failed: dict[str, str] = {}
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+        # RESNET_PREDICT_ENGINE=auto: one choice at a time, in one daemon thread (a server
+        # stopping mid-export does not wait for it); None tells it to stop.
+        self._choices: queue.SimpleQueue[tuple[LoadedModel, Path] | None] = queue.SimpleQueue()
+        self._chooser: threading.Thread | None = None
+        self._stopping = False
 
     @property
     def nbytes(self) -> int:
@@ -142,6 +149,10 @@ class ModelCache:
             ModelUnavailable: it could not be loaded.
         """
         model = self._models.get(ref.uri)
+        if model is not None and model.batcher.closed:  # its model thread stopped: reload
+            log.warning("the batcher of run %s had stopped; loading the model again", ref.run_id)
+            del self._models[ref.uri]
+            model = None
         if model is not None:
             self._models.move_to_end(ref.uri)
             return model
@@ -157,7 +168,7 @@ class ModelCache:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            predictor, path = await loop.run_in_executor(self._loader, self._load_predictor, ref)
+            predictor, engines = await loop.run_in_executor(self._loader, self._load_predictor, ref)
         except Exception as exc:
             message = str(exc) if isinstance(exc, ModelUnavailable) else _describe(exc)
             log.warning("model of run %s could not be loaded: %s", ref.run_id, message)
@@ -188,8 +199,8 @@ class ModelCache:
             nbytes=_weight_bytes(predictor),
             load_seconds=time.perf_counter() - started,
         )
-        if s.predict_engine == "auto":
-            self._choose_engine_later(model, path)
+        if engines is not None:
+            self._choose_engine_later(model, engines)
         self._failed.pop(ref.uri, None)
         self._models[ref.uri] = model
         self.metrics.loads.inc()
@@ -200,10 +211,12 @@ class ModelCache:
         await self._evict(keep=ref.uri)
         done.set_result(model)
 
-    def _load_predictor(self, ref: ModelRef) -> tuple[Predictor, Path]:
+    def _load_predictor(self, ref: ModelRef) -> tuple[Predictor, Path | None]:
         """Runs in the loader thread: the first call imports TensorFlow. ``auto`` starts on
-        Keras (its choice is made in the background, :meth:`_choose_engine_later`)."""
+        Keras; its choice is made in the background (:meth:`_choose_engine_later`) with the
+        exports kept in the folder returned (named by the digest of the file loaded)."""
         from core.inference import ModelLoadError, Predictor
+        from core.inference.predictor import engine_folder
 
         limit_compute_threads(self.settings.predict_compute_threads)
         path = local_model_file(self.settings, ref.run_id, ref.uri)
@@ -218,41 +231,70 @@ class ModelCache:
             raise ModelUnavailable(str(exc)) from None
         # Warm-up at the largest batch the batcher sends (the constructor ran a batch of one).
         predictor.probabilities(np.zeros((batch, *predictor.input_shape), np.uint8))
-        return predictor, path
+        return predictor, engine_folder(path) if engine == "auto" else None
 
-    def _choose_engine_later(self, model: LoadedModel, path: Path) -> None:
-        """Export, check and time the engines in a thread of their own while the model serves
-        on Keras; switch to the chosen one. A daemon thread: a server stopping mid-export
-        does not wait for it (the export is written beside the model atomically, or not)."""
+    def _choose_engine_later(self, model: LoadedModel, engines: Path) -> None:
+        """Export, check and time the engines in the chooser thread while the model serves
+        on Keras; it switches to the chosen one (:meth:`_choose_engine`)."""
         model.engine_choice = {"state": "choosing"}
-        threading.Thread(
-            target=self._choose_engine, args=(model, path), daemon=True,
-            name=f"engine-{model.run_id[:8]}",
-        ).start()  # fmt: skip
+        if self._chooser is None:
+            loop = asyncio.get_running_loop()
+            self._chooser = threading.Thread(
+                target=self._run_choices, args=(loop,), daemon=True, name="engine-choice"
+            )
+            self._chooser.start()
+        self._choices.put((model, engines))
 
-    def _choose_engine(self, model: LoadedModel, path: Path) -> None:
+    def _run_choices(self, loop: asyncio.AbstractEventLoop) -> None:
+        while (job := self._choices.get()) is not None and not self._stopping:
+            model, engines = job
+            try:
+                if self._choose_engine(model, engines):
+                    # The exported engine holds its own copy of the weights: count it, and
+                    # let the cache evict past its budget (on the loop, which owns the cache).
+                    model.nbytes += _engine_bytes(engines, model.predictor.engine.name)
+                    with contextlib.suppress(RuntimeError):  # the loop has closed
+                        loop.call_soon_threadsafe(self._evict_soon, model.uri)
+            except BaseException as exc:  # the model keeps serving on Keras; say why
+                log.warning("engine choice for run %s failed: %s", model.run_id, _describe(exc))
+                model.engine_choice = {"state": "failed", "error": _describe(exc)}
+
+    def _evict_soon(self, keep: str) -> None:
+        if keep in self._models:
+            asyncio.get_running_loop().create_task(self._evict(keep=keep))
+
+    def _served(self, model: LoadedModel, engines: Path) -> bool:
+        """Still worth an engine: in the cache (not evicted), its folder still there (a
+        deleted run's folder is not made again by an export)."""
+        folder = engines.parent.parent  # <model folder>/engines/<digest>
+        return not self._stopping and self._models.get(model.uri) is model and folder.is_dir()
+
+    def _choose_engine(self, model: LoadedModel, engines: Path) -> bool:
+        """Whether the model switched to an exported engine."""
         from core.inference.engines import make_engine
-        from core.inference.predictor import engine_folder
 
         predictor = model.predictor
         started = time.perf_counter()
-        try:
-            engine = make_engine(
-                predictor.model, predictor.input_shape, engine="auto",
-                cache_dir=engine_folder(path), batch_size=predictor.batch_size,
-                threads=compute_threads(self.settings.predict_compute_threads),
-            )  # fmt: skip
-            if engine.name != predictor.engine.name:
-                predictor.use_engine(engine)
-        except Exception as exc:  # the model keeps serving on Keras; say why
-            log.warning("engine choice for run %s failed: %s", model.run_id, _describe(exc))
-            model.engine_choice = {"state": "failed", "error": _describe(exc)}
-            return
+        if not self._served(model, engines):
+            model.engine_choice = {"state": "skipped", "reason": "evicted or its file removed"}
+            return False
+        engine = make_engine(
+            predictor.model, predictor.input_shape, engine="auto",
+            cache_dir=engines, batch_size=predictor.batch_size,
+            threads=compute_threads(self.settings.predict_compute_threads),
+        )  # fmt: skip
+        if not self._served(model, engines):
+            model.engine_choice = {"state": "skipped", "reason": "evicted or its file removed"}
+            return False
+        switched = engine.name != predictor.engine.name
+        if switched:
+            predictor.use_engine(engine)
         model.engine_choice = {
             "state": "chosen", "seconds": round(time.perf_counter() - started, 3),
             **engine.report,
         }  # fmt: skip
         log.info("run %s now serves on %s: %s", model.run_id, engine.name, engine.report)
+        return switched
 
     async def _evict(self, *, keep: str) -> None:
         while self.nbytes > self.capacity and len(self._models) > 1:
@@ -270,6 +312,8 @@ class ModelCache:
         self._models.clear()
         await asyncio.gather(*(m.batcher.close() for m in models), return_exceptions=True)
         self._loader.shutdown(wait=False, cancel_futures=True)
+        self._stopping = True
+        self._choices.put(None)
 
 
 def local_model_file(settings: Settings, run_id: str, uri: str) -> Path:
@@ -334,12 +378,19 @@ def limit_compute_threads(configured: int | None) -> None:
         log.info("prediction: TensorFlow already initialised; its thread pools are kept")
 
 
+def _engine_bytes(folder: Path, engine: str) -> int:
+    """The size of an exported engine's files (its runtime holds the weights again)."""
+    target = folder / ("model.onnx" if engine == "onnx" else "savedmodel")
+    files = [target] if target.is_file() else [f for f in target.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files)
+
+
 def _weight_bytes(predictor: Predictor) -> int:
     return int(
         sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in predictor.model.weights)
     )
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}"[:300]

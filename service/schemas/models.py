@@ -49,8 +49,8 @@ class ModelStatus(BaseModel):
         None,
         description="With RESNET_PREDICT_ENGINE=auto: 'choosing' while the engines are exported "
         "and timed beside the model serving on Keras; then 'chosen' (the engine, milliseconds "
-        "per call at batch 1 and the serving batch, engines skipped and why) or 'failed' (the "
-        "model stays on Keras).",
+        "per call at batch 1 and the serving batch, engines skipped and why), 'failed' (the "
+        "model stays on Keras) or 'skipped' (evicted, or its run deleted, meanwhile).",
     )
     error: str | None = Field(None, description="Why the last load failed")
 

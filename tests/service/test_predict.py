@@ -775,6 +775,7 @@ def test_an_exported_engine_answers_as_the_keras_model_over_http(
             return probabilities(answer.json())
 
         first = predict()
+        keras_bytes = _model_status(client, run, headers)["weight_bytes"]
         if engine == "auto":  # served on Keras at once; the choice is made in the background
             assert _model_status(client, run, headers)["engine_choice"] is not None
             answers, deadline = [], time.monotonic() + 120
@@ -794,6 +795,10 @@ def test_an_exported_engine_answers_as_the_keras_model_over_http(
         choice = status["engine_choice"]
         assert choice["state"] == "chosen", choice
         assert status["engine"] == choice["chosen"] and set(choice["ms"]) == {"keras", "onnx"}
+        (export,) = (model_file.parent / "engines").glob("*/model.onnx")
+        # an exported engine's runtime holds the weights again: the cache counts them
+        onnx_bytes = export.stat().st_size if choice["chosen"] == "onnx" else 0
+        assert status["weight_bytes"] == keras_bytes + onnx_bytes
     assert list((model_file.parent / "engines").glob("*/model.onnx")), "kept beside the model"
 
 

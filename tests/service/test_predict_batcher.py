@@ -214,6 +214,63 @@ def test_close_does_not_wait_forever_for_places_never_used() -> None:
     run(test)
 
 
+def test_a_model_thread_that_dies_leaves_nothing_waiting_and_takes_no_more_work() -> None:
+    """Whatever kills the thread (here an exception that is not an Exception, as some native
+    libraries raise), what it held fails at once and the batcher reports itself closed, so
+    the cache loads the model again instead of handing out a batcher nobody serves."""
+
+    class Fatal(BaseException):
+        pass
+
+    model = StandIn()
+
+    def dies(batch: np.ndarray) -> np.ndarray:
+        model.gate.wait(10)
+        raise Fatal
+
+    async def test() -> None:
+        b = batcher(model)
+        b.run_batch = dies
+        model.gate.clear()
+        running = asyncio.ensure_future(predict(b, 1))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(predict(b, 2))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        for request in (running, queued):
+            with pytest.raises(BatcherClosed):
+                await request
+        assert b.closed and b.depth == 0
+        with pytest.raises(BatcherClosed):
+            b.reserve(1)
+        await b.close()
+
+    run(test)
+
+
+def test_close_while_the_thread_waits_for_decoding_requests_stops_it_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = StandIn()
+
+    async def test() -> None:
+        b = batcher(model, max_delay_s=5.0)
+        decoding = b.reserve(1)  # the thread waits for it, up to 5 s
+        queued = asyncio.ensure_future(predict(b, 1))
+        await asyncio.sleep(0.05)
+        await b.close(grace_s=0.1)
+        with pytest.raises(BatcherClosed):
+            await queued
+        assert b._thread is not None
+        b._thread.join(2)
+        assert not b._thread.is_alive()
+        decoding.release()
+
+    run(test)
+    assert model.batches == []
+    assert not [r for r in caplog.records if "model thread" in r.getMessage()], caplog.text
+
+
 def test_the_body_limit_counts_streamed_bytes() -> None:
     async def test() -> None:
         chunks = iter([b"x" * 40, b"x" * 40, b"x" * 40])

@@ -16,7 +16,7 @@ import pytest
 from core.inference import ModelLoadError, Predictor
 from core.inference.engines import AGREE_ATOL, make_engine
 from core.inference.float32 import float32_model
-from core.inference.predictor import ENGINES_DIR, load_keras_model
+from core.inference.predictor import ENGINES_DIR, engine_folder, load_keras_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -114,3 +114,23 @@ def test_keras_engine_needs_no_export(tmp_path):
     out = np.asarray(engine.forward(np.zeros((2, 16, 16, 3), np.float32)))
     assert out.shape == (2, 3) and not any(Path(tmp_path).iterdir())
     keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_an_export_clears_what_a_killed_export_left_an_hour_ago(tiny_run, tmp_path):
+    """A process killed mid-export leaves a full-size staging folder; the next export of that
+    engine removes it if it is over an hour old, and leaves a younger one (in progress)."""
+    import os
+    import time
+
+    model_file = tmp_path / "model.keras"
+    model_file.write_bytes((tiny_run("float32") / "model.keras").read_bytes())
+    folder = engine_folder(model_file)
+    stale, fresh = folder / ".onnx-killed", folder / ".onnx-writing"
+    for left in (stale, fresh):
+        left.mkdir(parents=True)
+        (left / "model.onnx").write_bytes(b"half an export")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    Predictor.load(model_file, engine="onnx")
+    assert not stale.exists() and fresh.exists() and (folder / "model.onnx").is_file()
