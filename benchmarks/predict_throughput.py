@@ -143,7 +143,7 @@ def free_port() -> int:
 
 def start_server(
     state: Path, db_url: str, port: int, *, cpus: set[int] | None, tree: Path = ROOT,
-    engine: str | None = None,
+    engine: str | None = None, extra_env: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """The API under uvicorn, from this checkout or another ``tree`` (an A/B's baseline),
     serving through ``engine`` (``RESNET_PREDICT_ENGINE``; None: the settings' default)."""
@@ -151,6 +151,7 @@ def start_server(
     env = {**os.environ, "RESNET_STATE_DIR": str(state), "RESNET_DATABASE_URL": db_url}
     if engine:
         env["RESNET_PREDICT_ENGINE"] = engine
+    env.update(item.split("=", 1) for item in extra_env or [])  # type: ignore[misc]
     if tree != ROOT:
         env["PYTHONPATH"] = str(tree)  # its service/, core/ and jobs/ before this venv's
     command = [
@@ -647,6 +648,15 @@ def main() -> None:
         help="serve the baseline on this engine (with no --baseline: from this checkout), an "
         "A/B of the engine behind the whole request path",
     )  # fmt: skip
+    parser.add_argument(
+        "--server-env", action="append", metavar="NAME=VALUE",
+        help="a setting for our server only (repeatable), e.g. RESNET_PREDICT_COMPUTE_THREADS=2",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline-env", action="append", metavar="NAME=VALUE",
+        help="a setting for the baseline only (with no --baseline: from this checkout): an "
+        "A/B of a setting",
+    )  # fmt: skip
     parser.add_argument("--open-loop", type=_floats, help="offered rates/s, e.g. 100,200,400")
     parser.add_argument("--open-seconds", type=float, default=5.0)
     parser.add_argument("--p99-ms", type=float, default=50.0)
@@ -680,17 +690,20 @@ def main() -> None:
             model_path = build_model(state / "runs" / "r20")
             secret = record(db_url, model_path)
             port = free_port()
-            ours = start_server(state, db_url, port, cpus=server_cpus, engine=args.engine)
+            ours = start_server(
+                state, db_url, port, cpus=server_cpus, engine=args.engine,
+                extra_env=args.server_env,
+            )  # fmt: skip
             stack.callback(_stop, ours)
             auth = {"Authorization": f"Bearer {secret}"}
             targets = {"ours": (Target("ours", f"http://127.0.0.1:{port}", PATH, "file", auth),
                                 [ours.pid])}  # fmt: skip
-            if args.baseline or args.baseline_engine:
+            if args.baseline or args.baseline_engine or args.baseline_env:
                 base_port = free_port()
                 base = start_server(
                     state / "baseline", db_url, base_port, cpus=server_cpus,
                     tree=(args.baseline or ROOT).resolve(),
-                    engine=args.baseline_engine or args.engine,
+                    engine=args.baseline_engine or args.engine, extra_env=args.baseline_env,
                 )  # fmt: skip
                 stack.callback(_stop, base)
                 targets["baseline"] = (

@@ -77,8 +77,9 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=1024,
-        description="TensorFlow's intra-op threads in an API process (default: the usable "
-        "cores but one, at least one: the event loop keeps a core).",
+        description="The model's intra-op threads in an API process (default: for Keras the "
+        "usable cores but one, at least one, so the event loop keeps a core; for ONNX Runtime "
+        "every usable core, its threads sleeping between calls).",
     )
     model_cache_bytes: int = Field(
         2 * 1024**3, ge=1, description="Weights of loaded models kept in memory (LRU beyond)."

@@ -75,7 +75,10 @@ def make_engine(
         shape: its input shape (H, W, C).
         engine: ``auto``, ``keras``, ``onnx`` or ``savedmodel``.
         cache_dir: where exports are kept; default: a temporary folder removed with the engine.
-        threads: ONNX Runtime's intra-op threads (default: its own choice).
+        threads: ONNX Runtime's intra-op threads, for a process whose cores other work needs
+            too (a server's event loop, its clients): the pool's threads then sleep between
+            calls instead of spinning (default: ONNX Runtime's own choice, every core,
+            spinning; best for a process that only runs the model).
         batch_size: the largest batch the caller sends (``auto`` times this size too).
 
     Raises:
@@ -180,6 +183,11 @@ def _onnx(path: Path, threads: int | None) -> Forward:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Spinning threads burn a core waiting for the next call. Under a server on 2 cores,
+        # two threads that sleep served 1.16-1.24x the images/s of one thread with minimal
+        # clients and the same with httpx clients; two that spin lost 10 % with httpx
+        # (docs/benchmarks.md, "The model thread takes its own batches").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
     return lambda x: session.run([out_name], {in_name: np.ascontiguousarray(x, np.float32)})[0]

@@ -225,7 +225,7 @@ class ModelCache:
         try:
             predictor = Predictor.load(
                 path, batch_size=batch, engine="keras" if engine == "auto" else engine,
-                threads=compute_threads(self.settings.predict_compute_threads),
+                threads=engine_threads(self.settings.predict_compute_threads),
             )  # fmt: skip
         except ModelLoadError as exc:
             raise ModelUnavailable(str(exc)) from None
@@ -281,7 +281,7 @@ class ModelCache:
         engine = make_engine(
             predictor.model, predictor.input_shape, engine="auto",
             cache_dir=engines, batch_size=predictor.batch_size,
-            threads=compute_threads(self.settings.predict_compute_threads),
+            threads=engine_threads(self.settings.predict_compute_threads),
         )  # fmt: skip
         if not self._served(model, engines):
             model.engine_choice = {"state": "skipped", "reason": "evicted or its file removed"}
@@ -352,6 +352,15 @@ def compute_threads(configured: int | None) -> int:
     if configured is not None:
         return configured
     return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def engine_threads(configured: int | None) -> int:
+    """The intra-op threads of an exported engine (ONNX Runtime): ``configured``, else every
+    usable core. Unlike TensorFlow's pool (:func:`limit_compute_threads`), its threads sleep
+    between calls, so the event loop gets a core whenever it needs one."""
+    if configured is not None:
+        return configured
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def limit_compute_threads(configured: int | None) -> None:
