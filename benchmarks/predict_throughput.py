@@ -574,8 +574,11 @@ def open_loop_figure(summary: dict[str, Any], p99_ms: float, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    labels = {"baseline": "ours, --baseline tree", "bentoml": "BentoML (SavedModel)",
+              "bentoml-onnx": "BentoML (ONNX Runtime)"}  # fmt: skip
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, (name, data) in enumerate(summary["open_loop"].items()):
+    for i, (key, data) in enumerate(summary["open_loop"].items()):
+        name = labels.get(key, key)
         curve = data["curve"]
         rates = [p["offered_per_s"] for p in curve]
         ax.plot(rates, [p["p99_ms"] for p in curve], "o-", color=f"C{i}", label=f"{name} p99")
