@@ -184,7 +184,7 @@ def _onnx(path: Path, threads: int | None) -> Forward:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Spinning threads burn a core waiting for the next call. Under a server on 2 cores,
-        # two threads that sleep served 1.16-1.24x the images/s of one thread with minimal
+        # two threads that sleep served 1.16-1.23x the images/s of one thread with minimal
         # clients and the same with httpx clients; two that spin lost 10 % with httpx
         # (docs/benchmarks.md, "The model thread takes its own batches").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
