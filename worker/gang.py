@@ -48,7 +48,14 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import RecordNotFound, RunStatus, session_scope
-from jobs.records.gangs import Gang, broken_why, met_gang, requeue_gang, start_gang
+from jobs.records.gangs import (
+    Gang,
+    broken_why,
+    leave_unstarted,
+    met_gang,
+    requeue_gang,
+    start_gang,
+)
 from jobs.records.lifecycle import RUN_JOBS, ReclaimOutcome
 from jobs.records.runs import finish_run
 from jobs.records.slots import (
@@ -132,26 +139,34 @@ class GangSlot:
                 self._leave()
                 return None
             if time.monotonic() > deadline:
+                if self._leave_waiting() is not None:  # the gang started with this slot
+                    continue  # meanwhile: the next look finds it met, and start() joins it
                 log.info(
                     "run %s: the gang did not meet within %.0f s: slot %d freed; the run waits",
                     self.run_id, self.settings.gang_wait_seconds, self.slot,
                 )  # fmt: skip
-                self._leave_waiting()
                 return None
             time.sleep(self.tick_s)
 
-    def _leave_waiting(self) -> None:
-        """Free this slot and, if the run still waits for its gang, send its message again.
+    def _leave_waiting(self) -> int | None:
+        """Free this slot and, if the run still waits for its gang, send its message again;
+        unless the gang started with this slot meanwhile: then the attempt to join.
 
         The message this delivery took stands for the slot: a queued run needs one per free
         slot, or its gang never meets again (the broker still holds the others, so the
         lost-message sweep sends nothing).
         """
         with session_scope(self.sessions) as session:
-            freed = release_slot(session, self.claim)
-            queued = RUN_JOBS.get(session, self.run_id).status == RunStatus.QUEUED
-        if freed and queued:
+            outcome = leave_unstarted(session, self.claim)
+            run = RUN_JOBS.get(session, self.run_id)
+            queued, attempt = run.status == RunStatus.QUEUED, run.attempts
+        if outcome == "joined":
+            log.info("run %s: the gang started as slot %d gave up: it joins", self.run_id,
+                     self.slot)  # fmt: skip
+            return attempt
+        if outcome == "freed" and queued:
             self.send(self.run_id, 1)
+        return None
 
     # --- 3. the attempt starts -------------------------------------------------------------
 
@@ -185,8 +200,7 @@ class GangSlot:
                 ):
                     break
             time.sleep(self.tick_s)
-        self._leave_waiting()
-        return None
+        return self._leave_waiting()  # the attempt, if the chief started it just now
 
     @property
     def slot(self) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import String, and_, literal, or_, select, update
 from sqlalchemy import cast as sql_cast
@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from jobs.records.lifecycle import RUN_JOBS, ReclaimOutcome
 from jobs.records.models import Run, RunSlot, RunStatus, utcnow
-from jobs.records.slots import release_slots
+from jobs.records.slots import SlotClaim, release_slot, release_slots
 from jobs.records.sql import changed, get_row
 
 
@@ -80,6 +80,7 @@ def start_gang(
     Returns:
         The run's attempt now held, or ``None`` (cancelled, claimed already, gang broken).
     """
+    _lock_run(session, gang.run_id)  # ordered with a member leaving: see leave_unstarted
     if broken_why(session, gang, stale_after_s=None) is not None:
         return None
     attempt = RUN_JOBS.claim(session, gang.run_id, worker_host=worker_host)
@@ -88,6 +89,40 @@ def start_gang(
             update(Run).where(Run.id == gang.run_id).values(distribution=dict(distribution))
         )
     return attempt
+
+
+def leave_unstarted(session: Session, claim: SlotClaim) -> Literal["freed", "joined", "lost"]:
+    """A waiting worker gives up its slot, unless its gang started with it meanwhile.
+
+    The chief's :func:`start_gang` and this take the run's row lock first, so one of them
+    goes wholly before the other: either the slot is freed before the chief looks at the
+    slots (it then finds the gang broken and claims nothing), or the chief's claim is
+    committed first and the slot is kept. Without that order, on PostgreSQL, a chief could
+    read every slot held, a member free its slot, and the chief start an attempt that stops
+    at once, one of the run's attempts spent for nothing.
+
+    Returns:
+        ``freed``; ``joined``: the run is running with this slot still held (its worker
+        trains in that attempt); ``lost``: the slot was no longer this claim's.
+    """
+    _lock_run(session, claim.run_id)
+    status = session.execute(select(Run.status).where(Run.id == claim.run_id)).scalar_one()
+    if status == RunStatus.RUNNING:
+        held = session.execute(
+            select(RunSlot.slot).where(
+                RunSlot.run_id == claim.run_id, RunSlot.slot == claim.slot,
+                RunSlot.attempt == claim.attempt, RunSlot.claimed_at.is_not(None),
+            )
+        ).first()  # fmt: skip
+        return "joined" if held is not None else "lost"
+    return "freed" if release_slot(session, claim) else "lost"
+
+
+def _lock_run(session: Session, run_id: str) -> None:
+    """Take the run's row for this transaction: a row lock on PostgreSQL, the database's write
+    lock on SQLite (whose driver starts a transaction only at a write, and ignores FOR UPDATE;
+    hence an UPDATE that changes nothing rather than a SELECT ... FOR UPDATE)."""
+    session.execute(update(Run).where(Run.id == run_id).values(workers=Run.workers))
 
 
 def broken_why(session: Session, gang: Gang, *, stale_after_s: float | None) -> str | None:

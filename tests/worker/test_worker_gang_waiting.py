@@ -229,3 +229,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_a_member_whose_deadline_passes_as_the_chief_starts_joins_the_attempt(records, settings):
+    """The member's wait for the chief ends just after the chief started the gang: it keeps
+    its slot and trains in that attempt (leaving would break the gang at once and spend one of
+    the run's attempts), sending no message."""
+    run_id = new_run(records)
+    sent = Sent()
+    members, gang, cluster = met(records, settings, run_id, sent)
+    chief, member = members
+    assert chief.start(gang, cluster) == 1
+    assert member._leave_waiting() == 1
+    assert free_slots(records, run_id) == 0 and sent.messages(run_id) == 0
+    with records() as s:
+        run = RUN_JOBS.get(s, run_id)
+        assert (run.status, run.attempts) == (RunStatus.RUNNING, 1)

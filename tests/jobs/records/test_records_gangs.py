@@ -5,12 +5,22 @@ transition fenced by the attempt, attempts running out, and cancel."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.records import session_scope
-from jobs.records.gangs import Gang, broken_gangs, broken_why, met_gang, requeue_gang, start_gang
+from jobs.records.gangs import (
+    Gang,
+    broken_gangs,
+    broken_why,
+    leave_unstarted,
+    met_gang,
+    requeue_gang,
+    start_gang,
+)
 from jobs.records.lifecycle import RUN_JOBS, ReclaimOutcome
 from jobs.records.models import Run, RunStatus
 from jobs.records.runs import request_cancel
@@ -296,3 +306,67 @@ def test_a_cancel_pending_wins_over_running_out_of_attempts(sm):
         request_cancel(s, run_id)
     assert requeue(sm, run_id, 1, "slot 0 stopped") is ReclaimOutcome.CANCELLED
     assert run_row(sm, run_id).status == RunStatus.CANCELLED
+
+
+def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.update(value=work()))
+    thread.start()
+    return thread, result
+
+
+def test_a_member_leaving_as_the_chief_starts_frees_its_slot_before_or_joins_after(sm):
+    """A member giving up its slot and the chief starting the gang are ordered by the run's
+    row: whichever takes it first goes wholly first, so no attempt starts with a slot that is
+    being freed (on PostgreSQL, without the order, the chief could read every slot held while
+    the member freed one: an attempt spent on a gang already broken)."""
+    # The member first: its slot is freed; the chief, waiting meanwhile, then claims nothing.
+    run_id = new_run(sm)
+    claims, gang = meet(sm, run_id)
+    member = sm()
+    assert leave_unstarted(member, claims[1]) == "freed"  # its transaction still open
+    chief, started = _in_thread(lambda: start(sm, gang))
+    time.sleep(0.5)
+    assert chief.is_alive(), "the chief waits for the member's transaction"
+    member.commit()
+    member.close()
+    chief.join(30)
+    assert started["value"] is None
+    run = run_row(sm, run_id)
+    assert (run.status, run.attempts) == (RunStatus.QUEUED, 0)
+    assert claimed_slots(sm, run_id) == [0]
+
+    # The chief first: the attempt starts; the member, waiting meanwhile, keeps its slot.
+    run_id = new_run(sm)
+    claims, gang = meet(sm, run_id)
+    chief_session = sm()
+    attempt = start_gang(chief_session, gang, worker_host="chief-host", distribution=PLAN)
+    assert attempt == 1
+
+    def leave() -> str:
+        with session_scope(sm) as s:
+            return leave_unstarted(s, claims[1])
+
+    member_thread, left = _in_thread(leave)
+    time.sleep(0.5)
+    assert member_thread.is_alive(), "the member waits for the chief's transaction"
+    chief_session.commit()
+    chief_session.close()
+    member_thread.join(30)
+    assert left["value"] == "joined"
+    run = run_row(sm, run_id)
+    assert (run.status, run.attempts) == (RunStatus.RUNNING, 1)
+    assert claimed_slots(sm, run_id) == [0, 1]
+
+
+def test_leaving_a_slot_that_was_taken_over_changes_nothing(sm):
+    run_id = new_run(sm)
+    claims, _ = meet(sm, run_id)
+    with session_scope(sm) as s:
+        assert release_slot(s, claims[1])
+    with session_scope(sm) as s:  # another worker takes the slot
+        again = claim_slot(s, run_id, worker_host="10.0.0.9", port=7009)
+    assert again is not None and again.slot == 1
+    with session_scope(sm) as s:
+        assert leave_unstarted(s, claims[1]) == "lost"
+    assert claimed_slots(sm, run_id) == [0, 1]
