@@ -114,8 +114,9 @@ class GangSlot:
 
     def wait_for_gang(self) -> tuple[Gang, tuple[str, ...]] | None:
         """Beat the slot until the gang is complete; ``None`` once the deadline passed (the
-        slot is freed and the message sent again), the slot was lost, or the run ended
-        (cancelled while it waited: the slot is freed)."""
+        slot is freed and the message sent again, unless the gang started with this slot just
+        then: it is returned, to join), the slot was lost, or the run ended (cancelled while
+        it waited: the slot is freed)."""
         deadline = time.monotonic() + self.settings.gang_wait_seconds
         while True:
             with session_scope(self.sessions) as session:
@@ -140,13 +141,24 @@ class GangSlot:
                 return None
             if time.monotonic() > deadline:
                 if self._leave_waiting() is not None:  # the gang started with this slot
-                    continue  # meanwhile: the next look finds it met, and start() joins it
+                    return self._joined()  # meanwhile: start() finds it running and joins
                 log.info(
                     "run %s: the gang did not meet within %.0f s: slot %d freed; the run waits",
                     self.run_id, self.settings.gang_wait_seconds, self.slot,
                 )  # fmt: skip
                 return None
             time.sleep(self.tick_s)
+
+    def _joined(self) -> tuple[Gang, tuple[str, ...]] | None:
+        """The gang that started with this slot as it gave up waiting, read afresh; if it is
+        no longer whole (a peer left since), this slot is freed too (the requeue that follows
+        sends the run's messages) and ``None`` returned, rather than looking again and again."""
+        with session_scope(self.sessions) as session:
+            gang, cluster = met_gang(session, self.run_id), read_cluster(session, self.run_id)
+        if gang is not None and cluster is not None:
+            return gang, cluster
+        self._leave()
+        return None
 
     def _leave_waiting(self) -> int | None:
         """Free this slot and, if the run still waits for its gang, send its message again;
@@ -183,9 +195,7 @@ class GangSlot:
                     release_slots(session, self.run_id)
                     return None
                 attempt = start_gang(session, gang, worker_host=worker_name(), distribution=plan)
-            if attempt is None:
-                self._leave_waiting()
-            return attempt
+            return attempt if attempt is not None else self._leave_waiting()
         deadline = time.monotonic() + self.settings.gang_wait_seconds
         while time.monotonic() < deadline:
             with session_scope(self.sessions) as session:
@@ -244,9 +254,11 @@ class GangSlot:
             code = member.poll()
             try:
                 with session_scope(self.sessions) as session:
-                    mine = beat_slot(session, self.claim)
+                    # The run's row before the slot's, as requeue_gang and leave_unstarted
+                    # take them: in the other order the two could deadlock on PostgreSQL.
                     if chief:
                         RUN_JOBS.beat(session, self.run_id, attempt=attempt)
+                    mine = beat_slot(session, self.claim)
                     run = RUN_JOBS.get(session, self.run_id)
                     ours = run.status == RunStatus.RUNNING and run.attempts == attempt
                     cancel = run.cancel_requested

@@ -106,7 +106,9 @@ def leave_unstarted(session: Session, claim: SlotClaim) -> Literal["freed", "joi
         trains in that attempt); ``lost``: the slot was no longer this claim's.
     """
     _lock_run(session, claim.run_id)
-    status = session.execute(select(Run.status).where(Run.id == claim.run_id)).scalar_one()
+    status = session.execute(select(Run.status).where(Run.id == claim.run_id)).scalar_one_or_none()
+    if status is None:  # the run was deleted while it waited
+        return "lost"
     if status == RunStatus.RUNNING:
         held = session.execute(
             select(RunSlot.slot).where(
@@ -122,7 +124,10 @@ def _lock_run(session: Session, run_id: str) -> None:
     """Take the run's row for this transaction: a row lock on PostgreSQL, the database's write
     lock on SQLite (whose driver starts a transaction only at a write, and ignores FOR UPDATE;
     hence an UPDATE that changes nothing rather than a SELECT ... FOR UPDATE)."""
-    session.execute(update(Run).where(Run.id == run_id).values(workers=Run.workers))
+    session.execute(
+        update(Run).where(Run.id == run_id).values(workers=Run.workers),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def broken_why(session: Session, gang: Gang, *, stale_after_s: float | None) -> str | None:

@@ -245,3 +245,21 @@ def test_a_member_whose_deadline_passes_as_the_chief_starts_joins_the_attempt(re
     with records() as s:
         run = RUN_JOBS.get(s, run_id)
         assert (run.status, run.attempts) == (RunStatus.RUNNING, 1)
+
+
+def test_a_member_that_joins_a_gang_already_broken_leaves_instead_of_looking_again(
+    records, settings
+):
+    """The gang started with this slot as it gave up, but a peer has left since: the member
+    frees its slot at once (the requeue that follows sends the run's messages) rather than
+    finding the run running and its gang incomplete again and again."""
+    run_id = new_run(records)
+    sent = Sent()
+    members, gang, cluster = met(records, settings, run_id, sent)
+    chief, member = members
+    assert chief.start(gang, cluster) == 1
+    with session_scope(records) as s:
+        assert release_slot(s, chief.claim)  # the chief is gone
+    assert member._leave_waiting() == 1  # its slot was in the attempt that started
+    assert member._joined() is None
+    assert free_slots(records, run_id) == 2 and sent.messages(run_id) == 0
