@@ -266,12 +266,12 @@ class GangSlot:
             except Exception as exc:  # the database away for a moment: the next tick may do
                 log.warning("run %s: gang check failed: %s", self.run_id, describe_error(exc))
                 continue
+            if not ours:  # first: the chief's cancel or finish frees every slot, this one too
+                self._leave()
+                return run.status.value if run.status.terminal else "lost"
             if not mine:
                 log.warning("run %s: slot %d was taken from this worker", self.run_id, self.slot)
                 return "lost"
-            if not ours:
-                self._leave()
-                return run.status.value if run.status.terminal else "lost"
             if cancel:
                 return self._cancel(member, attempt)
             if code is not None and code != 0:
