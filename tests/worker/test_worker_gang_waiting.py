@@ -263,3 +263,28 @@ def test_a_member_that_joins_a_gang_already_broken_leaves_instead_of_looking_aga
     assert member._leave_waiting() == 1  # its slot was in the attempt that started
     assert member._joined() is None
     assert free_slots(records, run_id) == 2 and sent.messages(run_id) == 0
+
+
+def test_a_member_whose_chief_cancelled_the_run_reports_it_cancelled(records, settings, tmp_path):
+    """The chief's cancel finishes the run and frees every slot, the member's too; the member
+    watching its process then reports the run cancelled, not its slot lost."""
+    import subprocess
+    import sys
+
+    run_id = new_run(records)
+    members, gang, cluster = met(records, settings, run_id, Sent())
+    chief, member = members
+    assert chief.start(gang, cluster) == 1 and member.start(gang, cluster) == 1
+    processes = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in members
+    ]
+    try:
+        with session_scope(records) as s:
+            request_cancel(s, run_id)
+        assert chief._cancel(processes[0], 1) == "cancelled"
+        assert free_slots(records, run_id) == 2  # the member's slot too
+        assert member._watch(processes[1], gang, 1, tmp_path / "result.json") == "cancelled"
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
