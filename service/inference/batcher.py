@@ -222,16 +222,17 @@ class DynamicBatcher:
                 await asyncio.wait_for(asyncio.shield(self._stopped), grace_s)
             except TimeoutError:
                 log.warning("batcher closed with %d image(s) left after %g s", self.depth, grace_s)
-                with self._ready:
-                    self._abandoned = True
-                    self._ready.notify()
+        _fail(self._drain(), BatcherClosed())
+
+    def _drain(self) -> list[_Item]:
+        """Stop taking work (the thread stops after its current call) and take what it had:
+        the batch in the model and the queue."""
         with self._ready:
-            self._abandoned = True
+            self._closed = self._abandoned = True
+            self._ready.notify()
             left = [*self._running, *self._items]
-            self._items.clear()
-        for item in left:
-            if not item.future.done():
-                item.future.set_exception(BatcherClosed())
+            self._running, self._items = [], deque()
+        return left
 
     # --- the model thread ----------------------------------------------------------------
 
@@ -250,11 +251,7 @@ class DynamicBatcher:
         finally:
             # Whatever ends the thread, nothing is left waiting on it: what it had fails, and
             # the batcher takes no more work, so the cache loads the model again.
-            with self._ready:
-                self._closed = self._abandoned = True
-                left = [*self._running, *self._items]
-                self._running, self._items = [], deque()
-            if left:
+            if left := self._drain():
                 self._call_loop(_fail, left, error)
             self._call_loop(_resolve, self._stopped)
 
