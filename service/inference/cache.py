@@ -263,11 +263,14 @@ class ModelCache:
         if keep in self._models:
             asyncio.get_running_loop().create_task(self._evict(keep=keep))
 
-    def _served(self, model: LoadedModel, engines: Path) -> bool:
-        """Still worth an engine: in the cache (not evicted), its folder still there (a
-        deleted run's folder is not made again by an export)."""
+    def _skipped(self, model: LoadedModel, engines: Path) -> bool:
+        """Whether the model is no longer worth an engine, said in its status: evicted, or
+        its folder gone (a deleted run's folder is not made again by an export)."""
         folder = engines.parent.parent  # <model folder>/engines/<digest>
-        return not self._stopping and self._models.get(model.uri) is model and folder.is_dir()
+        if not self._stopping and self._models.get(model.uri) is model and folder.is_dir():
+            return False
+        model.engine_choice = {"state": "skipped", "reason": "evicted or its file removed"}
+        return True
 
     def _choose_engine(self, model: LoadedModel, engines: Path) -> bool:
         """Whether the model switched to an exported engine."""
@@ -275,16 +278,14 @@ class ModelCache:
 
         predictor = model.predictor
         started = time.perf_counter()
-        if not self._served(model, engines):
-            model.engine_choice = {"state": "skipped", "reason": "evicted or its file removed"}
+        if self._skipped(model, engines):
             return False
         engine = make_engine(
             predictor.model, predictor.input_shape, engine="auto",
             cache_dir=engines, batch_size=predictor.batch_size,
             threads=engine_threads(self.settings.predict_compute_threads),
         )  # fmt: skip
-        if not self._served(model, engines):
-            model.engine_choice = {"state": "skipped", "reason": "evicted or its file removed"}
+        if self._skipped(model, engines):  # evicted or deleted while it exported
             return False
         switched = engine.name != predictor.engine.name
         if switched:
@@ -347,20 +348,19 @@ def model_cache_folder(settings: Settings, run_id: str) -> Path:
     return (settings.state_dir / "model-cache" / run_id).resolve()
 
 
-def compute_threads(configured: int | None) -> int:
-    """The intra-op threads to use: ``configured``, else the usable cores but one (at least 1)."""
+def compute_threads(configured: int | None, *, spare: int = 1) -> int:
+    """The intra-op threads to use: ``configured``, else the usable cores but ``spare`` (at
+    least 1)."""
     if configured is not None:
         return configured
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return max(1, len(os.sched_getaffinity(0)) - spare)
 
 
 def engine_threads(configured: int | None) -> int:
     """The intra-op threads of an exported engine (ONNX Runtime): ``configured``, else every
     usable core. Unlike TensorFlow's pool (:func:`limit_compute_threads`), its threads sleep
     between calls, so the event loop gets a core whenever it needs one."""
-    if configured is not None:
-        return configured
-    return max(1, len(os.sched_getaffinity(0)))
+    return compute_threads(configured, spare=0)
 
 
 def limit_compute_threads(configured: int | None) -> None:
