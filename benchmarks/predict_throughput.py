@@ -151,7 +151,9 @@ def start_server(
     env = {**os.environ, "RESNET_STATE_DIR": str(state), "RESNET_DATABASE_URL": db_url}
     if engine:
         env["RESNET_PREDICT_ENGINE"] = engine
-    env.update(item.split("=", 1) for item in extra_env or [])  # type: ignore[misc]
+    for item in extra_env or []:  # NAME=VALUE
+        name, _, value = item.partition("=")
+        env[name] = value
     if tree != ROOT:
         env["PYTHONPATH"] = str(tree)  # its service/, core/ and jobs/ before this venv's
     command = [

@@ -23,6 +23,7 @@ model's first calls at each batch size were slow, which ours does not do, so it 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import bentoml
 import numpy as np
@@ -42,8 +43,7 @@ INPUT, OUTPUT = "image", "output_0"  # core.inference.export's SavedModel signat
 class ResNet:
     def __init__(self) -> None:
         if ONNX_MODEL:
-            self._forward = _onnx_forward(ONNX_MODEL)
-            self._size = _onnx_size(ONNX_MODEL)
+            self._forward, self._size = _onnx_model(ONNX_MODEL)
             return
         import tensorflow as tf
 
@@ -68,7 +68,9 @@ class ResNet:
         ]
 
 
-def _onnx_session(path: str):  # type: ignore[no-untyped-def]
+def _onnx_model(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, int]]:
+    """ONNX Runtime's forward pass over the export at ``path``, and its input's (width,
+    height) for PIL; ``BENTO_ONNX_THREADS`` intra-op threads (0: its own choice)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -76,15 +78,9 @@ def _onnx_session(path: str):  # type: ignore[no-untyped-def]
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def _onnx_forward(path: str):  # type: ignore[no-untyped-def]
-    session = _onnx_session(path)
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})[0]
-
-
-def _onnx_size(path: str) -> tuple[int, int]:
-    shape = _onnx_session(path).get_inputs()[0].shape  # (batch, H, W, C)
-    return int(shape[2]), int(shape[1])
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    image = session.get_inputs()[0]  # (batch, H, W, C)
+    return (
+        lambda batch: session.run(None, {image.name: batch})[0],
+        (int(image.shape[2]), int(image.shape[1])),
+    )
