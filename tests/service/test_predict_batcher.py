@@ -57,6 +57,19 @@ async def predict(b: DynamicBatcher, *values: int) -> list[float]:
     return [float(row[0]) for row in await asyncio.gather(*futures)]
 
 
+async def queued_behind_a_held_call(
+    model: StandIn, b: DynamicBatcher, values: list[int]
+) -> tuple[asyncio.Future[list[float]], list[asyncio.Future[list[float]]]]:
+    """A request for image 1 whose model call is held, and requests for ``values`` queued
+    behind it: their futures."""
+    model.gate.clear()
+    first = asyncio.ensure_future(predict(b, 1))
+    await asyncio.sleep(0.05)  # the first call is running (held)
+    rest = [asyncio.ensure_future(predict(b, v)) for v in values]
+    await asyncio.sleep(0.05)  # queued behind it
+    return first, rest
+
+
 def test_an_idle_batcher_dispatches_at_once() -> None:
     model = StandIn()
 
@@ -76,11 +89,7 @@ def test_requests_arriving_while_the_model_is_busy_share_the_next_call() -> None
 
     async def test() -> None:
         b = batcher(model)
-        model.gate.clear()
-        first = asyncio.ensure_future(predict(b, 1))
-        await asyncio.sleep(0.05)  # the first call is running (held)
-        rest = [asyncio.ensure_future(predict(b, v)) for v in range(2, 12)]
-        await asyncio.sleep(0.05)
+        first, rest = await queued_behind_a_held_call(model, b, list(range(2, 12)))
         model.gate.set()
         assert await first == [4.0]
         assert [await r for r in rest] == [[4.0 * v] for v in range(2, 12)]
@@ -97,11 +106,7 @@ def test_the_model_takes_its_next_batch_while_the_loop_is_busy() -> None:
 
     async def test() -> None:
         b = batcher(model)
-        model.gate.clear()
-        first = asyncio.ensure_future(predict(b, 1))
-        await asyncio.sleep(0.05)  # the first call is running (held)
-        rest = [asyncio.ensure_future(predict(b, v)) for v in (2, 3, 4)]
-        await asyncio.sleep(0.05)  # queued behind it
+        first, rest = await queued_behind_a_held_call(model, b, [2, 3, 4])
         threading.Timer(0.05, model.gate.set).start()
         time.sleep(0.5)  # the loop is busy (blocked): only the model thread can move
         assert model.batches == [1, 3]
